@@ -1,0 +1,775 @@
+/* worker.c — one worker's epoll loop: accept on the shared listening socket,
+ * read and parse requests, hand complete ones to the embedder, write responses,
+ * keep-alive, timeouts, graceful drain.
+ *
+ * Level-triggered epoll throughout. The listener is registered with
+ * EPOLLEXCLUSIVE so one connection wakes one worker; a worker accepts at most
+ * cfg->accepts_per_wakeup connections per wake-up so that it does not drain
+ * the whole queue while the others sleep.
+ */
+#define _GNU_SOURCE
+#include "tailfast.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define TF_IN_INITIAL 8192
+#define TF_IN_SHRINK_ABOVE (256 * 1024)
+#define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
+#define TF_LINGER_SECONDS 2.0
+#define TF_MAX_EVENTS 256
+#define TF_HEAD_STACK 4096
+
+enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2 };
+
+typedef struct tf_worker tf_worker;
+
+struct tf_conn {
+    tf_worker *worker;
+    int fd;
+    uint32_t registered; /* events currently registered with epoll */
+
+    char *in;
+    size_t in_len, in_cap;
+    size_t head_len; /* > 0 once the current request's head is parsed */
+    size_t body_len; /* decoded body bytes after the head (chunked) */
+    tf_request req;
+    tf_chunked_decoder chunked;
+    int responded;
+
+    char *out;
+    size_t out_off, out_len, out_cap;
+
+    int close_after_write; /* close once out is flushed */
+    int peer_closed;       /* read returned 0 */
+    int lingering;         /* write side shut; discarding input until EOF */
+    double deadline;       /* monotonic seconds; 0 = none */
+
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    tf_conn *prev, *next;
+};
+
+struct tf_worker {
+    const tf_worker_config *cfg;
+    const tf_worker_callbacks *cb;
+    int epfd;
+    int listen_fd;
+    int listening;     /* listener registered with epoll */
+    double accept_resume; /* when paused after EMFILE: resume at this time */
+    int signal_pipe[2];
+    int draining;
+    int stop_now;
+    int conn_count;
+    tf_conn *conns; /* all connections, most recently accepted first */
+    double now;
+    double last_sweep;
+};
+
+/* Signal handlers only record; the loop does the work (self-pipe wakes it). */
+static volatile sig_atomic_t tf_sig_drain, tf_sig_quit;
+static int tf_sig_pipe_write = -1;
+
+static void tf_worker_on_signal(int sig) {
+    int saved = errno;
+    if (sig == SIGQUIT)
+        tf_sig_quit = 1;
+    else
+        tf_sig_drain = 1;
+    if (tf_sig_pipe_write >= 0) {
+        char b = 1;
+        ssize_t r = write(tf_sig_pipe_write, &b, 1);
+        (void)r; /* a full pipe already wakes the loop */
+    }
+    errno = saved;
+}
+
+static double tf_monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void tf_worker_config_default(tf_worker_config *cfg) {
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen_fd = -1;
+    cfg->max_connections = 10000;
+    cfg->accepts_per_wakeup = 4;
+    cfg->keepalive_timeout = 5.0;
+    cfg->request_timeout = 10.0;
+    cfg->max_body_size = 16 * 1024 * 1024;
+    tf_limits_default(&cfg->limits);
+}
+
+/* ------------------------------------------------------------ connections */
+
+static int tf_conn_set_events(tf_conn *c, uint32_t events) {
+    if (c->registered == events)
+        return 0;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(c->worker->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        return -1;
+    c->registered = events;
+    return 0;
+}
+
+static void tf_conn_close(tf_conn *c) {
+    tf_worker *w = c->worker;
+    /* close() removes the fd from epoll: no EPOLL_CTL_DEL needed */
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c->in);
+    free(c->out);
+    free(c);
+    w->conn_count--;
+}
+
+/* Moves the parsed request's pointers from buffer old to buffer new. */
+static void tf_request_rebase(tf_request *r, const char *old, char *new) {
+#define TF_REBASE(p) ((p) = new + ((p) - old))
+    TF_REBASE(r->method);
+    TF_REBASE(r->target);
+    TF_REBASE(r->path);
+    TF_REBASE(r->query);
+    for (size_t i = 0; i < r->num_headers; i++) {
+        TF_REBASE(r->headers[i].name);
+        TF_REBASE(r->headers[i].value);
+    }
+#undef TF_REBASE
+}
+
+/* Gives c->in a capacity of at least want bytes (or exactly want when shrinking). */
+static int tf_conn_resize_in(tf_conn *c, size_t want) {
+    char *fresh = malloc(want);
+    if (!fresh)
+        return -1;
+    if (c->in_len)
+        memcpy(fresh, c->in, c->in_len);
+    if (c->head_len)
+        tf_request_rebase(&c->req, c->in, fresh);
+    free(c->in);
+    c->in = fresh;
+    c->in_cap = want;
+    return 0;
+}
+
+static int tf_conn_append_out(tf_conn *c, const char *data, size_t len) {
+    if (len == 0)
+        return 0;
+    if (c->out_off > 0 && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    if (c->out_cap - c->out_len < len) {
+        /* compact first, then grow */
+        if (c->out_off) {
+            memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+            c->out_len -= c->out_off;
+            c->out_off = 0;
+        }
+        if (c->out_cap - c->out_len < len) {
+            size_t cap = c->out_cap ? c->out_cap : 4096;
+            while (cap - c->out_len < len)
+                cap *= 2;
+            char *grown = realloc(c->out, cap);
+            if (!grown)
+                return -1;
+            c->out = grown;
+            c->out_cap = cap;
+        }
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+    return 0;
+}
+
+static size_t tf_conn_pending(const tf_conn *c) { return c->out_len - c->out_off; }
+
+/* Writes what is pending. Returns 0 (all or some written), -1 on a dead peer. */
+static int tf_conn_flush(tf_conn *c) {
+    while (tf_conn_pending(c)) {
+        ssize_t n = write(c->fd, c->out + c->out_off, tf_conn_pending(c));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -1; /* EPIPE, ECONNRESET, ... */
+        }
+        c->out_off += (size_t)n;
+        c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+    }
+    c->out_off = c->out_len = 0;
+    return 0;
+}
+
+/* Sends iov (after whatever is pending) with one writev when nothing waits. */
+static int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    size_t written = 0;
+    if (!tf_conn_pending(c)) {
+        for (;;) {
+            ssize_t n = writev(c->fd, iov, iovcnt);
+            if (n >= 0) {
+                written = (size_t)n;
+                break;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return -1;
+        }
+    }
+    if (written == total)
+        return 0;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t len = iov[i].iov_len;
+        if (written >= len) {
+            written -= len;
+            continue;
+        }
+        if (tf_conn_append_out(c, (const char *)iov[i].iov_base + written, len - written) < 0)
+            return -1;
+        written = 0;
+    }
+    return 0;
+}
+
+int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
+                    size_t num_headers, const char *body, size_t body_len,
+                    int close_after) {
+    tf_worker *w = c->worker;
+    /* tf_sig_drain: a stop that arrived while the handler ran already counts */
+    int keep = c->req.keep_alive && !close_after && !w->draining && !tf_sig_drain &&
+               !c->peer_closed;
+    int no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
+    int64_t length = no_body ? -1 : (int64_t)body_len;
+
+    char stack[TF_HEAD_STACK];
+    char *head = stack;
+    size_t cap = sizeof(stack);
+    size_t need = 512;
+    for (size_t i = 0; i < num_headers; i++)
+        need += headers[i].name_len + headers[i].value_len + 4;
+    if (need > cap) {
+        head = malloc(need);
+        if (!head)
+            return -1;
+        cap = need;
+    }
+    ssize_t head_len = tf_write_response_head(head, cap, status, headers, num_headers, length,
+                                              keep ? TF_HEAD_KEEP_ALIVE : 0,
+                                              c->req.version_minor);
+    if (head_len < 0) {
+        if (head != stack)
+            free(head);
+        return -1;
+    }
+    struct iovec iov[2] = {{head, (size_t)head_len}, {(void *)body, body_len}};
+    int send_body = !no_body && !c->req.is_head && body_len > 0;
+    int r = tf_conn_send(c, iov, send_body ? 2 : 1);
+    if (head != stack)
+        free(head);
+    c->responded = 1;
+    if (!keep)
+        c->close_after_write = 1;
+    if (r < 0)
+        c->peer_closed = c->close_after_write = 1;
+    return 0;
+}
+
+int tf_conn_peer(const tf_conn *c, char *host, size_t host_cap, int *port) {
+    if (host_cap)
+        host[0] = '\0';
+    *port = 0;
+    if (c->peer.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&c->peer;
+        if (!inet_ntop(AF_INET, &a->sin_addr, host, (socklen_t)host_cap))
+            return -1;
+        *port = ntohs(a->sin_port);
+    } else if (c->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->peer;
+        if (!inet_ntop(AF_INET6, &a->sin6_addr, host, (socklen_t)host_cap))
+            return -1;
+        *port = ntohs(a->sin6_port);
+    }
+    return 0;
+}
+
+static void tf_conn_error(tf_conn *c, int status) {
+    static const tf_header text = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
+    char body[96];
+    int n = snprintf(body, sizeof(body), "%d %s\n", status, tf_status_reason(status));
+    if (n < 0)
+        n = 0;
+    /* The rest of the input cannot be trusted: answer, then close. */
+    tf_conn_respond(c, status, &text, 1, body, (size_t)n, 1);
+}
+
+/* Starts closing: flush, then close, lingering when input may still arrive so
+ * that the response is not destroyed by a reset. */
+static void tf_conn_finish(tf_conn *c, int linger) {
+    if (tf_conn_flush(c) < 0) {
+        tf_conn_close(c);
+        return;
+    }
+    if (tf_conn_pending(c)) {
+        c->close_after_write = 1;
+        tf_conn_set_events(c, EPOLLOUT);
+        return;
+    }
+    if (!linger || c->peer_closed) {
+        tf_conn_close(c);
+        return;
+    }
+    if (shutdown(c->fd, SHUT_WR) < 0 || tf_conn_set_events(c, EPOLLIN) < 0) {
+        tf_conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->deadline = c->worker->now + TF_LINGER_SECONDS;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+/* Returns 1 when the request at the head of c->in is complete (body included),
+ * 0 when more input is needed, -1 when the connection must close (an error
+ * response has been queued). */
+static int tf_conn_request_ready(tf_conn *c) {
+    const tf_worker_config *cfg = c->worker->cfg;
+    if (!c->head_len) {
+        int status = 400;
+        ssize_t r = tf_parse_request(c->in, c->in_len, &cfg->limits, &c->req, &status);
+        if (r == TF_PARSE_INCOMPLETE)
+            return 0;
+        if (r < 0) {
+            c->req.keep_alive = 0;
+            c->req.is_head = 0;
+            c->req.version_minor = 1;
+            tf_conn_error(c, status);
+            return -1;
+        }
+        c->head_len = (size_t)r;
+        c->body_len = 0;
+        int64_t limit = cfg->max_body_size;
+        if (limit > 0 && c->req.content_length > limit) {
+            tf_conn_error(c, 413);
+            return -1;
+        }
+        if (c->req.expect_continue < 0) {
+            tf_conn_error(c, 417);
+            return -1;
+        }
+        if (c->req.chunked)
+            memset(&c->chunked, 0, sizeof(c->chunked));
+        int has_body = c->req.chunked || c->req.content_length > 0;
+        if (c->req.expect_continue > 0 && has_body && c->req.version_minor == 1 &&
+            c->in_len == c->head_len) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            struct iovec iov = {(void *)cont, sizeof(cont) - 1};
+            if (tf_conn_send(c, &iov, 1) < 0)
+                return -1;
+        }
+    }
+    if (c->req.chunked) {
+        size_t start = c->head_len + c->body_len;
+        size_t raw = c->in_len - start;
+        ssize_t r = tf_chunked_decode(&c->chunked, c->in + start, &raw);
+        c->body_len += raw;
+        if (r == TF_PARSE_ERROR) {
+            tf_conn_error(c, 400);
+            return -1;
+        }
+        int64_t limit = cfg->max_body_size;
+        if (limit > 0 && (int64_t)c->body_len > limit) {
+            tf_conn_error(c, 413);
+            return -1;
+        }
+        if (r == TF_PARSE_INCOMPLETE) {
+            c->in_len = c->head_len + c->body_len;
+            return 0;
+        }
+        /* r bytes after the body (a pipelined request) follow it directly */
+        c->in_len = c->head_len + c->body_len + (size_t)r;
+        return 1;
+    }
+    size_t need = c->head_len + (size_t)(c->req.content_length > 0 ? c->req.content_length : 0);
+    if (c->in_len < need) {
+        if (c->in_cap < need && tf_conn_resize_in(c, need) < 0) {
+            tf_conn_error(c, 413);
+            return -1;
+        }
+        return 0;
+    }
+    c->body_len = need - c->head_len;
+    return 1;
+}
+
+/* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
+static int tf_conn_process(tf_conn *c) {
+    tf_worker *w = c->worker;
+    while (!c->close_after_write && !c->lingering && c->in_len > 0 &&
+           tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
+        int ready = tf_conn_request_ready(c);
+        if (ready < 0) {
+            tf_conn_finish(c, 1);
+            return -1;
+        }
+        if (ready == 0)
+            break;
+        c->responded = 0;
+        int r = w->cb->on_request(w->cb->ctx, c, &c->req, c->in + c->head_len, c->body_len);
+        if (!c->responded)
+            tf_conn_error(c, 500);
+        size_t used = c->head_len + c->body_len;
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+        c->head_len = c->body_len = 0;
+        if (r < 0) {
+            tf_conn_close(c);
+            return -1;
+        }
+    }
+    if (c->in_len == 0 && c->in_cap > TF_IN_SHRINK_ABOVE && tf_conn_resize_in(c, TF_IN_INITIAL) < 0) {
+        tf_conn_close(c);
+        return -1;
+    }
+    if (tf_conn_flush(c) < 0) {
+        tf_conn_close(c);
+        return -1;
+    }
+    if (c->close_after_write && !tf_conn_pending(c)) {
+        /* unprocessed input means the client sent more: linger so it reads the answer */
+        tf_conn_finish(c, c->in_len > 0);
+        return -1;
+    }
+    if (c->peer_closed && !tf_conn_pending(c)) {
+        tf_conn_close(c);
+        return -1;
+    }
+    uint32_t events = 0;
+    if (tf_conn_pending(c))
+        events |= EPOLLOUT;
+    if (tf_conn_pending(c) < TF_OUT_HIGH_WATER && !c->peer_closed && !c->close_after_write)
+        events |= EPOLLIN;
+    if (tf_conn_set_events(c, events) < 0) {
+        tf_conn_close(c);
+        return -1;
+    }
+    if (c->in_len > 0 || tf_conn_pending(c))
+        c->deadline = w->now + w->cfg->request_timeout;
+    else if (w->draining) {
+        tf_conn_close(c); /* idle during a drain: nothing in flight */
+        return -1;
+    } else
+        c->deadline = w->now + w->cfg->keepalive_timeout;
+    return 0;
+}
+
+static void tf_conn_on_readable(tf_conn *c) {
+    if (c->lingering) {
+        char scratch[4096];
+        ssize_t n;
+        do
+            n = read(c->fd, scratch, sizeof(scratch));
+        while (n < 0 && errno == EINTR);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            tf_conn_close(c);
+        return;
+    }
+    size_t space = c->in_cap - c->in_len;
+    if (space == 0 || (space < 1024 && !c->head_len)) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : TF_IN_INITIAL;
+        if (tf_conn_resize_in(c, cap) < 0) {
+            tf_conn_close(c);
+            return;
+        }
+    }
+    ssize_t n;
+    do
+        n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        tf_conn_close(c); /* ECONNRESET and friends */
+        return;
+    }
+    if (n == 0)
+        c->peer_closed = 1;
+    c->in_len += (size_t)n;
+    tf_conn_process(c);
+}
+
+static void tf_conn_on_writable(tf_conn *c) {
+    if (tf_conn_flush(c) < 0) {
+        tf_conn_close(c);
+        return;
+    }
+    if (tf_conn_pending(c))
+        return;
+    if (c->close_after_write) {
+        tf_conn_finish(c, c->in_len > 0);
+        return;
+    }
+    tf_conn_process(c);
+}
+
+/* ------------------------------------------------------------------ accept */
+
+static int tf_listener_arm(tf_worker *w, int on) {
+    if (on == w->listening || w->listen_fd < 0)
+        return 0;
+    if (on) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TF_TAG_LISTENER};
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->listen_fd, &ev) < 0)
+            return -1;
+    } else if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL) < 0) {
+        return -1;
+    }
+    w->listening = on;
+    return 0;
+}
+
+static void tf_accept_some(tf_worker *w) {
+    for (int i = 0; i < w->cfg->accepts_per_wakeup; i++) {
+        if (w->conn_count >= w->cfg->max_connections) {
+            tf_listener_arm(w, 0); /* resumes when a connection closes */
+            return;
+        }
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(w->listen_fd, (struct sockaddr *)&peer, &peer_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of descriptors or memory: stop accepting for a moment
+                 * instead of spinning on a ready listener */
+                tf_log("worker %d (pid %d): accept: %s; pausing accepts for 100 ms",
+                       w->cfg->worker_id, (int)getpid(), strerror(errno));
+                tf_listener_arm(w, 0);
+                w->accept_resume = w->now + 0.1;
+                return;
+            }
+            tf_log("worker %d (pid %d): accept: %s", w->cfg->worker_id, (int)getpid(),
+                   strerror(errno));
+            return;
+        }
+        if (peer.ss_family == AF_INET || peer.ss_family == AF_INET6) {
+            int one = 1;
+            /* best effort: a failure costs latency, not correctness */
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        tf_conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->worker = w;
+        c->fd = fd;
+        c->peer = peer;
+        c->peer_len = peer_len;
+        c->deadline = w->now + w->cfg->request_timeout;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->registered = EPOLLIN;
+        c->next = w->conns;
+        if (w->conns)
+            w->conns->prev = c;
+        w->conns = c;
+        w->conn_count++;
+    }
+}
+
+/* ----------------------------------------------------------------- the loop */
+
+static void tf_worker_sweep(tf_worker *w) {
+    tf_conn *c = w->conns;
+    while (c) {
+        tf_conn *next = c->next;
+        if (c->deadline > 0 && w->now >= c->deadline) {
+            if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->close_after_write) {
+                c->req.keep_alive = 0;
+                c->req.is_head = 0;
+                c->req.version_minor = 1;
+                tf_conn_error(c, 408);
+                tf_conn_finish(c, 0);
+            } else {
+                tf_conn_close(c);
+            }
+        }
+        c = next;
+    }
+}
+
+static void tf_worker_start_drain(tf_worker *w) {
+    if (w->draining)
+        return;
+    w->draining = 1;
+    tf_listener_arm(w, 0);
+    if (w->listen_fd >= 0) {
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
+    /* idle keep-alive connections have nothing in flight: close them now */
+    tf_conn *c = w->conns;
+    while (c) {
+        tf_conn *next = c->next;
+        if (c->in_len == 0 && !tf_conn_pending(c) && !c->lingering)
+            tf_conn_close(c);
+        c = next;
+    }
+}
+
+static int tf_worker_setup_signals(tf_worker *w) {
+    if (pipe2(w->signal_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -1;
+    tf_sig_pipe_write = w->signal_pipe[1];
+    tf_sig_drain = tf_sig_quit = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = tf_worker_on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    const int handled[] = {SIGTERM, SIGINT, SIGQUIT};
+    for (size_t i = 0; i < sizeof(handled) / sizeof(handled[0]); i++)
+        if (sigaction(handled[i], &sa, NULL) < 0)
+            return -1;
+    sa.sa_handler = SIG_IGN;
+    if (sigaction(SIGPIPE, &sa, NULL) < 0 || sigaction(SIGHUP, &sa, NULL) < 0)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TF_TAG_SIGNAL};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->signal_pipe[0], &ev) < 0)
+        return -1;
+    /* workers start from an empty mask: the primary's blocked set is its own */
+    sigset_t none;
+    sigemptyset(&none);
+    return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void tf_worker_drain_signal_pipe(tf_worker *w) {
+    char buf[64];
+    while (read(w->signal_pipe[0], buf, sizeof(buf)) > 0) {
+    }
+}
+
+int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
+    tf_worker w;
+    memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
+    w.cb = cb;
+    w.listen_fd = cfg->listen_fd;
+    w.signal_pipe[0] = w.signal_pipe[1] = -1;
+    w.now = w.last_sweep = tf_monotonic();
+    int status = 0;
+
+    /* the accept loop must never block; the listener is shared, so this is
+     * every worker's setting, which is what they all want */
+    int fl = fcntl(w.listen_fd, F_GETFL);
+    if (fl < 0 || fcntl(w.listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        tf_log("worker %d (pid %d): listening socket: %s", cfg->worker_id, (int)getpid(),
+               strerror(errno));
+        return TF_EXIT_FATAL;
+    }
+    w.epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w.epfd < 0 || tf_worker_setup_signals(&w) < 0 || tf_listener_arm(&w, 1) < 0) {
+        tf_log("worker %d (pid %d): cannot start event loop: %s", cfg->worker_id, (int)getpid(),
+               strerror(errno));
+        status = TF_EXIT_FATAL;
+        goto out;
+    }
+
+    struct epoll_event events[TF_MAX_EVENTS];
+    for (;;) {
+        if (tf_sig_quit)
+            break;
+        if (tf_sig_drain)
+            tf_worker_start_drain(&w);
+        if (w.draining && w.conn_count == 0)
+            break;
+        int timeout_ms = 1000;
+        if (!w.listening && !w.draining && w.accept_resume > 0)
+            timeout_ms = 100;
+        cb->release(cb->ctx);
+        int n = epoll_wait(w.epfd, events, TF_MAX_EVENTS, timeout_ms);
+        int wait_errno = errno;
+        cb->acquire(cb->ctx);
+        w.now = tf_monotonic();
+        if (n < 0) {
+            if (wait_errno == EINTR)
+                continue;
+            tf_log("worker %d (pid %d): epoll_wait: %s", cfg->worker_id, (int)getpid(),
+                   strerror(wait_errno));
+            status = 1;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = events[i].data.u64;
+            if (tag == TF_TAG_LISTENER) {
+                if (!w.draining)
+                    tf_accept_some(&w);
+            } else if (tag == TF_TAG_SIGNAL) {
+                tf_worker_drain_signal_pipe(&w);
+            } else {
+                tf_conn *c = events[i].data.ptr;
+                /* only this event's own handling can close c, and epoll
+                 * reports each fd at most once per batch */
+                uint32_t ev = events[i].events;
+                if (ev & EPOLLOUT)
+                    tf_conn_on_writable(c);
+                else if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                    tf_conn_on_readable(c);
+            }
+        }
+        if (!w.listening && !w.draining && w.conn_count < cfg->max_connections &&
+            w.now >= w.accept_resume) {
+            w.accept_resume = 0;
+            if (tf_listener_arm(&w, 1) == 0)
+                tf_accept_some(&w); /* a re-armed exclusive waiter misses what is queued */
+        }
+        if (w.now - w.last_sweep >= 1.0) {
+            w.last_sweep = w.now;
+            tf_worker_sweep(&w);
+        }
+    }
+
+out:
+    while (w.conns)
+        tf_conn_close(w.conns);
+    if (w.listen_fd >= 0)
+        close(w.listen_fd);
+    if (w.epfd >= 0)
+        close(w.epfd);
+    tf_sig_pipe_write = -1;
+    if (w.signal_pipe[0] >= 0)
+        close(w.signal_pipe[0]);
+    if (w.signal_pipe[1] >= 0)
+        close(w.signal_pipe[1]);
+    return status;
+}

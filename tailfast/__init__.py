@@ -1,0 +1,17 @@
+"""tailfast: Python web handlers on every core, with the hot path in C."""
+
+from tailfast._core import Request, Response, get_worker_id, is_primary
+from tailfast.headers import Headers
+from tailfast.server import serve
+from tailfast.supervise import spawn_workers
+
+__all__ = [
+    "Headers",
+    "Request",
+    "Response",
+    "get_worker_id",
+    "is_primary",
+    "serve",
+    "spawn_workers",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from tailfast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Importing the application named on the command line (`module:callable`)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tailfast.errors import AppImportError
+
+
+def import_app(spec: str) -> Callable[..., Any]:
+    """Imports `module:attribute` (attribute defaults to `app`) from the working
+    directory or sys.path. Any failure is one AppImportError line."""
+    module_name, _, attr_path = spec.partition(":")
+    attr_path = attr_path or "app"
+    if not module_name:
+        raise AppImportError(f"invalid application {spec!r}: expected MODULE:CALLABLE")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise AppImportError(f"cannot import {attr_path!r} from {module_name!r}: {exc}") from exc
+    except BaseException as exc:  # the module itself raised while importing
+        raise AppImportError(
+            f"cannot import {attr_path!r} from {module_name!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    target: Any = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise AppImportError(
+                f"cannot import {attr_path!r} from {module_name!r}: "
+                f"module {module_name!r} has no attribute {attr_path!r}"
+            ) from exc
+    if not callable(target):
+        raise AppImportError(
+            f"{module_name}:{attr_path} is not callable (it is a {type(target).__name__})"
+        )
+    return target
+
+
+def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:
+    """'native' for handler(request), 'wsgi' for app(environ, start_response)."""
+    call_method = vars(type(app)).get("__call__")
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call_method):
+        raise AppImportError("async def handlers are not supported yet; use a plain def")
+    if requested != "auto":
+        return requested
+    try:
+        params = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return "native"
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return "wsgi" if len(positional) == 2 else "native"

@@ -1,0 +1,590 @@
+"""Every setting declared once, and where its value comes from.
+
+One table, SETTINGS, drives the command-line options, the environment
+variables, the .env files and `--help`. Precedence, highest first:
+
+    CLI flag > process environment > .env.<mode> > .env > default
+
+The mode (`--env`, else TAILFAST_ENV in the environment, else TAILFAST_ENV in
+.env, else "production") chooses which `.env.<mode>` file is read on top of
+`.env`. This module must not import the C extension.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
+
+from tailfast.errors import ConfigError
+
+__all__ = [
+    "SETTINGS",
+    "BindAddress",
+    "Config",
+    "Setting",
+    "add_arguments",
+    "available_cpus",
+    "load_config",
+    "parse_bind",
+]
+
+DEFAULT_MODE = "production"
+MODE_VARIABLE = "TAILFAST_ENV"
+ENV_FILE_VARIABLE = "TAILFAST_ENV_FILE"
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """Where to listen: a TCP host and port, or a unix socket path."""
+
+    family: socket.AddressFamily
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def address(self) -> str:
+        """The address as a user writes it: `127.0.0.1:8000`, `[::1]:8000`, `unix:/x.sock`."""
+        if self.family == socket.AF_UNIX:
+            return f"unix:{self.path}"
+        if self.family == socket.AF_INET6:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """For display: `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/x.sock`."""
+        if self.family == socket.AF_UNIX:
+            return self.address
+        return f"http://{self.address}"
+
+    def __str__(self) -> str:
+        return self.address
+
+
+BIND_EXPECTED = "expected HOST:PORT, [IPv6]:PORT, :PORT or unix:PATH"
+
+
+def _parse_port(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(BIND_EXPECTED)
+    port = int(text)
+    if port > 65535:
+        raise ValueError("expected a port from 0 to 65535")
+    return port
+
+
+def parse_bind(value: str) -> BindAddress:
+    """Parses HOST:PORT, :PORT, [IPv6]:PORT or unix:PATH; raises ValueError."""
+    text = value.strip()
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path or "\0" in path:
+            raise ValueError("expected unix:PATH with a non-empty PATH")
+        return BindAddress(socket.AF_UNIX, path=path)
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(BIND_EXPECTED)
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(BIND_EXPECTED) from None
+        return BindAddress(socket.AF_INET6, host=str(address), port=_parse_port(port))
+    host, sep, port = text.rpartition(":")
+    if not sep or ":" in host:
+        raise ValueError(BIND_EXPECTED)
+    if host in ("", "localhost"):
+        host = "127.0.0.1"
+    else:
+        try:
+            host = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise ValueError(BIND_EXPECTED) from None
+    return BindAddress(socket.AF_INET, host=host, port=_parse_port(port))
+
+
+def _int_in(low: int, high: int, expected: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        text = value.strip()
+        if not re.fullmatch(r"[+]?[0-9]+", text) or not low <= int(text) <= high:
+            raise ValueError(expected)
+        return int(text)
+
+    return parse
+
+
+def _seconds(minimum: float, *, strict: bool, expected: str) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(expected) from None
+        if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+            raise ValueError(expected)
+        return number
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    expected = "expected one of " + ", ".join(choices)
+
+    def parse(value: str) -> str:
+        text = value.strip().lower()
+        if text not in choices:
+            raise ValueError(expected)
+        return text
+
+    return parse
+
+
+MAX_WORKERS = 1024
+WORKERS_EXPECTED = "expected a positive integer or 'auto'"
+
+
+def _parse_workers(value: str) -> str:
+    """Validates the requested worker count; returns "auto" or the number as text."""
+    text = value.strip().lower()
+    if text == "auto":
+        return text
+    if not re.fullmatch(r"[+]?[0-9]+", text) or int(text) < 1:
+        raise ValueError(WORKERS_EXPECTED)
+    if int(text) > MAX_WORKERS:
+        raise ValueError(f"expected a positive integer up to {MAX_WORKERS} or 'auto'")
+    return str(int(text))
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+SIZE_EXPECTED = "expected a number of bytes >= 0 (0 = unlimited), optionally with suffix k, m or g"
+
+
+def _parse_size(value: str) -> int:
+    match = re.fullmatch(r"\s*([0-9]+)\s*([kmg]?)\s*", value, re.IGNORECASE)
+    if not match:
+        raise ValueError(SIZE_EXPECTED)
+    return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
+def _parse_mode(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or value in (".", ".."):
+        raise ValueError("expected a name of letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _parse_path(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("expected a file path")
+    return value
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: how it is named, parsed, defaulted and documented."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: str  # raw text, parsed like any other value
+    flags: tuple[str, ...]
+    env: tuple[str, ...]  # environment variable names, first wins
+    help: str
+    metavar: str
+
+    @property
+    def flag(self) -> str:
+        """The long flag, used to name the source of a value."""
+        return next((f for f in self.flags if f.startswith("--")), self.flags[0])
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        name="bind",
+        parse=parse_bind,
+        default="127.0.0.1:8000",
+        flags=("--bind", "-b"),
+        env=("TAILFAST_BIND",),
+        help="address to listen on: HOST:PORT, :PORT, [IPv6]:PORT or unix:PATH "
+        "(port 0 = any free port)",
+        metavar="ADDRESS",
+    ),
+    Setting(
+        name="workers",
+        parse=_parse_workers,
+        default="auto",
+        flags=("--workers", "-w"),
+        env=("TAILFAST_WORKERS", "WORKERS"),
+        help="number of worker processes, or 'auto' for one per CPU this process may use",
+        metavar="N",
+    ),
+    Setting(
+        name="backlog",
+        parse=_int_in(1, 65535, "expected an integer from 1 to 65535"),
+        default="2048",
+        flags=("--backlog",),
+        env=("TAILFAST_BACKLOG",),
+        help="listen backlog: connections the kernel queues before they are accepted",
+        metavar="N",
+    ),
+    Setting(
+        name="graceful_timeout",
+        parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
+        default="30",
+        flags=("--graceful-timeout",),
+        env=("TAILFAST_GRACEFUL_TIMEOUT",),
+        help="seconds a stopping worker may take to finish in-flight requests",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="keepalive_timeout",
+        parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
+        default="5",
+        flags=("--keepalive-timeout",),
+        env=("TAILFAST_KEEPALIVE_TIMEOUT",),
+        help="seconds an idle keep-alive connection stays open",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="request_timeout",
+        parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
+        default="10",
+        flags=("--request-timeout",),
+        env=("TAILFAST_REQUEST_TIMEOUT",),
+        help="seconds allowed to receive a whole request (head and body)",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="limit_request_body",
+        parse=_parse_size,
+        default="16m",
+        flags=("--limit-request-body",),
+        env=("TAILFAST_LIMIT_REQUEST_BODY",),
+        help="largest request body in bytes, with optional suffix k, m or g (0 = unlimited)",
+        metavar="BYTES",
+    ),
+    Setting(
+        name="max_connections",
+        parse=_int_in(1, 1_000_000, "expected an integer from 1 to 1000000"),
+        default="10000",
+        flags=("--max-connections",),
+        env=("TAILFAST_MAX_CONNECTIONS",),
+        help="open connections per worker",
+        metavar="N",
+    ),
+    Setting(
+        name="interface",
+        parse=_choice("auto", "native", "wsgi"),
+        default="auto",
+        flags=("--interface",),
+        env=("TAILFAST_INTERFACE",),
+        help="application interface: native handler(request), wsgi, or auto-detect",
+        metavar="{auto,native,wsgi}",
+    ),
+    Setting(
+        name="env",
+        parse=_parse_mode,
+        default=DEFAULT_MODE,
+        flags=("--env",),
+        env=(MODE_VARIABLE,),
+        help="mode: selects .env.<mode>, read on top of .env",
+        metavar="MODE",
+    ),
+    Setting(
+        name="env_file",
+        parse=_parse_path,
+        default="",
+        flags=("--env-file",),
+        env=(ENV_FILE_VARIABLE,),
+        help=".env file to read instead of ./.env (./.env.<mode> is still read)",
+        metavar="PATH",
+    ),
+    Setting(
+        name="log_level",
+        parse=_choice("debug", "info", "warning", "error"),
+        default="info",
+        flags=("--log-level",),
+        env=("TAILFAST_LOG_LEVEL",),
+        help="log verbosity",
+        metavar="{debug,info,warning,error}",
+    ),
+    Setting(
+        name="cpu_max_path",
+        parse=_parse_path,
+        default="",
+        flags=("--cpu-max-path",),
+        env=("TAILFAST_CPU_MAX_PATH",),
+        help="cgroup cpu.max file to read instead of the detected one (for testing)",
+        metavar="PATH",
+    ),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass
+class Config:
+    """The resolved settings, with where each value came from."""
+
+    bind: BindAddress
+    workers: int  # resolved: "auto" is already a number here
+    workers_requested: str  # "auto" or the number as given, for display
+    backlog: int
+    graceful_timeout: float
+    keepalive_timeout: float
+    request_timeout: float
+    limit_request_body: int
+    max_connections: int
+    interface: str
+    env: str
+    env_file: str
+    log_level: str
+    cpu_max_path: str
+    sources: dict[str, str] = field(default_factory=dict)
+    file_environ: dict[str, str] = field(default_factory=dict)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one option per setting; absent options stay None."""
+    for s in SETTINGS:
+        env = " or ".join(s.env)
+        default = s.default or "none"
+        text = f"{s.help} [env {env}; default {default}]".replace("%", "%%")
+        parser.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar, help=text)
+
+
+# --------------------------------------------------------------------------- CPUs
+
+
+def _read_cpu_max(path: str | Path) -> int | None:
+    """CPUs allowed by a cgroup v2 cpu.max file; None for no limit or no file."""
+    try:
+        fields = Path(path).read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(fields) < 1 or fields[0] == "max":
+        return None
+    try:
+        quota = int(fields[0])
+        period = int(fields[1]) if len(fields) > 1 else 100_000
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, math.ceil(quota / period))
+
+
+def _cgroup_cpu_limit() -> int | None:
+    """The tightest cpu.max quota of this process's cgroup v2 and its ancestors."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    relative = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if relative is None:
+        return None
+    root = Path("/sys/fs/cgroup")
+    directory = root / relative.strip().lstrip("/")
+    limits: list[int] = []
+    while True:
+        limit = _read_cpu_max(directory / "cpu.max")
+        if limit is not None:
+            limits.append(limit)
+        if directory == root or root not in directory.parents:
+            break
+        directory = directory.parent
+    return min(limits) if limits else None
+
+
+def available_cpus(cpu_max_path: str | None = None) -> int:
+    """CPUs this process may use: the affinity mask, capped by the cgroup CPU quota.
+
+    cpu_max_path reads that cpu.max file instead of the detected cgroup's.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    limit = _read_cpu_max(cpu_max_path) if cpu_max_path else _cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, limit)
+    return max(1, count)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class _Raw:
+    value: str
+    source: str  # e.g. "flag --workers", "environment variable WORKERS"
+
+
+@dataclass
+class _EnvFile:
+    label: str  # how the file is named in messages
+    values: dict[str, str]
+    lines: dict[str, int]
+
+    def lookup(self, setting: Setting) -> _Raw | None:
+        for name in setting.env:
+            value = self.values.get(name, "")
+            if value.strip():
+                return _Raw(value, f"{self.label} line {self.lines[name]}")
+        return None
+
+
+def _read_env_file(
+    path: Path, label: str, environ: Mapping[str, str], earlier: Mapping[str, str]
+) -> _EnvFile:
+    """Reads a .env file with python-dotenv's parser, keeping line numbers.
+
+    ${VAR} references are expanded like python-dotenv does, from the process
+    environment first, then from values read so far.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            bindings = list(parse_stream(stream))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = os.strerror(exc.errno).lower() if isinstance(exc, OSError) and exc.errno else exc
+        raise ConfigError(f"cannot read {label}: {reason}") from None
+    values: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for binding in bindings:
+        # python-dotenv counts from the blank lines before a binding; skip them.
+        original = binding.original.string
+        blank = original[: len(original) - len(original.lstrip())]
+        line = binding.original.line + len(re.findall(r"\r\n|\n|\r", blank))
+        if binding.error:
+            text = original.strip()
+            raise ConfigError(f"cannot parse {label} line {line}: {text!r} (expected NAME=VALUE)")
+        if binding.key is None or binding.value is None:
+            continue
+        scope = {**earlier, **values, **environ}
+        atoms = parse_variables(binding.value)
+        values[binding.key] = "".join(atom.resolve(scope) for atom in atoms)
+        lines[binding.key] = line
+    return _EnvFile(label, values, lines)
+
+
+def _lookup_environ(setting: Setting, environ: Mapping[str, str]) -> _Raw | None:
+    for name in setting.env:
+        value = environ.get(name, "")
+        if value.strip():
+            return _Raw(value, f"environment variable {name}")
+    return None
+
+
+def _lookup_cli(setting: Setting, cli: Mapping[str, str | None]) -> _Raw | None:
+    value = cli.get(setting.name)
+    if value is None:
+        return None
+    return _Raw(str(value), f"flag {setting.flag}")
+
+
+def _parse(setting: Setting, raw: _Raw) -> Any:
+    try:
+        return setting.parse(raw.value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid {setting.name} {raw.value!r} (from {raw.source}): {exc}"
+        ) from None
+
+
+def load_config(
+    cli: Mapping[str, str | None],
+    environ: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> Config:
+    """Resolves every setting: CLI > environment > .env.<mode> > .env > default.
+
+    cli maps setting names to the raw text given on the command line (None = not
+    given). Raises ConfigError with one line for any bad value.
+    """
+    unknown = sorted(set(cli) - set(SETTINGS_BY_NAME))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]!r}: expected one of {', '.join(SETTINGS_BY_NAME)}"
+        )
+    environ = os.environ if environ is None else environ
+    directory = Path(os.getcwd() if cwd is None else cwd)
+    by_name = SETTINGS_BY_NAME
+
+    # The base file: --env-file / TAILFAST_ENV_FILE, else ./.env (optional).
+    env_file_raw = _lookup_cli(by_name["env_file"], cli) or _lookup_environ(
+        by_name["env_file"], environ
+    )
+    base: _EnvFile | None = None
+    if env_file_raw is not None:
+        env_file = _parse(by_name["env_file"], env_file_raw)
+        path = directory / env_file
+        if not path.is_file():
+            raise ConfigError(
+                f"invalid env_file {env_file!r} (from {env_file_raw.source}): "
+                f"expected an existing file"
+            )
+        base = _read_env_file(path, env_file, environ, {})
+    elif (directory / ".env").is_file():
+        base = _read_env_file(directory / ".env", ".env", environ, {})
+
+    # The mode: --env, else TAILFAST_ENV in the environment, else in the base file.
+    mode_setting = by_name["env"]
+    mode_raw = (
+        _lookup_cli(mode_setting, cli)
+        or _lookup_environ(mode_setting, environ)
+        or (base.lookup(mode_setting) if base else None)
+        or _Raw(mode_setting.default, "default")
+    )
+    mode: str = _parse(mode_setting, mode_raw)
+
+    mode_path = directory / f".env.{mode}"
+    overlay: _EnvFile | None = None
+    if mode_path.is_file():
+        overlay = _read_env_file(mode_path, f".env.{mode}", environ, base.values if base else {})
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.name == "env":
+            raw = mode_raw  # .env.<mode> cannot change the mode that selected it
+        else:
+            raw = (
+                _lookup_cli(setting, cli)
+                or _lookup_environ(setting, environ)
+                or (overlay.lookup(setting) if overlay else None)
+                or (base.lookup(setting) if base else None)
+                or _Raw(setting.default, "default")
+            )
+        values[setting.name] = _parse(setting, raw)
+        sources[setting.name] = raw.source
+
+    file_environ: dict[str, str] = {}
+    for env_file_values in (base, overlay):
+        if env_file_values is not None:
+            file_environ.update(env_file_values.values)
+
+    requested: str = values.pop("workers")
+    cpu_max_path: str = values["cpu_max_path"]
+    workers = available_cpus(cpu_max_path or None) if requested == "auto" else int(requested)
+    return Config(
+        workers=workers,
+        workers_requested=requested,
+        sources=sources,
+        file_environ=file_environ,
+        **values,
+    )

@@ -1,0 +1,68 @@
+"""Handlers used by the process tests."""
+
+import os
+import time
+
+import tailfast
+from tailfast import Response
+
+
+def app(request):
+    path = request.path
+    if path == "/":
+        return b"Hello, World!"
+    if path == "/pid":
+        return f"{os.getpid()} {tailfast.get_worker_id()}"
+    if path == "/slow":
+        time.sleep(float(request.query_string or "1"))
+        return f"slept {os.getpid()}"
+    if path == "/raise":
+        raise RuntimeError("handler failed on purpose")
+    if path == "/echo":
+        return Response(request.body, headers={"X-Method": request.method})
+    if path == "/json":
+        return {"method": request.method, "query": request.query_string, "list": [1, 2]}
+    if path == "/list":
+        return [1, "two"]
+    if path == "/none":
+        return None
+    if path == "/tuple":
+        return "created", 201
+    if path == "/tuple3":
+        return b"teapot", 418, [("X-One", "1"), ("X-Two", "2")]
+    if path == "/headers":
+        h = request.headers
+        return {
+            "host": h.get("HOST"),
+            "x-multi": h.get_all("x-multi"),
+            "has_accept": "Accept" in h,
+            "missing": h.get("x-missing", "default"),
+        }
+    if path == "/badheader":
+        return Response(b"x", headers={"X-Bad": "a\r\nInjected: yes"})
+    if path == "/badstatus":
+        return b"x", 42
+    if path == "/badtype":
+        return 12345
+    if path == "/env":
+        return os.environ.get("APP_SETTING", "<unset>")
+    if path == "/info":
+        return {
+            "method": request.method,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query_string": request.query_string,
+            "http_version": request.http_version,
+            "remote_addr": request.remote_addr,
+            "worker_id": request.worker_id,
+        }
+    if path == "/exit":
+        os._exit(7)
+    return Response(b"not found", status=404)
+
+
+def not_callable_holder():
+    return None
+
+
+value = 42
