@@ -11,6 +11,7 @@ from typing import Any
 from tailfast import _core
 from tailfast.app import detect_interface
 from tailfast.config import Config, load_config
+from tailfast.inherited import warning_lines
 from tailfast.listen import create_listener, listener_url, remove_unix_socket
 
 
@@ -43,6 +44,8 @@ def run(
             f"primary {os.getpid()} listening on {url} "
             f"({config.workers} worker{'s' if config.workers != 1 else ''}, {config.env})"
         )
+        for line in warning_lines({sock.fileno()}):
+            log(line)
         settings = {
             "listen_fd": sock.fileno(),
             "workers": config.workers,
