@@ -10,8 +10,9 @@
  * Fairness (cfg->balance): the kernel wakes the first idle exclusive waiter
  * in registration order, so left alone one worker takes most connections.
  * Two counters: a worker steps out of accepting (listener removed from its
- * epoll set) while its open connections are above the ready workers' mean
- * plus one, read from the scoreboard; and after a wake-up in which it
+ * epoll set) while its open connections are above the ready workers' mean,
+ * read from the scoreboard (a slack of one connection left 5 to 9 of 64
+ * keep-alive connections per worker with 8 workers; none gives 8 each); and after a wake-up in which it
  * accepted, it re-registers the listener, which puts it at the back of the
  * wait queue so the next connection wakes another idle worker. A re-armed
  * exclusive waiter is not woken for connections already queued, so re-arming
@@ -602,7 +603,7 @@ static int tf_accept_some(tf_worker *w) {
             tf_listener_arm(w, 0); /* resumes when a connection closes */
             return accepted;
         }
-        if (w->cfg->balance && tf_scoreboard_over_share(1)) {
+        if (w->cfg->balance && tf_scoreboard_over_share(0)) {
             tf_listener_arm(w, 0); /* resumes once back at the fair share */
             w->balance_paused = 1;
             return accepted;
