@@ -6,6 +6,19 @@
  * EPOLLEXCLUSIVE so one connection wakes one worker; a worker accepts at most
  * cfg->accepts_per_wakeup connections per wake-up so that it does not drain
  * the whole queue while the others sleep.
+ *
+ * Fairness (cfg->balance): the kernel wakes the first idle exclusive waiter
+ * in registration order, so left alone one worker takes most connections.
+ * Two counters: a worker steps out of accepting (listener removed from its
+ * epoll set) while its open connections are above the ready workers' mean,
+ * read from the scoreboard (a slack of one connection left 5 to 9 of 64
+ * keep-alive connections per worker with 8 workers; none gives 8 each); and after a wake-up in which it
+ * accepted, it re-registers the listener, which puts it at the back of the
+ * wait queue so the next connection wakes another idle worker. A re-armed
+ * exclusive waiter is not woken for connections already queued, so re-arming
+ * is always followed by an accept attempt.
+ *
+ * The worker's scoreboard entry (tf_sb_me) is updated with plain stores.
  */
 #define _GNU_SOURCE
 #include "tailfast.h"
@@ -55,6 +68,7 @@ struct tf_conn {
     int close_after_write; /* close once out is flushed */
     int peer_closed;       /* read returned 0 */
     int lingering;         /* write side shut; discarding input until EOF */
+    int served;            /* requests answered on this connection */
     double deadline;       /* monotonic seconds; 0 = none */
 
     struct sockaddr_storage peer;
@@ -72,6 +86,8 @@ struct tf_worker {
     int signal_pipe[2];
     int draining;
     int stop_now;
+    int balance_paused; /* stepped out of accepting: above the fair share */
+    int retire_asked;   /* max_requests reached, the primary was told */
     int conn_count;
     tf_conn *conns; /* all connections, most recently accepted first */
     double now;
@@ -113,6 +129,14 @@ void tf_worker_config_default(tf_worker_config *cfg) {
     tf_limits_default(&cfg->limits);
 }
 
+/* Copies at most cap - 1 bytes of src and a NUL into a scoreboard string. */
+static void tf_sb_copy(char *dst, size_t cap, const char *src, size_t len) {
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 /* ------------------------------------------------------------ connections */
 
 static int tf_conn_set_events(tf_conn *c, uint32_t events) {
@@ -139,6 +163,8 @@ static void tf_conn_close(tf_conn *c) {
     free(c->out);
     free(c);
     w->conn_count--;
+    if (tf_sb_me)
+        tf_sb_me->open = w->conn_count;
 }
 
 /* Moves the parsed request's pointers from buffer old to buffer new. */
@@ -436,9 +462,29 @@ static int tf_conn_process(tf_conn *c) {
         if (ready == 0)
             break;
         c->responded = 0;
+        tf_sb_proc *me = tf_sb_me;
+        if (me) {
+            /* the strings first: the state publishes them */
+            tf_sb_copy(me->method, sizeof(me->method), c->req.method, c->req.method_len);
+            tf_sb_copy(me->path, sizeof(me->path), c->req.path, c->req.path_len);
+            me->request_started = w->now;
+            __atomic_store_n(&me->state, TF_W_BUSY, __ATOMIC_RELEASE);
+        }
         int r = w->cb->on_request(w->cb->ctx, c, &c->req, c->in + c->head_len, c->body_len);
         if (!c->responded)
             tf_conn_error(c, 500);
+        c->served++;
+        if (me) {
+            me->requests++;
+            __atomic_store_n(&me->state, w->draining ? TF_W_DRAINING : TF_W_IDLE,
+                             __ATOMIC_RELEASE);
+            if (w->cfg->max_requests && me->requests >= w->cfg->max_requests &&
+                !w->retire_asked) {
+                w->retire_asked = 1;
+                me->retire = 1;
+                tf_scoreboard_notify();
+            }
+        }
         size_t used = c->head_len + c->body_len;
         memmove(c->in, c->in + used, c->in_len - used);
         c->in_len -= used;
@@ -549,11 +595,18 @@ static int tf_listener_arm(tf_worker *w, int on) {
     return 0;
 }
 
-static void tf_accept_some(tf_worker *w) {
+/* Accepts up to cfg->accepts_per_wakeup queued connections; returns how many. */
+static int tf_accept_some(tf_worker *w) {
+    int accepted = 0;
     for (int i = 0; i < w->cfg->accepts_per_wakeup; i++) {
         if (w->conn_count >= w->cfg->max_connections) {
             tf_listener_arm(w, 0); /* resumes when a connection closes */
-            return;
+            return accepted;
+        }
+        if (w->cfg->balance && tf_scoreboard_over_share(0)) {
+            tf_listener_arm(w, 0); /* resumes once back at the fair share */
+            w->balance_paused = 1;
+            return accepted;
         }
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof(peer);
@@ -563,7 +616,7 @@ static void tf_accept_some(tf_worker *w) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
+                return accepted;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* out of descriptors or memory: stop accepting for a moment
                  * instead of spinning on a ready listener */
@@ -571,11 +624,11 @@ static void tf_accept_some(tf_worker *w) {
                        w->cfg->worker_id, (int)getpid(), strerror(errno));
                 tf_listener_arm(w, 0);
                 w->accept_resume = w->now + 0.1;
-                return;
+                return accepted;
             }
             tf_log("worker %d (pid %d): accept: %s", w->cfg->worker_id, (int)getpid(),
                    strerror(errno));
-            return;
+            return accepted;
         }
         if (peer.ss_family == AF_INET || peer.ss_family == AF_INET6) {
             int one = 1;
@@ -585,7 +638,7 @@ static void tf_accept_some(tf_worker *w) {
         tf_conn *c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
-            return;
+            return accepted;
         }
         c->worker = w;
         c->fd = fd;
@@ -604,7 +657,22 @@ static void tf_accept_some(tf_worker *w) {
             w->conns->prev = c;
         w->conns = c;
         w->conn_count++;
+        accepted++;
+        if (tf_sb_me) {
+            tf_sb_me->accepted++;
+            tf_sb_me->open = w->conn_count;
+        }
     }
+    return accepted;
+}
+
+/* After a wake-up that accepted: to the back of the listener's wait queue, so
+ * that the next connection wakes another idle worker (round robin). */
+static void tf_listener_rotate(tf_worker *w) {
+    if (!w->listening || !tf_sb || tf_sb->workers < 2)
+        return;
+    if (tf_listener_arm(w, 0) == 0 && tf_listener_arm(w, 1) == 0)
+        tf_accept_some(w); /* re-armed: look at what is already queued */
 }
 
 /* ----------------------------------------------------------------- the loop */
@@ -632,17 +700,33 @@ static void tf_worker_start_drain(tf_worker *w) {
     if (w->draining)
         return;
     w->draining = 1;
+    if (tf_sb_me)
+        __atomic_store_n(&tf_sb_me->state, TF_W_DRAINING, __ATOMIC_RELEASE);
     tf_listener_arm(w, 0);
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;
     }
-    /* idle keep-alive connections have nothing in flight: close them now */
+    /* Idle keep-alive connections have nothing in flight: close them now,
+     * after one last look for a request that just arrived. A connection that
+     * has not sent its first request yet was accepted for a client that is
+     * sending one: it is served (with Connection: close) like any other. */
     tf_conn *c = w->conns;
     while (c) {
         tf_conn *next = c->next;
-        if (c->in_len == 0 && !tf_conn_pending(c) && !c->lingering)
-            tf_conn_close(c);
+        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->lingering &&
+            !c->close_after_write) {
+            char probe;
+            ssize_t n = recv(c->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n > 0)
+                tf_conn_on_readable(c); /* answered with Connection: close */
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                tf_conn_close(c);
+            else {
+                (void)shutdown(c->fd, SHUT_WR); /* a FIN, not a reset */
+                tf_conn_close(c);
+            }
+        }
         c = next;
     }
 }
@@ -705,6 +789,14 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         goto out;
     }
 
+    if (tf_sb_me) {
+        /* the loop runs from here on: ready, and the primary may retire the
+         * worker this one replaces */
+        tf_sb_me->heartbeat = w.now;
+        __atomic_store_n(&tf_sb_me->state, TF_W_IDLE, __ATOMIC_RELEASE);
+        tf_scoreboard_notify();
+    }
+
     struct epoll_event events[TF_MAX_EVENTS];
     for (;;) {
         if (tf_sig_quit)
@@ -716,11 +808,15 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         int timeout_ms = 1000;
         if (!w.listening && !w.draining && w.accept_resume > 0)
             timeout_ms = 100;
+        if (w.balance_paused && !w.draining)
+            timeout_ms = 20; /* the others' counts change without waking us */
         cb->release(cb->ctx);
         int n = epoll_wait(w.epfd, events, TF_MAX_EVENTS, timeout_ms);
         int wait_errno = errno;
         cb->acquire(cb->ctx);
         w.now = tf_monotonic();
+        if (tf_sb_me)
+            tf_sb_me->heartbeat = w.now;
         if (n < 0) {
             if (wait_errno == EINTR)
                 continue;
@@ -729,11 +825,12 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             status = 1;
             break;
         }
+        int accepted = 0;
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
             if (tag == TF_TAG_LISTENER) {
                 if (!w.draining)
-                    tf_accept_some(&w);
+                    accepted += tf_accept_some(&w);
             } else if (tag == TF_TAG_SIGNAL) {
                 tf_worker_drain_signal_pipe(&w);
             } else {
@@ -747,9 +844,13 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
                     tf_conn_on_readable(c);
             }
         }
+        if (accepted > 0 && cfg->balance && !w.draining)
+            tf_listener_rotate(&w);
         if (!w.listening && !w.draining && w.conn_count < cfg->max_connections &&
-            w.now >= w.accept_resume) {
+            w.now >= w.accept_resume &&
+            !(w.balance_paused && tf_scoreboard_over_share(0))) {
             w.accept_resume = 0;
+            w.balance_paused = 0;
             if (tf_listener_arm(&w, 1) == 0)
                 tf_accept_some(&w); /* a re-armed exclusive waiter misses what is queued */
         }

@@ -7,10 +7,14 @@ become Python objects only when the handler reads them; the response head is
 built in C.
 """
 
+import os
+import random
 import sys
+import time
 import traceback
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp
 
@@ -22,6 +26,17 @@ from tailfast._tf cimport (
     tf_header,
     tf_request,
     tf_signals_unblock_all,
+    TF_SB_MAX_PROCS,
+    TF_SB_MAX_WORKERS,
+    tf_sb,
+    tf_sb_me,
+    tf_sb_proc,
+    tf_sb_slot,
+    tf_scoreboard,
+    tf_scoreboard_close,
+    tf_scoreboard_create,
+    tf_scoreboard_destroy,
+    tf_scoreboard_open,
     tf_supervise,
     tf_supervisor_callbacks,
     tf_supervisor_config,
@@ -431,6 +446,14 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cfg.keepalive_timeout = settings["keepalive_timeout"]
     cfg.request_timeout = settings["request_timeout"]
     cfg.max_body_size = settings["limit_request_body"]
+    cdef long max_requests = settings.get("max_requests", 0)
+    cdef long jitter = settings.get("max_requests_jitter", 0)
+    if max_requests > 0:
+        # jitter spreads the recycling of workers that started together
+        cfg.max_requests = max_requests + (random.randint(0, jitter) if jitter > 0 else 0)
+    cfg.balance = 1 if settings.get("balance", "shared") == "shared" else 0
+    if settings.get("listen_fd_override") is not None:
+        cfg.listen_fd = settings["listen_fd_override"]
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.on_request = _on_request
@@ -486,12 +509,16 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
     return status
 
 
-cdef int _supervise(int workers, double graceful_timeout, int http) except -1:
+cdef int _supervise(int workers, double graceful_timeout, int http, int listen_fd=-1,
+                    long long max_rss=0) except -1:
     cdef tf_supervisor_config cfg
     cdef tf_supervisor_callbacks cb
     cfg.workers = workers
     cfg.graceful_timeout = graceful_timeout
     cfg.http = http
+    cfg.listen_fd = listen_fd
+    cfg.max_rss = max_rss
+    cfg.boot_timeout = 60.0
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.before_fork = _before_fork
@@ -501,18 +528,127 @@ cdef int _supervise(int workers, double graceful_timeout, int http) except -1:
     return tf_supervise(&cfg, &cb)
 
 
-def run_primary(handler, dict settings, on_worker_start=None):
+def worker_generation():
+    """The code generation this worker was forked for: 0 until the first
+    SIGHUP, None in the primary."""
+    if tf_sb_me == NULL:
+        return None
+    return tf_sb_me.generation
+
+
+def run_primary(handler, dict settings, on_worker_start=None, reload=None, worker_setup=None):
     """Forks settings["workers"] HTTP workers serving handler and supervises
-    them until stopped. Returns the primary's exit status."""
+    them until stopped. Returns the primary's exit status.
+
+    reload() -> handler runs in a worker forked after a SIGHUP: it imports
+    the application as it is on disk now. worker_setup(worker_id) -> fd or
+    None runs in each worker first (e.g. its own SO_REUSEPORT socket).
+    settings["scoreboard_path"] names the scoreboard file (None: anonymous)."""
     global _handler, _child_target, _on_worker_start
     _handler = handler
     _on_worker_start = on_worker_start
 
     def http_worker(int worker_id):
-        return _run_http_worker(worker_id, settings)
+        global _handler
+        if reload is not None and tf_sb_me != NULL and tf_sb_me.generation > 0:
+            try:
+                _handler = reload()
+            except BaseException:
+                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): cannot load "
+                                 "the application; the old workers keep serving\n"
+                                 + traceback.format_exc())
+                return 1
+        worker_settings = settings
+        if worker_setup is not None:
+            fd = worker_setup(worker_id)
+            if fd is not None:
+                worker_settings = dict(settings, listen_fd_override=fd)
+        return _run_http_worker(worker_id, worker_settings)
 
     _child_target = http_worker
-    return _supervise(settings["workers"], settings["graceful_timeout"], 1)
+    path = settings.get("scoreboard_path")
+    cdef bytes path_b = os.fsencode(path) if path else None
+    cdef bytes listen_b = str(settings.get("listen_url", "")).encode("utf-8", "replace")
+    if tf_scoreboard_create(<const char *>path_b if path_b is not None else NULL,
+                            settings["workers"], listen_b) < 0:
+        raise OSError(errno, f"cannot create the scoreboard {path!r}: {os.strerror(errno)}")
+    try:
+        return _supervise(settings["workers"], settings["graceful_timeout"], 1,
+                          settings.get("queue_fd", -1), settings.get("max_rss", 0))
+    finally:
+        # only the primary gets here: workers leave through _exit
+        tf_scoreboard_destroy(<const char *>path_b if path_b is not None else NULL)
+
+
+_PROC_STATES = {1: "starting", 2: "idle", 3: "busy", 4: "draining"}
+_SLOT_STATES = {0: "unused", 1: "running", 2: "backoff"}
+
+
+cdef str _cstr(const char *text):
+    return (<bytes>text).decode("utf-8", "replace")
+
+
+def read_scoreboard(path):
+    """A snapshot of the scoreboard file at path, as plain Python values."""
+    cdef bytes path_b = os.fsencode(path)
+    cdef const tf_scoreboard *sb = tf_scoreboard_open(path_b)
+    if sb == NULL:
+        raise OSError(f"cannot read the scoreboard {path}")
+    cdef int i
+    cdef const tf_sb_proc *p
+    cdef const tf_sb_slot *sl
+    cdef double mono = time.monotonic()
+    cdef double wall = time.time()
+    try:
+        procs = []
+        hw = min(sb.procs_hw, TF_SB_MAX_PROCS)
+        for i in range(hw):
+            p = &sb.procs[i]
+            if p.state == 0 or p.pid <= 0:
+                continue
+            busy = p.state == 3
+            procs.append({
+                "worker_id": p.worker_id,
+                "pid": p.pid,
+                "state": _PROC_STATES.get(p.state, "unknown"),
+                "ready": p.state in (2, 3),
+                "generation": p.generation,
+                "requests": p.requests,
+                "accepted": p.accepted,
+                "open": p.open,
+                "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
+                "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
+                "request": (f"{_cstr(p.method)} {_cstr(p.path)}"
+                            if busy else None),
+                "request_age": round(mono - p.request_started, 3) if busy else None,
+                "rss": p.rss,
+                "retire": bool(p.retire),
+            })
+        slots = []
+        for i in range(1, min(sb.workers, TF_SB_MAX_WORKERS) + 1):
+            sl = &sb.slots[i]
+            slots.append({
+                "worker_id": i,
+                "state": _SLOT_STATES.get(sl.state, "unknown"),
+                "pid": sl.pid,
+                "restarts": sl.restarts,
+                "crashes": sl.crashes,
+                "next_attempt_in": (round(max(0.0, sl.next_attempt - wall), 3)
+                                    if sl.state == 2 else None),
+            })
+        return {
+            "primary_pid": sb.primary_pid,
+            "listen": _cstr(sb.listen),
+            "workers": sb.workers,
+            "generation": sb.generation,
+            "uptime": round(wall - sb.started, 3),
+            "queue_depth": sb.queue_depth,
+            "queue_max": sb.queue_max,
+            "slots": slots,
+            "processes": procs,
+        }
+    finally:
+        tf_scoreboard_close(sb)
 
 
 def spawn_workers(int n, target, double graceful_timeout=30.0):

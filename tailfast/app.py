@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import sys
+import sysconfig
 from collections.abc import Callable
 from typing import Any
 
@@ -64,3 +65,38 @@ def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
     return "wsgi" if len(positional) == 2 else "native"
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs)
+
+
+def app_reloader(spec: str) -> Callable[[], Callable[..., Any]]:
+    """A function that imports spec again as it is on disk now.
+
+    Call it before the first import_app(spec): modules imported after that
+    point, except the standard library, installed packages and tailfast
+    itself, are the application's, and are dropped from sys.modules before
+    importing again, so a deploy's changed modules are all read fresh."""
+    baseline = set(sys.modules)
+    libraries = _library_dirs()
+
+    def is_application(name: str, module: object) -> bool:
+        if name in baseline or name == "tailfast" or name.startswith("tailfast."):
+            return False
+        filename = getattr(module, "__file__", None)
+        if not filename:
+            return False
+        real = os.path.realpath(filename)
+        return not real.startswith(libraries)
+
+    def reload() -> Callable[..., Any]:
+        for name, module in list(sys.modules.items()):
+            if is_application(name, module):
+                del sys.modules[name]
+        importlib.invalidate_caches()
+        return import_app(spec)
+
+    return reload

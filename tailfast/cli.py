@@ -30,19 +30,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("app", metavar="MODULE:CALLABLE", help="the application, e.g. myapp:app")
     add_arguments(run)
     run.set_defaults(setting_names=[s.name for s in SETTINGS])
+    status = commands.add_parser(
+        "status",
+        help="show a running server's workers (from its shared-memory scoreboard)",
+        description="Show a running server's workers: state, requests, connections, "
+        "restarts, memory, and the listen queue depth.",
+    )
+    which = status.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pid", type=int, help="the primary's pid")
+    which.add_argument("--pid-file", help="the file given to `run --pid-file`")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from tailfast.app import detect_interface, import_app
+    from tailfast.app import app_reloader, detect_interface, import_app
     from tailfast.config import load_config
     from tailfast.server import export_file_environ, run
 
     config = load_config({name: getattr(args, name) for name in args.setting_names})
     export_file_environ(config)
+    reload = app_reloader(args.app)
     app = import_app(args.app)
     detect_interface(app, config.interface)  # rejects async handlers before any fork
-    return run(app, config)
+    return run(app, config, reload=reload)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from tailfast.status import format_table, read_status
+
+    snapshot = read_status(pid=args.pid, pid_file=args.pid_file)
+    if args.json:
+        import json
+
+        print(json.dumps(snapshot, indent=2))
+    else:
+        print(format_table(snapshot))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_command(args)
+        if args.command == "status":
+            return status_command(args)
     except TailfastError as exc:
         print(f"tailfast: {exc}", file=sys.stderr)
         return 2

@@ -324,6 +324,54 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="{debug,info,warning,error}",
     ),
     Setting(
+        name="balance",
+        parse=_choice("shared", "reuseport"),
+        default="shared",
+        flags=("--balance",),
+        env=("TAILFAST_BALANCE",),
+        help="how connections reach workers: one shared socket with fair accepts, or "
+        "one SO_REUSEPORT socket per worker (the kernel hashes connections)",
+        metavar="{shared,reuseport}",
+    ),
+    Setting(
+        name="max_requests",
+        parse=_int_in(0, 2**62, "expected an integer >= 0 (0 = never)"),
+        default="0",
+        flags=("--max-requests",),
+        env=("TAILFAST_MAX_REQUESTS",),
+        help="replace a worker after it answered this many requests (its replacement "
+        "is ready before it stops; 0 = never)",
+        metavar="N",
+    ),
+    Setting(
+        name="max_requests_jitter",
+        parse=_int_in(0, 2**62, "expected an integer >= 0"),
+        default="0",
+        flags=("--max-requests-jitter",),
+        env=("TAILFAST_MAX_REQUESTS_JITTER",),
+        help="add a random 0..J to each worker's --max-requests, so workers are not "
+        "replaced all at once",
+        metavar="J",
+    ),
+    Setting(
+        name="max_rss",
+        parse=_int_in(0, 2**40, "expected MiB as an integer >= 0 (0 = no limit)"),
+        default="0",
+        flags=("--max-rss",),
+        env=("TAILFAST_MAX_RSS",),
+        help="replace a worker whose resident memory exceeds this many MiB (0 = no limit)",
+        metavar="MIB",
+    ),
+    Setting(
+        name="pid_file",
+        parse=_parse_path,
+        default="",
+        flags=("--pid-file",),
+        env=("TAILFAST_PID_FILE",),
+        help="write the primary's pid to this file (read by `tailfast status --pid-file`)",
+        metavar="PATH",
+    ),
+    Setting(
         name="cpu_max_path",
         parse=_parse_path,
         default="",
@@ -354,6 +402,11 @@ class Config:
     env: str
     env_file: str
     log_level: str
+    balance: str
+    max_requests: int
+    max_requests_jitter: int
+    max_rss: int
+    pid_file: str
     cpu_max_path: str
     sources: dict[str, str] = field(default_factory=dict)
     file_environ: dict[str, str] = field(default_factory=dict)
