@@ -192,6 +192,9 @@ cdef list _header_pairs(object headers):
     return pairs
 
 
+# Returned by a handler that answered through Request._respond_whole/_start (WSGI).
+ANSWERED = object()
+
 cdef bint _answered = False  # this request's head has been handed to C
 
 
@@ -370,6 +373,8 @@ cdef int _respond(tf_conn *conn, object result) except -1:
         _answered = True
         return 0
 
+    if result is ANSWERED:
+        return 0
     if result is None:
         _send(conn, 204, [], None, b"")
         return 0

@@ -35,7 +35,7 @@ def run(
     if detect_interface(app, config.interface) == "wsgi":
         from tailfast.wsgi import wsgi_handler
 
-        handler = wsgi_handler(app)
+        handler = wsgi_handler(app, config.script_name)
     sock = create_listener(config)
     try:
         url = listener_url(sock, config)
