@@ -400,17 +400,19 @@ cdef int _respond(tf_conn *conn, object result) except -1:
         value = result
     if status < 100 or status > 999:
         raise ResponseError(f"invalid status {status}")
-    if explicit_ctype is not None:
-        ctype[0] = _header_bytes(explicit_ctype, "value")
     pairs = _header_pairs(headers)
     if isinstance(result, FileResponse):
         _send_file(conn, <FileResponse>result, pairs)
         return 0
     if _is_stream(value):
-        _stream(conn, status, pairs, ctype[0] if explicit_ctype is not None else CT_OCTET,
-                value, -1)
+        ctype[0] = CT_OCTET
+    else:
+        body = _encode_body(value, ctype)
+    if explicit_ctype is not None:
+        ctype[0] = _header_bytes(explicit_ctype, "value")
+    if _is_stream(value):
+        _stream(conn, status, pairs, ctype[0], value, -1)
         return 0
-    body = _encode_body(value, ctype)
     _send(conn, status, pairs, ctype[0], body)
     return 0
 
