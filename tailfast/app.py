@@ -71,7 +71,7 @@ def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:
     varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
     if len(required) == 2:
         return "wsgi"
-    if len(required) == 1 or (not required and (optional or varargs)):
+    if len(required) == 1 or (not required and optional and not varargs):
         return "native"
     name = getattr(app, "__qualname__", type(app).__name__)
     raise AppImportError(

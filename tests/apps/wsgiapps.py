@@ -53,7 +53,7 @@ def raw_app(environ, start_response):
             "x_under": environ.get("HTTP_X_UNDER"),
             "terminated": environ.get("wsgi.input_terminated"),
             "has_file_wrapper": callable(environ.get("wsgi.file_wrapper")),
-            "errors_is_stderr": environ["wsgi.errors"] is sys.stderr,
+            "errors_writable": callable(getattr(environ["wsgi.errors"], "write", None)),
         }).encode()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
