@@ -148,6 +148,34 @@ int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                     size_t num_headers, const char *body, size_t body_len,
                     int close_after);
 
+/* Streaming answers, from within on_request (the worker is single-threaded:
+ * while a streamed body waits for the socket, this one connection is waited
+ * for with poll(2), at most request_timeout per wait, the lock released).
+ *
+ * tf_conn_respond_start queues the head. The body is framed by
+ * content_length when >= 0 (never more bytes than announced), else chunked on
+ * HTTP/1.1, else delimited by closing the connection (HTTP/1.0). HEAD and
+ * 1xx/204/304 answers discard the body. Returns 0, or -1 when the head does
+ * not fit. */
+int tf_conn_respond_start(tf_conn *conn, int status, const tf_header *headers,
+                          size_t num_headers, int64_t content_length, int close_after);
+
+/* Writes body bytes (chunk framing done here), blocking while more than a
+ * small buffer is queued. Returns 0, or -1 when the peer went away or stalled
+ * past the request timeout: stop producing, then call tf_conn_respond_end. */
+int tf_conn_write_body(tf_conn *conn, const char *data, size_t len);
+
+/* Sends count bytes of fd from offset with sendfile(2), after what was
+ * written so far; fd is duplicated, so the caller may close its own. Only for
+ * a body of announced length. The rest is sent from the event loop on
+ * EPOLLOUT after the handler returns. Returns 0 or -1. */
+int tf_conn_sendfile(tf_conn *conn, int fd, int64_t offset, int64_t count);
+
+/* Ends a streamed answer: complete=1 writes the last chunk (a body shorter
+ * than its Content-Length closes the connection and returns -1); complete=0
+ * aborts it (the connection closes, the client sees a truncated body). */
+int tf_conn_respond_end(tf_conn *conn, int complete);
+
 /* The peer's address as text ("127.0.0.1", "::1", "" for a unix socket) and port. */
 int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port);
 

@@ -32,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -44,6 +46,11 @@
 #define TF_LINGER_SECONDS 2.0
 #define TF_MAX_EVENTS 256
 #define TF_HEAD_STACK 4096
+#define TF_STREAM_BUFFER (64 * 1024) /* a streaming body waits while more is queued */
+#define TF_SENDFILE_MAX (1 << 30)
+
+/* How the body of a streamed response is framed (tf_conn.streaming). */
+enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
 
 enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2 };
 
@@ -64,6 +71,13 @@ struct tf_conn {
 
     char *out;
     size_t out_off, out_len, out_cap;
+
+    int streaming;       /* TF_STREAM_*: a response whose body is still being written */
+    int stream_failed;   /* the peer went away or stalled while streaming */
+    int64_t stream_left; /* TF_STREAM_LENGTH: body bytes still owed */
+    int file_fd;         /* sendfile source (our own dup), valid while file_left > 0 */
+    off_t file_off;
+    int64_t file_left; /* file bytes still to send, after what is in out */
 
     int close_after_write; /* close once out is flushed */
     int peer_closed;       /* read returned 0 */
@@ -159,6 +173,8 @@ static void tf_conn_close(tf_conn *c) {
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->file_left > 0)
+        close(c->file_fd);
     free(c->in);
     free(c->out);
     free(c);
@@ -224,12 +240,42 @@ static int tf_conn_append_out(tf_conn *c, const char *data, size_t len) {
     return 0;
 }
 
-static size_t tf_conn_pending(const tf_conn *c) { return c->out_len - c->out_off; }
+static size_t tf_conn_out_pending(const tf_conn *c) { return c->out_len - c->out_off; }
+
+/* Everything still owed to the peer: buffered bytes and the file behind them. */
+static size_t tf_conn_pending(const tf_conn *c) {
+    return tf_conn_out_pending(c) + (size_t)c->file_left;
+}
+
+/* Sends the queued file with sendfile(2). Returns 0, or -1 when the peer is
+ * gone or the file ended early (the response cannot be completed). */
+static int tf_conn_flush_file(tf_conn *c) {
+    while (c->file_left > 0) {
+        size_t want = c->file_left > TF_SENDFILE_MAX ? TF_SENDFILE_MAX : (size_t)c->file_left;
+        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, want);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            break; /* EPIPE, ECONNRESET, EIO, ... */
+        }
+        if (n == 0)
+            break; /* the file is shorter than promised */
+        c->file_left -= n;
+        c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+    }
+    close(c->file_fd);
+    if (c->file_left == 0)
+        return 0;
+    c->file_left = 0;
+    return -1;
+}
 
 /* Writes what is pending. Returns 0 (all or some written), -1 on a dead peer. */
 static int tf_conn_flush(tf_conn *c) {
-    while (tf_conn_pending(c)) {
-        ssize_t n = write(c->fd, c->out + c->out_off, tf_conn_pending(c));
+    while (tf_conn_out_pending(c)) {
+        ssize_t n = write(c->fd, c->out + c->out_off, tf_conn_out_pending(c));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -241,31 +287,51 @@ static int tf_conn_flush(tf_conn *c) {
         c->deadline = c->worker->now + c->worker->cfg->request_timeout;
     }
     c->out_off = c->out_len = 0;
+    if (c->file_left > 0)
+        return tf_conn_flush_file(c);
     return 0;
 }
 
-/* Sends iov (after whatever is pending) with one writev when nothing waits. */
+/* Sends what is buffered and then iov, together in one writev; what the
+ * socket does not take is buffered. Behind a queued file everything waits. */
 static int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
-    size_t total = 0;
-    for (int i = 0; i < iovcnt; i++)
+    struct iovec all[8];
+    size_t pending = tf_conn_out_pending(c);
+    size_t total = pending;
+    int n_all = 0;
+    if (iovcnt > 7)
+        return -1;
+    if (pending)
+        all[n_all++] = (struct iovec){c->out + c->out_off, pending};
+    for (int i = 0; i < iovcnt; i++) {
         total += iov[i].iov_len;
-    size_t written = 0;
-    if (!tf_conn_pending(c)) {
-        for (;;) {
-            ssize_t n = writev(c->fd, iov, iovcnt);
-            if (n >= 0) {
-                written = (size_t)n;
-                break;
-            }
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            return -1;
-        }
+        all[n_all++] = iov[i];
     }
-    if (written == total)
+    size_t written = 0;
+    while (c->file_left == 0 && total > 0) {
+        ssize_t n = writev(c->fd, all, n_all);
+        if (n >= 0) {
+            written = (size_t)n;
+            c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        return -1;
+    }
+    if (written == total) {
+        c->out_off = c->out_len = 0;
         return 0;
+    }
+    if (written < pending) {
+        c->out_off += written;
+        written = 0;
+    } else {
+        c->out_off = c->out_len = 0;
+        written -= pending;
+    }
     for (int i = 0; i < iovcnt; i++) {
         size_t len = iov[i].iov_len;
         if (written >= len) {
@@ -279,36 +345,55 @@ static int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
     return 0;
 }
 
-int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
-                    size_t num_headers, const char *body, size_t body_len,
-                    int close_after) {
-    tf_worker *w = c->worker;
-    /* tf_sig_drain: a stop that arrived while the handler ran already counts */
-    int keep = c->req.keep_alive && !close_after && !w->draining && !tf_sig_drain &&
-               !c->peer_closed;
-    int no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
-    int64_t length = no_body ? -1 : (int64_t)body_len;
-
-    char stack[TF_HEAD_STACK];
-    char *head = stack;
-    size_t cap = sizeof(stack);
+/* Builds the response head into *head (the stack buffer, or malloc'ed when
+ * the headers need more; the caller frees it when it is not stack). */
+static ssize_t tf_conn_build_head(tf_conn *c, char *stack, size_t stack_cap, char **head,
+                                  int status, const tf_header *headers, size_t num_headers,
+                                  int64_t length, int flags) {
     size_t need = 512;
     for (size_t i = 0; i < num_headers; i++)
         need += headers[i].name_len + headers[i].value_len + 4;
+    *head = stack;
+    size_t cap = stack_cap;
     if (need > cap) {
-        head = malloc(need);
-        if (!head)
+        *head = malloc(need);
+        if (!*head)
             return -1;
         cap = need;
     }
-    ssize_t head_len = tf_write_response_head(head, cap, status, headers, num_headers, length,
-                                              keep ? TF_HEAD_KEEP_ALIVE : 0,
-                                              c->req.version_minor);
-    if (head_len < 0) {
-        if (head != stack)
-            free(head);
-        return -1;
+    ssize_t n = tf_write_response_head(*head, cap, status, headers, num_headers, length, flags,
+                                       c->req.version_minor);
+    if (n < 0 && *head != stack) {
+        free(*head);
+        *head = stack;
     }
+    return n;
+}
+
+/* Whether the connection may stay open after this response. */
+static int tf_conn_may_keep(const tf_conn *c, int close_after) {
+    /* tf_sig_drain: a stop that arrived while the handler ran already counts */
+    return c->req.keep_alive && !close_after && !c->worker->draining && !tf_sig_drain &&
+           !c->peer_closed;
+}
+
+static int tf_status_has_body(int status) {
+    return !((status >= 100 && status < 200) || status == 204 || status == 304);
+}
+
+int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
+                    size_t num_headers, const char *body, size_t body_len,
+                    int close_after) {
+    int keep = tf_conn_may_keep(c, close_after);
+    int no_body = !tf_status_has_body(status);
+    int64_t length = no_body ? -1 : (int64_t)body_len;
+
+    char stack[TF_HEAD_STACK];
+    char *head;
+    ssize_t head_len = tf_conn_build_head(c, stack, sizeof(stack), &head, status, headers,
+                                          num_headers, length, keep ? TF_HEAD_KEEP_ALIVE : 0);
+    if (head_len < 0)
+        return -1;
     struct iovec iov[2] = {{head, (size_t)head_len}, {(void *)body, body_len}};
     int send_body = !no_body && !c->req.is_head && body_len > 0;
     int r = tf_conn_send(c, iov, send_body ? 2 : 1);
@@ -319,6 +404,156 @@ int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
         c->close_after_write = 1;
     if (r < 0)
         c->peer_closed = c->close_after_write = 1;
+    return 0;
+}
+
+int tf_conn_respond_start(tf_conn *c, int status, const tf_header *headers,
+                          size_t num_headers, int64_t content_length, int close_after) {
+    int keep = tf_conn_may_keep(c, close_after);
+    int mode, flags = 0;
+    int64_t length = -1;
+    if (!tf_status_has_body(status)) {
+        mode = TF_STREAM_DISCARD;
+    } else if (content_length >= 0) {
+        mode = c->req.is_head ? TF_STREAM_DISCARD : TF_STREAM_LENGTH;
+        length = content_length;
+    } else if (c->req.is_head) {
+        mode = TF_STREAM_DISCARD; /* a HEAD answer has no body to delimit */
+    } else if (c->req.version_minor == 1) {
+        mode = TF_STREAM_CHUNKED;
+        flags |= TF_HEAD_CHUNKED;
+    } else {
+        mode = TF_STREAM_CLOSE; /* HTTP/1.0: the body ends where the connection does */
+        keep = 0;
+    }
+    if (keep)
+        flags |= TF_HEAD_KEEP_ALIVE;
+    char stack[TF_HEAD_STACK];
+    char *head;
+    ssize_t head_len = tf_conn_build_head(c, stack, sizeof(stack), &head, status, headers,
+                                          num_headers, length, flags);
+    if (head_len < 0)
+        return -1;
+    /* queued, not written: it leaves with the first body bytes in one writev */
+    int r = tf_conn_append_out(c, head, (size_t)head_len);
+    if (head != stack)
+        free(head);
+    if (r < 0)
+        return -1;
+    c->responded = 1;
+    c->streaming = mode;
+    c->stream_failed = 0;
+    c->stream_left = length;
+    if (!keep)
+        c->close_after_write = 1;
+    return 0;
+}
+
+/* Blocks (the embedder's lock released) until c can take more bytes, at most
+ * the request timeout. Returns 0, or -1 on a timeout or a quick stop. */
+static int tf_conn_wait_writable(tf_conn *c) {
+    tf_worker *w = c->worker;
+    struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+    int timeout_ms = (int)(w->cfg->request_timeout * 1000.0);
+    int n;
+    w->cb->release(w->cb->ctx);
+    do
+        n = poll(&p, 1, timeout_ms > 0 ? timeout_ms : 1);
+    while (n < 0 && errno == EINTR && !tf_sig_quit);
+    w->cb->acquire(w->cb->ctx);
+    w->now = tf_monotonic();
+    return n > 0 ? 0 : -1;
+}
+
+/* Writes iov behind what is queued and waits until at most TF_STREAM_BUFFER
+ * bytes remain queued, so that a long body is never held whole in memory. */
+static int tf_conn_stream_out(tf_conn *c, struct iovec *iov, int iovcnt) {
+    if (tf_conn_send(c, iov, iovcnt) < 0)
+        return -1;
+    while (tf_conn_pending(c) > TF_STREAM_BUFFER) {
+        if (tf_conn_wait_writable(c) < 0 || tf_conn_flush(c) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int tf_conn_stream_fail(tf_conn *c) {
+    c->stream_failed = 1;
+    c->peer_closed = c->close_after_write = 1;
+    return -1;
+}
+
+int tf_conn_write_body(tf_conn *c, const char *data, size_t len) {
+    if (c->streaming == TF_STREAM_NONE || c->stream_failed)
+        return -1;
+    if (c->streaming == TF_STREAM_DISCARD || len == 0)
+        return 0; /* an empty chunk would end a chunked body */
+    /* bytes written after a queued file must leave after it */
+    while (c->file_left > 0)
+        if (tf_conn_wait_writable(c) < 0 || tf_conn_flush(c) < 0)
+            return tf_conn_stream_fail(c);
+    struct iovec iov[3];
+    int n = 0;
+    char size_line[24];
+    if (c->streaming == TF_STREAM_LENGTH) {
+        if ((int64_t)len > c->stream_left)
+            len = (size_t)c->stream_left; /* never more than the announced length */
+        if (len == 0)
+            return 0;
+        c->stream_left -= (int64_t)len;
+        iov[n++] = (struct iovec){(void *)data, len};
+    } else if (c->streaming == TF_STREAM_CHUNKED) {
+        int k = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+        iov[n++] = (struct iovec){size_line, (size_t)k};
+        iov[n++] = (struct iovec){(void *)data, len};
+        iov[n++] = (struct iovec){(void *)"\r\n", 2};
+    } else {
+        iov[n++] = (struct iovec){(void *)data, len};
+    }
+    if (tf_conn_stream_out(c, iov, n) < 0)
+        return tf_conn_stream_fail(c);
+    return 0;
+}
+
+int tf_conn_sendfile(tf_conn *c, int fd, int64_t offset, int64_t count) {
+    if (c->streaming == TF_STREAM_NONE || c->stream_failed || offset < 0 || count < 0)
+        return -1;
+    if (c->streaming == TF_STREAM_DISCARD || count == 0)
+        return 0;
+    if (c->streaming != TF_STREAM_LENGTH || count > c->stream_left || c->file_left > 0)
+        return -1; /* only a body of announced length, one file at a time */
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return tf_conn_stream_fail(c);
+    c->file_fd = own;
+    c->file_off = (off_t)offset;
+    c->file_left = count;
+    c->stream_left -= count;
+    /* the rest goes out from the event loop on EPOLLOUT */
+    if (tf_conn_flush(c) < 0)
+        return tf_conn_stream_fail(c);
+    return 0;
+}
+
+int tf_conn_respond_end(tf_conn *c, int complete) {
+    if (c->streaming == TF_STREAM_NONE)
+        return -1;
+    int mode = c->streaming;
+    c->streaming = TF_STREAM_NONE;
+    if (c->stream_failed)
+        return -1;
+    if (!complete || (mode == TF_STREAM_LENGTH && c->stream_left > 0)) {
+        /* the body is cut short: closing is the only honest end */
+        c->close_after_write = 1;
+        return complete ? -1 : 0;
+    }
+    if (mode == TF_STREAM_CHUNKED) {
+        struct iovec last = {(void *)"0\r\n\r\n", 5};
+        if (tf_conn_send(c, &last, 1) < 0) {
+            c->peer_closed = c->close_after_write = 1;
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -452,7 +687,7 @@ static int tf_conn_request_ready(tf_conn *c) {
 /* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
 static int tf_conn_process(tf_conn *c) {
     tf_worker *w = c->worker;
-    while (!c->close_after_write && !c->lingering && c->in_len > 0 &&
+    while (!c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
            tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
         int ready = tf_conn_request_ready(c);
         if (ready < 0) {
@@ -471,6 +706,8 @@ static int tf_conn_process(tf_conn *c) {
             __atomic_store_n(&me->state, TF_W_BUSY, __ATOMIC_RELEASE);
         }
         int r = w->cb->on_request(w->cb->ctx, c, &c->req, c->in + c->head_len, c->body_len);
+        if (c->streaming != TF_STREAM_NONE)
+            tf_conn_respond_end(c, 0); /* the embedder left it unfinished */
         if (!c->responded)
             tf_conn_error(c, 500);
         c->served++;

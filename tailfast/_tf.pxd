@@ -67,6 +67,11 @@ cdef extern from "tailfast.h" nogil:
     int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                         size_t num_headers, const char *body, size_t body_len,
                         int close_after)
+    int tf_conn_respond_start(tf_conn *conn, int status, const tf_header *headers,
+                              size_t num_headers, int64_t content_length, int close_after)
+    int tf_conn_write_body(tf_conn *conn, const char *data, size_t len)
+    int tf_conn_sendfile(tf_conn *conn, int fd, int64_t offset, int64_t count)
+    int tf_conn_respond_end(tf_conn *conn, int complete)
     int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port)
 
     ctypedef struct tf_supervisor_callbacks:

@@ -56,15 +56,29 @@ def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:
     if requested != "auto":
         return requested
     try:
-        params = inspect.signature(app).parameters.values()
+        params = list(inspect.signature(app).parameters.values())
     except (TypeError, ValueError):
-        return "native"
-    positional = [
+        return "native"  # no signature to read (some builtins): assume handler(request)
+    required = [
         p
         for p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    return "wsgi" if len(positional) == 2 else "native"
+    optional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
+    ]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    if len(required) == 2:
+        return "wsgi"
+    if len(required) == 1 or (not required and optional and not varargs):
+        return "native"
+    name = getattr(app, "__qualname__", type(app).__name__)
+    raise AppImportError(
+        f"cannot tell how to call {name}{inspect.signature(app)}: expected handler(request) "
+        "or a WSGI app(environ, start_response); choose with --interface native|wsgi"
+    )
 
 
 def _library_dirs() -> tuple[str, ...]:

@@ -186,6 +186,13 @@ def _parse_mode(value: str) -> str:
     return value
 
 
+def _parse_script_name(value: str) -> str:
+    text = value.strip().rstrip("/")
+    if text and (not text.startswith("/") or any(c in text for c in "?#%\0 ")):
+        raise ValueError("expected a path prefix such as /api")
+    return text
+
+
 def _parse_path(value: str) -> str:
     if "\0" in value:
         raise ValueError("expected a file path")
@@ -297,6 +304,15 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="{auto,native,wsgi}",
     ),
     Setting(
+        name="script_name",
+        parse=_parse_script_name,
+        default="",
+        flags=("--script-name",),
+        env=("TAILFAST_SCRIPT_NAME", "SCRIPT_NAME"),
+        help="URL prefix a WSGI app is mounted below (its SCRIPT_NAME), e.g. /api",
+        metavar="PREFIX",
+    ),
+    Setting(
         name="env",
         parse=_parse_mode,
         default=DEFAULT_MODE,
@@ -399,6 +415,7 @@ class Config:
     limit_request_body: int
     max_connections: int
     interface: str
+    script_name: str
     env: str
     env_file: str
     log_level: str

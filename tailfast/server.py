@@ -33,12 +33,14 @@ def export_file_environ(config: Config) -> None:
         os.environ.setdefault(name, value)
 
 
-def as_handler(app: Callable[..., Any], interface: str) -> Callable[..., Any]:
+def as_handler(
+    app: Callable[..., Any], interface: str, script_name: str = ""
+) -> Callable[..., Any]:
     """The native handler serving app (a WSGI app is wrapped)."""
     if detect_interface(app, interface) == "wsgi":
         from tailfast.wsgi import wsgi_handler
 
-        return wsgi_handler(app)
+        return wsgi_handler(app, script_name)
     return app
 
 
@@ -67,7 +69,7 @@ def run(
     reload() returns the application as it is on disk now: workers forked
     after a SIGHUP call it (rolling restart with new code). Without it, a
     SIGHUP still replaces every worker, with the code already loaded."""
-    handler = as_handler(app, config.interface)
+    handler = as_handler(app, config.interface, config.script_name)
     reuseport = config.balance == "reuseport"
     sock = create_listener(config, reuseport=reuseport)
     pid_file = config.pid_file
@@ -115,7 +117,7 @@ def run(
 
         def reload_handler() -> Callable[..., Any]:
             assert reload is not None
-            return as_handler(reload(), config.interface)
+            return as_handler(reload(), config.interface, config.script_name)
 
         # Objects alive now are shared copy-on-write with every worker; freezing
         # them keeps the collector from touching (and so copying) their pages.
