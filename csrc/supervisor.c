@@ -325,8 +325,11 @@ static void tf_check_ready(tf_supervisor *s) {
             continue;
         p->kind = TF_P_READY;
         tf_slot *slot = &s->slots[p->id];
-        if (slot->next != i)
+        if (slot->next != i) {
+            tf_log("worker %d (pid %d) ready in %.0f ms", p->id, (int)p->pid,
+                   (tf_now() - p->started) * 1000.0);
             continue;
+        }
         int old = slot->current;
         slot->current = i;
         slot->next = -1;

@@ -770,7 +770,6 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
 # ----------------------------------------------------------- the supervisor
 
 cdef object _child_target = None   # run(worker_id) -> exit status, in each worker
-cdef object _on_worker_start = None
 
 
 cdef void _before_fork(void *ctx) noexcept:
@@ -793,8 +792,6 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
     _worker_id = worker_id
     cdef int status = 0
     try:
-        if _on_worker_start is not None:
-            _on_worker_start(worker_id)
         result = _child_target(worker_id)
         status = result if type(result) is int else 0
     except SystemExit as exc:
@@ -842,34 +839,57 @@ def worker_generation():
     return tf_sb_me.generation
 
 
-def run_primary(handler, dict settings, on_worker_start=None, reload=None, worker_setup=None):
+def run_primary(handler, dict settings, on_worker_start=None, reload=None, worker_setup=None,
+                on_worker_exit=None, bint preload=True):
     """Forks settings["workers"] HTTP workers serving handler and supervises
     them until stopped. Returns the primary's exit status.
 
-    reload() -> handler runs in a worker forked after a SIGHUP: it imports
-    the application as it is on disk now. worker_setup(worker_id) -> fd or
-    None runs in each worker first (e.g. its own SO_REUSEPORT socket).
+    reload() -> (handler, on_worker_start, on_worker_exit) imports the
+    application as it is on disk now; a worker calls it when it was forked
+    after a SIGHUP, or always without preload (handler is then None).
+    on_worker_start(worker_id) runs in each worker before it accepts, and
+    on_worker_exit(worker_id) after it stopped serving. worker_setup(worker_id)
+    -> fd or None runs in each worker first (e.g. its own SO_REUSEPORT socket).
     settings["scoreboard_path"] names the scoreboard file (None: anonymous)."""
-    global _handler, _child_target, _on_worker_start
+    global _handler, _child_target
     _handler = handler
-    _on_worker_start = on_worker_start
 
     def http_worker(int worker_id):
         global _handler
-        if reload is not None and tf_sb_me != NULL and tf_sb_me.generation > 0:
+        start_hook, exit_hook = on_worker_start, on_worker_exit
+        first_load = not preload and (tf_sb_me == NULL or tf_sb_me.generation == 0)
+        if reload is not None and (not preload or (tf_sb_me != NULL and tf_sb_me.generation > 0)):
             try:
-                _handler = reload()
-            except BaseException:
+                _handler, start_hook, exit_hook = reload()
+            except BaseException as exc:
+                if first_load:
+                    # nothing else can serve this code: the primary stops
+                    sys.stderr.write(f"tailfast: worker {worker_id}: {exc}\n")
+                    return TF_EXIT_FATAL
                 sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): cannot load "
                                  "the application; the old workers keep serving\n"
                                  + traceback.format_exc())
+                return 1
+        if start_hook is not None:
+            try:
+                start_hook(worker_id)
+            except BaseException:
+                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): "
+                                 "on-worker-start hook failed\n" + traceback.format_exc())
                 return 1
         worker_settings = settings
         if worker_setup is not None:
             fd = worker_setup(worker_id)
             if fd is not None:
                 worker_settings = dict(settings, listen_fd_override=fd)
-        return _run_http_worker(worker_id, worker_settings)
+        status = _run_http_worker(worker_id, worker_settings)
+        if exit_hook is not None:
+            try:
+                exit_hook(worker_id)
+            except BaseException:
+                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): "
+                                 "on-worker-exit hook failed\n" + traceback.format_exc())
+        return status
 
     _child_target = http_worker
     path = settings.get("scoreboard_path")
@@ -961,12 +981,11 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
     """The cluster manager without HTTP: forks n workers running
     target(worker_id), respawns those that die, and returns the exit status
     once stopped by SIGTERM/SIGINT/SIGQUIT."""
-    global _child_target, _on_worker_start
+    global _child_target
     if not callable(target):
         raise TypeError("target must be callable")
     if n < 1:
         raise ValueError("n must be at least 1")
-    _on_worker_start = None
 
     def run_target(int worker_id):
         tf_signals_unblock_all()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tailfast.errors import TailfastError
 
@@ -50,10 +51,24 @@ def run_command(args: argparse.Namespace) -> int:
 
     config = load_config({name: getattr(args, name) for name in args.setting_names})
     export_file_environ(config)
-    reload = app_reloader(args.app)
+    import_fresh = app_reloader(args.app)
+
+    def hook(spec: str) -> Callable[[int], Any] | None:
+        return import_app(spec) if spec else None
+
+    def load() -> tuple[Callable[..., Any], Callable[[int], Any] | None,
+                        Callable[[int], Any] | None]:
+        # hooks after the app: a reload has just dropped the app's modules
+        app = import_fresh()
+        detect_interface(app, config.interface)  # rejects async handlers
+        return app, hook(config.on_worker_start), hook(config.on_worker_exit)
+
+    if not config.preload:
+        return run(None, config, reload=load)
     app = import_app(args.app)
     detect_interface(app, config.interface)  # rejects async handlers before any fork
-    return run(app, config, reload=reload)
+    start_hook, exit_hook = hook(config.on_worker_start), hook(config.on_worker_exit)
+    return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook)
 
 
 def status_command(args: argparse.Namespace) -> int:

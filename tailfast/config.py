@@ -193,6 +193,23 @@ def _parse_script_name(value: str) -> str:
     return text
 
 
+def _parse_bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_hook(value: str) -> str:
+    text = value.strip()
+    module, sep, attr = text.partition(":")
+    if text and (not sep or not module or not attr):
+        raise ValueError("expected MODULE:CALLABLE")
+    return text
+
+
 def _parse_path(value: str) -> str:
     if "\0" in value:
         raise ValueError("expected a file path")
@@ -213,6 +230,7 @@ class Setting:
     env: tuple[str, ...]  # environment variable names, first wins
     help: str
     metavar: str
+    const: str | None = None  # a flag taking no value stores this text (e.g. --no-preload)
 
     @property
     def flag(self) -> str:
@@ -388,6 +406,36 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="PATH",
     ),
     Setting(
+        name="on_worker_start",
+        parse=_parse_hook,
+        default="",
+        flags=("--on-worker-start",),
+        env=("TAILFAST_ON_WORKER_START",),
+        help="hook(worker_id) run in each worker after fork, before it accepts: "
+        "open database and cache connections here",
+        metavar="MODULE:CALLABLE",
+    ),
+    Setting(
+        name="on_worker_exit",
+        parse=_parse_hook,
+        default="",
+        flags=("--on-worker-exit",),
+        env=("TAILFAST_ON_WORKER_EXIT",),
+        help="hook(worker_id) run in each worker when it stops serving (after a drain)",
+        metavar="MODULE:CALLABLE",
+    ),
+    Setting(
+        name="preload",
+        parse=_parse_bool,
+        default="true",
+        flags=("--no-preload",),
+        env=("TAILFAST_PRELOAD",),
+        help="import the application in each worker instead of once in the primary "
+        "(uses more memory; the primary never runs application code)",
+        metavar="",
+        const="false",
+    ),
+    Setting(
         name="cpu_max_path",
         parse=_parse_path,
         default="",
@@ -424,6 +472,9 @@ class Config:
     max_requests_jitter: int
     max_rss: int
     pid_file: str
+    on_worker_start: str
+    on_worker_exit: str
+    preload: bool
     cpu_max_path: str
     sources: dict[str, str] = field(default_factory=dict)
     file_environ: dict[str, str] = field(default_factory=dict)
@@ -435,7 +486,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env = " or ".join(s.env)
         default = s.default or "none"
         text = f"{s.help} [env {env}; default {default}]".replace("%", "%%")
-        parser.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar, help=text)
+        if s.const is not None:
+            parser.add_argument(
+                *s.flags, dest=s.name, default=None, action="store_const", const=s.const, help=text
+            )
+        else:
+            parser.add_argument(
+                *s.flags, dest=s.name, default=None, metavar=s.metavar, help=text
+            )
 
 
 # --------------------------------------------------------------------------- CPUs

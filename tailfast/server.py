@@ -58,18 +58,25 @@ def scoreboard_path(pid: int) -> str:
     return os.path.join(tempfile.gettempdir(), name)
 
 
+Hook = Callable[[int], Any]
+Loaded = tuple[Callable[..., Any], Hook | None, Hook | None]  # app, on-start, on-exit
+
+
 def run(
-    app: Callable[..., Any],
+    app: Callable[..., Any] | None,
     config: Config,
-    on_worker_start: Callable[[int], None] | None = None,
-    reload: Callable[[], Callable[..., Any]] | None = None,
+    on_worker_start: Hook | None = None,
+    reload: Callable[[], Loaded] | None = None,
+    on_worker_exit: Hook | None = None,
 ) -> int:
     """Serves app with config until stopped; returns the primary's exit status.
 
-    reload() returns the application as it is on disk now: workers forked
-    after a SIGHUP call it (rolling restart with new code). Without it, a
+    reload() returns (app, on_worker_start, on_worker_exit) as they are on
+    disk now: workers forked after a SIGHUP call it (rolling restart with new
+    code), and every worker does when config.preload is off (app is then
+    None: the primary never imports it). Without reload, a
     SIGHUP still replaces every worker, with the code already loaded."""
-    handler = as_handler(app, config.interface, config.script_name)
+    handler = None if app is None else as_handler(app, config.interface, config.script_name)
     reuseport = config.balance == "reuseport"
     sock = create_listener(config, reuseport=reuseport)
     pid_file = config.pid_file
@@ -115,9 +122,10 @@ def run(
             "max_rss": config.max_rss * 1024 * 1024,
         }
 
-        def reload_handler() -> Callable[..., Any]:
+        def reload_handler() -> tuple[Callable[..., Any], Hook | None, Hook | None]:
             assert reload is not None
-            return as_handler(reload(), config.interface, config.script_name)
+            new_app, start_hook, exit_hook = reload()
+            return as_handler(new_app, config.interface, config.script_name), start_hook, exit_hook
 
         # Objects alive now are shared copy-on-write with every worker; freezing
         # them keeps the collector from touching (and so copying) their pages.
@@ -130,6 +138,8 @@ def run(
                 on_worker_start,
                 reload_handler if reload is not None else None,
                 worker_setup,
+                on_worker_exit,
+                config.preload or reload is None,
             )
         )
     finally:
@@ -147,14 +157,17 @@ def run(
 
 def serve(
     app: Callable[..., Any],
-    on_worker_start: Callable[[int], None] | None = None,
+    on_worker_start: Hook | None = None,
+    on_worker_exit: Hook | None = None,
     **settings: Any,
 ) -> int:
     """Runs app on every core, like `tailfast run`; settings are the CLI's
-    (bind=":0", workers=2, ...). Blocks until the server stops."""
+    (bind=":0", workers=2, ...). on_worker_start(worker_id) runs in each
+    worker before it accepts (open connections there), on_worker_exit(worker_id)
+    when it stops. Blocks until the server stops."""
     raw: Mapping[str, str | None] = {
         name: None if value is None else str(value) for name, value in settings.items()
     }
     config = load_config(raw)
     export_file_environ(config)
-    return run(app, config, on_worker_start)
+    return run(app, config, on_worker_start, on_worker_exit=on_worker_exit)
