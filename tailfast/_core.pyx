@@ -55,7 +55,7 @@ from tailfast._tf cimport (
     tf_worker_run,
 )
 
-from tailfast.errors import BadRequest, HTTPError
+from tailfast.errors import BadRequest, ClientDisconnected, HTTPError
 from tailfast.headers import Headers, QueryParams
 
 try:
@@ -611,55 +611,6 @@ cdef class Request:
         """Ends a streamed response; False when it could not be completed."""
         return tf_conn_respond_end(self._live_conn(), complete) == 0
 
-    def _wsgi_environ(self, dict base):
-        """A PEP 3333 environ: base (the constant keys) plus this request's,
-        built straight from the parsed head."""
-        cdef dict env = base.copy()
-        cdef size_t i
-        cdef const tf_header *h
-        cdef bytes raw_name
-        env["REQUEST_METHOD"] = self.method
-        raw = self.raw_path
-        prefix = env["SCRIPT_NAME"]
-        if "%" in raw:
-            from urllib.parse import unquote_to_bytes
-            # PEP 3333: the decoded bytes, carried in a latin-1 str
-            raw = unquote_to_bytes(raw).decode("latin-1")
-        if prefix and (raw == prefix or raw.startswith(prefix + "/")):
-            raw = raw[len(prefix):]
-        env["PATH_INFO"] = raw
-        env["QUERY_STRING"] = self.query_string
-        env["SERVER_PROTOCOL"] = self.http_version
-        env["REMOTE_ADDR"] = self.remote_addr
-        env["REMOTE_PORT"] = str(self._remote_port)
-        for i in range(self._req.num_headers):
-            h = &self._req.headers[i]
-            raw_name = h.name[:h.name_len]
-            key = _ENVIRON_KEYS.get(raw_name)
-            if key is None:
-                if b"_" in raw_name:
-                    continue  # X_Foo would pose as X-Foo: dropped, as nginx and gunicorn do
-                key = "HTTP_" + raw_name.upper().replace(b"-", b"_").decode("latin-1")
-                if len(_ENVIRON_KEYS) < 512:
-                    _ENVIRON_KEYS[raw_name] = key
-            value = h.value[:h.value_len].decode("latin-1")
-            if key in env and key.startswith("HTTP_"):
-                env[key] = env[key] + "," + value
-            else:
-                env[key] = value
-        if self._req.chunked:
-            env["CONTENT_LENGTH"] = str(self._body_len)
-        host = env.get("HTTP_HOST")
-        if host:
-            name, colon, port = host.rpartition(":")
-            if colon and "]" not in port and port.isdigit():
-                env["SERVER_NAME"] = name
-                env["SERVER_PORT"] = port
-            else:
-                env["SERVER_NAME"] = host
-        env["wsgi.input"] = BytesIO(self.body)
-        return env
-
     cdef void _detach(self):
         """Copies every field out of the connection's buffer, which is reused next."""
         if self._req == NULL:
@@ -997,3 +948,6 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
 
 
 FATAL_EXIT_STATUS = TF_EXIT_FATAL
+
+
+include "_wsgi.pxi"

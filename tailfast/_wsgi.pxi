@@ -1,0 +1,304 @@
+# WSGI (PEP 3333) in Cython: the environ comes from the parsed head, and the
+# response goes to the C writer — one writev for a body of known length,
+# chunked (HTTP/1.1) or close-delimited (HTTP/1.0) streaming otherwise,
+# sendfile(2) for wsgi.file_wrapper. Included by _core.pyx.
+
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memchr
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: returned by an application, the server sends the file
+    with sendfile(2) when it is a regular file; otherwise it is iterated."""
+
+    def __init__(self, filelike, blksize=65536):
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self):
+        while True:
+            block = self.filelike.read(self.blksize)
+            if not block:
+                return
+            yield block
+
+    def close(self):
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+cdef class _EmptyInput:
+    """wsgi.input of a request without a body: shared, as nothing can change it."""
+
+    def read(self, size=-1):
+        return b""
+
+    def readline(self, size=-1):
+        return b""
+
+    def readlines(self, hint=-1):
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+
+cdef _EmptyInput _EMPTY_INPUT = _EmptyInput()
+
+# validated response headers: (name, value) as given -> (name bytes, value bytes,
+# Content-Length as int or -1); most applications send the same few again and again
+cdef dict _HEADER_CACHE = {}
+cdef Py_ssize_t _HEADER_CACHE_MAX = 512
+
+
+cdef tuple _checked_header(object item):
+    if type(item) is not tuple or len(<tuple>item) != 2:
+        raise TypeError(f"each header must be a (name, value) tuple, got {item!r}")
+    name, value = <tuple>item
+    if type(name) is not str or type(value) is not str:
+        raise TypeError(f"header names and values must be str, got {item!r}")
+    cached = _HEADER_CACHE.get(item)
+    if cached is not None:
+        return <tuple>cached
+    cdef bytes name_b = _header_bytes(name, "name")
+    if not name_b or name_b.strip(_TCHARS):
+        raise ResponseError(f"header name {name!r} is not a token")
+    cdef bytes value_b = _header_bytes(value, "value")
+    cdef long long length = -1
+    if name_b.lower() == b"content-length":
+        text = value_b.strip()
+        if not text.isdigit() or len(text) > 18:
+            raise ValueError(f"invalid Content-Length {value!r}")
+        length = int(text)
+    result = (name_b, value_b, length)
+    if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+        _HEADER_CACHE.clear()
+    _HEADER_CACHE[item] = result
+    return result
+
+
+cdef int _parse_status(object status) except -1:
+    """The code of a WSGI status line such as '200 OK'."""
+    cdef str text
+    cdef Py_ssize_t i, n
+    if type(status) is str:
+        text = <str>status
+        n = len(text)
+        if (n >= 4 and text[3] == " " and "1" <= text[0] <= "9" and "0" <= text[1] <= "9"
+                and "0" <= text[2] <= "9"):
+            for i in range(4, n):
+                if text[i] == "\r" or text[i] == "\n":
+                    break
+            else:
+                return (ord(text[0]) - 48) * 100 + (ord(text[1]) - 48) * 10 + ord(text[2]) - 48
+    raise ValueError(f"invalid WSGI status {status!r}: expected '200 OK'")
+
+
+cdef class _Exchange:
+    """One request's start_response / write() state."""
+
+    cdef Request request
+    cdef int status
+    cdef list pairs
+    cdef long long length  # the application's Content-Length, -1 when it gave none
+    cdef bint sent
+    cdef bint complete
+
+    def start_response(self, status, headers, exc_info=None):
+        cdef list pairs = []
+        cdef long long length = -1
+        cdef tuple checked
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    # PEP 3333: too late to change the answer; the error goes on up
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status:
+            raise AssertionError("start_response called a second time without exc_info")
+        code = _parse_status(status)
+        if type(headers) is not list:
+            raise TypeError(f"headers must be a list, got {type(headers).__name__}")
+        for item in <list>headers:
+            checked = _checked_header(item)
+            pairs.append(checked[:2])
+            if <long long>checked[2] >= 0:
+                length = checked[2]
+        self.status = code
+        self.pairs = pairs
+        self.length = length
+        return self.write
+
+    cdef int _send_head(self) except -1:
+        if not self.status:
+            raise AssertionError("the application wrote a body before calling start_response")
+        _start(self.request._live_conn(), self.status, self.pairs, None, self.length)
+        self.sent = True
+        return 0
+
+    def write(self, data):
+        """The PEP's write() callable: the bytes go out before it returns."""
+        if type(data) is not bytes:
+            raise TypeError(f"write() takes bytes, got {type(data).__name__}")
+        if not self.sent:
+            self._send_head()
+        if not _write(self.request._live_conn(), data):
+            self.complete = False
+            raise ClientDisconnected("the client went away")
+
+    cdef int finish(self, object result) except -1:
+        """Sends what the application returned, then ends the response."""
+        cdef tf_conn *conn = self.request._live_conn()
+        cdef bytes body
+        if not self.sent:
+            if type(result) is list and len(<list>result) == 1 and type((<list>result)[0]) is bytes:
+                body = (<list>result)[0]
+                if self.length < 0 or self.length == len(body):
+                    # the common case: the whole answer in one writev
+                    if not self.status:
+                        raise AssertionError("the application did not call start_response")
+                    _send(conn, self.status, self.pairs, None, body)
+                    self.sent = True
+                    return 0
+            elif type(result) is FileWrapper and self.status:
+                span = _file_span(result)
+                if span is not None:
+                    fd, offset, size = span
+                    count = size if self.length < 0 else min(size, self.length)
+                    _start(conn, self.status, self.pairs, None,
+                           count if self.length < 0 else self.length)
+                    self.sent = True
+                    tf_conn_sendfile(conn, fd, offset, count)
+                    tf_conn_respond_end(conn, 1)
+                    return 0
+        try:
+            for chunk in result:
+                if type(chunk) is not bytes:
+                    raise TypeError(f"the application yielded {type(chunk).__name__}, not bytes")
+                if not chunk:
+                    continue  # PEP 3333: the head waits for the first non-empty chunk
+                if not self.sent:
+                    self._send_head()
+                if not _write(conn, chunk):
+                    self.complete = False
+                    break  # the client went away: stop iterating
+            if not self.sent:
+                self._send_head()  # an empty body
+        except BaseException:
+            if self.sent:
+                tf_conn_respond_end(conn, 0)  # the head is out: cut the connection
+            raise
+        tf_conn_respond_end(conn, self.complete)
+        return 0
+
+
+def _file_span(wrapper):
+    """(fd, offset, size from offset) when the wrapped file can be sent with sendfile."""
+    try:
+        fd = wrapper.filelike.fileno()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        offset = wrapper.filelike.tell() if hasattr(wrapper.filelike, "tell") else 0
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd, offset, max(0, st.st_size - offset)
+
+
+cdef dict _wsgi_environ(Request request, dict base):
+    """A PEP 3333 environ: base (the constant keys) plus this request's, built
+    straight from the parsed head."""
+    cdef dict env = base.copy()
+    cdef const tf_request *req = request._req
+    cdef const tf_header *h
+    cdef size_t i
+    cdef bytes raw_name
+    cdef str raw
+    env["REQUEST_METHOD"] = _method_str(req.method, req.method_len)
+    if memchr(req.path, b"%", req.path_len) != NULL:
+        from urllib.parse import unquote_to_bytes
+        # PEP 3333: the decoded bytes, carried in a latin-1 str
+        raw = unquote_to_bytes(req.path[:req.path_len]).decode("latin-1")
+    else:
+        raw = PyUnicode_DecodeLatin1(req.path, req.path_len, NULL)
+    prefix = env["SCRIPT_NAME"]
+    if prefix and (raw == prefix or raw.startswith(prefix + "/")):
+        raw = raw[len(prefix):]
+    env["PATH_INFO"] = raw
+    env["QUERY_STRING"] = PyUnicode_DecodeLatin1(req.query, req.query_len, NULL)
+    env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version_minor == 1 else "HTTP/1.0"
+    env["REMOTE_ADDR"] = request.remote_addr
+    env["REMOTE_PORT"] = str(request._remote_port)
+    for i in range(req.num_headers):
+        h = &req.headers[i]
+        raw_name = h.name[:h.name_len]
+        key = _ENVIRON_KEYS.get(raw_name)
+        if key is None:
+            if b"_" in raw_name:
+                continue  # X_Foo would pose as X-Foo: dropped, as nginx and gunicorn do
+            key = "HTTP_" + raw_name.upper().replace(b"-", b"_").decode("latin-1")
+            if len(_ENVIRON_KEYS) < 512:
+                _ENVIRON_KEYS[raw_name] = key
+        value = PyUnicode_DecodeLatin1(h.value, h.value_len, NULL)
+        previous = env.get(key)
+        if previous is not None and (<str>key).startswith("HTTP_"):
+            env[key] = previous + "," + value
+        else:
+            env[key] = value
+    if req.chunked:
+        env["CONTENT_LENGTH"] = str(request._body_len)
+    host = env.get("HTTP_HOST")
+    if host:
+        name, colon, port = (<str>host).rpartition(":")
+        if colon and "]" not in port and port.isdigit():
+            env["SERVER_NAME"] = name
+            env["SERVER_PORT"] = port
+        else:
+            env["SERVER_NAME"] = host
+    env["wsgi.input"] = BytesIO(request.body) if request._body_len else _EMPTY_INPUT
+    return env
+
+
+cdef class WSGIHandler:
+    """A native handler that runs a WSGI application (mounted at script_name)."""
+
+    cdef object app
+    cdef dict base
+
+    def __init__(self, app, str script_name=""):
+        self.app = app
+        self.base = {
+            "SCRIPT_NAME": script_name.rstrip("/"),
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "80",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,  # the body is complete: read() to EOF is safe
+            "wsgi.file_wrapper": FileWrapper,
+        }
+
+    def __call__(self, Request request):
+        cdef _Exchange exchange = _Exchange.__new__(_Exchange)
+        exchange.request = request
+        exchange.length = -1
+        exchange.complete = True
+        try:
+            result = self.app(_wsgi_environ(request, self.base), exchange.start_response)
+        except ClientDisconnected:
+            return ANSWERED  # write() found the client gone; nothing left to send
+        try:
+            exchange.finish(result)
+        except ClientDisconnected:
+            pass  # close() below still runs
+        finally:
+            if type(result) is not list:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        return ANSWERED
