@@ -222,3 +222,18 @@ def test_large_body_and_large_response(run_server):
     status, _, body = http_request(server.port, method="POST", path="/echo", body=payload)
     assert status == 200
     assert body == payload
+
+
+def test_remote_addr_of_every_digit_count(run_server):
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
+    for source in ("127.100.20.3", "127.0.10.255", "127.9.99.0"):
+        with socket.socket() as s:
+            s.settimeout(5)
+            s.bind((source, 0))
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        info = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        assert info["remote_addr"] == source
