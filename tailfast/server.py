@@ -9,9 +9,10 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tailfast import _core
+from tailfast import _core, proxy
 from tailfast.app import detect_interface
 from tailfast.config import Config, load_config
+from tailfast.errors import ConfigError
 from tailfast.inherited import warning_lines
 from tailfast.listen import (
     create_listener,
@@ -42,6 +43,19 @@ def as_handler(app: Callable[..., Any], interface: str) -> Callable[..., Any]:
     return app
 
 
+def check_access_log(path: str) -> None:
+    """Fails at start-up, not in every worker, when the access log cannot be written."""
+    if not path or path == "-":
+        return
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid access_log {path!r}: cannot open it for appending: {exc.strerror}"
+        ) from None
+
+
 def scoreboard_dirs() -> list[str]:
     """Where scoreboard files go, first usable first: /dev/shm (memory), then tmp."""
     return ["/dev/shm", tempfile.gettempdir()]
@@ -68,6 +82,8 @@ def run(
     after a SIGHUP call it (rolling restart with new code). Without it, a
     SIGHUP still replaces every worker, with the code already loaded."""
     handler = as_handler(app, config.interface)
+    proxy.configure(config.forwarded_allow_ips)
+    check_access_log(config.access_log)
     reuseport = config.balance == "reuseport"
     sock = create_listener(config, reuseport=reuseport)
     pid_file = config.pid_file
@@ -111,6 +127,11 @@ def run(
             "max_requests": config.max_requests,
             "max_requests_jitter": config.max_requests_jitter,
             "max_rss": config.max_rss * 1024 * 1024,
+            "health_path": config.health_path,
+            "ready_path": config.ready_path,
+            "metrics_path": config.metrics_path,
+            "access_log": config.access_log,
+            "access_log_format": config.access_log_format,
         }
 
         def reload_handler() -> Callable[..., Any]:

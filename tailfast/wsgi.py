@@ -31,7 +31,7 @@ def build_environ(request: Request) -> dict[str, Any]:
         "SERVER_PROTOCOL": request.http_version,
         "REMOTE_ADDR": request.remote_addr,
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": request.scheme,  # from a trusted proxy (tailfast.proxy)
         "wsgi.input": io.BytesIO(request.body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
