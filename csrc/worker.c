@@ -312,12 +312,13 @@ int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
     }
     struct iovec iov[2] = {{head, (size_t)head_len}, {(void *)body, body_len}};
     int send_body = !no_body && !c->req.is_head && body_len > 0;
-    int r = tf_conn_send(c, iov, send_body ? 2 : 1);
-    if (head != stack)
-        free(head);
+    /* counted before it is sent: whoever sees the answer sees it counted */
     tf_observe_response(c, c->head_len ? &c->req : NULL, status, send_body ? body_len : 0,
                         c->dispatched);
     c->dispatched = 0;
+    int r = tf_conn_send(c, iov, send_body ? 2 : 1);
+    if (head != stack)
+        free(head);
     c->responded = 1;
     if (!keep)
         c->close_after_write = 1;

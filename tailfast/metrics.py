@@ -41,7 +41,8 @@ class _Writer:
 
     def sample(self, name: str, value: float, labels: Iterable[tuple[str, str]] = ()) -> None:
         text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels)
-        self.lines.append(f"{name}{{{text}}} {_number(value)}" if text else f"{name} {_number(value)}")
+        labelled = f"{name}{{{text}}}" if text else name
+        self.lines.append(f"{labelled} {_number(value)}")
 
 
 def _escape(value: str) -> str:
@@ -80,7 +81,7 @@ def render(snapshot: dict[str, Any]) -> str:
 
     w.family("tailfast_responses_total", "counter",
              "Responses sent, by status class (parse errors and timeouts included).")
-    for cls, count in zip(STATUS_CLASSES, status):
+    for cls, count in zip(STATUS_CLASSES, status, strict=True):
         w.sample("tailfast_responses_total", count, [("code", cls)])
 
     w.family("tailfast_worker_requests_total", "counter",
@@ -96,7 +97,7 @@ def render(snapshot: dict[str, Any]) -> str:
     w.family("tailfast_request_duration_seconds", "histogram",
              "Time from dispatching a request to handing its response to the socket.")
     cumulative = 0
-    for bound, count in zip(bounds, latency):
+    for bound, count in zip(bounds, latency[:-1], strict=True):
         cumulative += count
         w.sample("tailfast_request_duration_seconds_bucket", cumulative, [("le", _le(bound))])
     cumulative += latency[-1]
