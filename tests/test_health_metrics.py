@@ -114,7 +114,8 @@ def test_metrics_count_requests_statuses_and_latency(run_server):
     assert sorted(dict(k)["worker"] for k in per_worker) == ["1", "2"]
     assert sum(per_worker.values()) == dispatched
     # histogram: cumulative, consistent, and the 0.3 s request between 0.25 and 0.5
-    buckets = {float(dict(k)["le"]): v for k, v in m["tailfast_request_duration_seconds_bucket"].items()}
+    histogram = m["tailfast_request_duration_seconds_bucket"]
+    buckets = {float(dict(k)["le"]): v for k, v in histogram.items()}
     values = [buckets[b] for b in sorted(buckets)]
     assert values == sorted(values)
     assert buckets[float("inf")] == one(m, "tailfast_request_duration_seconds_count")
