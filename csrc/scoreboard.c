@@ -180,3 +180,19 @@ void tf_scoreboard_attach(int index) {
     tf_sb_me->pid = (int32_t)getpid();
     tf_sb_me->started = tf_wall_now();
 }
+
+void tf_scoreboard_fold(int index) {
+    if (!tf_sb || index < 0 || index >= TF_SB_MAX_PROCS)
+        return;
+    const tf_sb_proc *p = &tf_sb->procs[index];
+    int id = p->worker_id;
+    if (id < 1 || id > TF_SB_MAX_WORKERS)
+        return;
+    tf_sb_slot *slot = &tf_sb->slots[id];
+    slot->retired_requests += p->requests;
+    for (int i = 0; i < 5; i++)
+        slot->retired.status[i] += p->stats.status[i];
+    for (int i = 0; i < TF_LATENCY_BUCKETS; i++)
+        slot->retired.latency[i] += p->stats.latency[i];
+    slot->retired.latency_sum += p->stats.latency_sum;
+}

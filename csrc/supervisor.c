@@ -96,6 +96,7 @@ int tf_signals_unblock_all(void) {
 static tf_sb_slot *tf_sb_slot_of(int id) { return &tf_sb->slots[id]; }
 
 static void tf_proc_free(tf_supervisor *s, int idx) {
+    tf_scoreboard_fold(idx); /* its counters outlive it, for the metrics */
     memset(&s->procs[idx], 0, sizeof(s->procs[idx]));
     memset(&tf_sb->procs[idx], 0, sizeof(tf_sb->procs[idx]));
     int hw = tf_sb->procs_hw;
@@ -259,6 +260,7 @@ static void tf_on_proc_exit(tf_supervisor *s, int idx, int status) {
             tf_sb_slot_of(p.id)->state = TF_SLOT_UNUSED;
         return;
     }
+    tf_sb->restarts_by_cause[TF_CAUSE_CRASH]++; /* an exit nobody asked for */
     if (WIFEXITED(status) && WEXITSTATUS(status) == TF_EXIT_FATAL && !was_next) {
         tf_log("worker %d (pid %d) %s: cannot start; stopping", p.id, (int)p.pid, why);
         s->exit_status = 1;
@@ -343,14 +345,20 @@ static void tf_check_ready(tf_supervisor *s) {
     }
 }
 
-static const char *tf_replace_reason(tf_supervisor *s, int idx) {
+static const char *tf_replace_reason(tf_supervisor *s, int idx, int *cause) {
     const tf_sb_proc *e = &tf_sb->procs[idx];
-    if (e->generation != s->generation)
+    if (e->generation != s->generation) {
+        *cause = TF_CAUSE_ROLLING;
         return "rolling restart";
-    if (e->retire)
+    }
+    if (e->retire) {
+        *cause = TF_CAUSE_MAX_REQUESTS;
         return "max-requests reached";
-    if (s->cfg->max_rss && e->rss > s->cfg->max_rss)
+    }
+    if (s->cfg->max_rss && e->rss > s->cfg->max_rss) {
+        *cause = TF_CAUSE_MAX_RSS;
         return "max-rss exceeded";
+    }
     return NULL;
 }
 
@@ -366,7 +374,8 @@ static void tf_roll(tf_supervisor *s) {
             s->procs[slot->current].kind != TF_P_READY ||
             (slot->respawn_at > 0 && now < slot->respawn_at))
             continue;
-        const char *why = tf_replace_reason(s, slot->current);
+        int cause = TF_CAUSE_CRASH;
+        const char *why = tf_replace_reason(s, slot->current, &cause);
         if (!why)
             continue;
         slot->respawn_at = 0;
@@ -384,6 +393,7 @@ static void tf_roll(tf_supervisor *s) {
         }
         slot->next = idx;
         s->replacing++;
+        tf_sb->restarts_by_cause[cause]++;
         return;
     }
 }
@@ -399,6 +409,7 @@ static void tf_begin_stop(tf_supervisor *s, int sig) {
     if (s->stopping)
         return;
     s->stopping = sig;
+    __atomic_store_n(&tf_sb->stopping, 1, __ATOMIC_RELAXED); /* readiness answers 503 */
     s->stop_deadline = tf_now() + s->cfg->graceful_timeout;
     if (sig == SIGINT || (sig == SIGTERM && s->exit_status == 0))
         tf_log("primary %d: %s, stopping gracefully (%d workers, timeout %.0f s)", (int)s->self,
@@ -467,7 +478,11 @@ static void tf_on_signal(tf_supervisor *s, int sig) {
                s->generation);
         break;
     case SIGUSR1:
-        tf_log("SIGUSR1: logs go to stderr; nothing to reopen");
+        /* workers reopen their access logs (the primary's own log is stderr) */
+        if (s->cfg->http) {
+            tf_log("SIGUSR1: reopening the access logs");
+            tf_signal_workers(s, SIGUSR1);
+        }
         break;
     case SIGTTIN:
         if (!s->stopping)

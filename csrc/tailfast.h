@@ -119,6 +119,9 @@ typedef struct {
     int (*on_request)(void *ctx, tf_conn *conn, const tf_request *req,
                       const char *body, size_t body_len);
     void *ctx;
+    /* A request for cfg->metrics_path: answered like on_request (NULL: the
+     * path goes to on_request like any other). */
+    int (*on_metrics)(void *ctx, tf_conn *conn);
 } tf_worker_callbacks;
 
 typedef struct {
@@ -132,6 +135,10 @@ typedef struct {
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
     int balance;               /* 1: cap accepts by the fair share in the scoreboard */
+    /* Paths answered without the application (NULL or "": off); see observe.c. */
+    const char *health_path;  /* liveness: 200 while the loop runs */
+    const char *ready_path;   /* readiness: 200, or 503 once the server is stopping */
+    const char *metrics_path; /* handed to cb->on_metrics */
 } tf_worker_config;
 
 void tf_worker_config_default(tf_worker_config *cfg);
@@ -220,7 +227,7 @@ int tf_signals_unblock_all(void);
  * read-only. The layout is versioned by TF_SB_VERSION. */
 
 #define TF_SB_MAGIC 0x3142534654ULL /* "TFSB1" */
-#define TF_SB_VERSION 1
+#define TF_SB_VERSION 2
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
@@ -235,6 +242,27 @@ enum {
 
 /* State of a worker id (a slot that should have a worker). */
 enum { TF_SLOT_UNUSED = 0, TF_SLOT_RUNNING = 1, TF_SLOT_BACKOFF = 2 };
+
+/* Request latency histogram: upper bounds in seconds (tf_latency_bounds),
+ * the last bucket is +Inf. Counts per bucket, not cumulative. */
+#define TF_LATENCY_BUCKETS 14
+extern const double tf_latency_bounds[TF_LATENCY_BUCKETS - 1];
+
+/* Responses of one process (or, in a slot, of its retired processes). */
+typedef struct {
+    uint64_t status[5];                   /* by class: 1xx .. 5xx */
+    uint64_t latency[TF_LATENCY_BUCKETS]; /* dispatch to response, per bucket */
+    double latency_sum;                   /* seconds */
+} tf_sb_stats;
+
+/* Why a worker process was replaced (scoreboard restarts_by_cause). */
+enum {
+    TF_CAUSE_CRASH = 0, /* died without being asked to */
+    TF_CAUSE_ROLLING = 1,
+    TF_CAUSE_MAX_REQUESTS = 2,
+    TF_CAUSE_MAX_RSS = 3,
+    TF_CAUSE_COUNT = 4
+};
 
 typedef struct {
     int32_t pid;
@@ -251,6 +279,7 @@ typedef struct {
     uint64_t rss;           /* bytes, sampled by the primary */
     char method[16];        /* of the request in progress, NUL-terminated */
     char path[112];
+    tf_sb_stats stats;
 } tf_sb_proc;
 
 typedef struct {
@@ -259,6 +288,9 @@ typedef struct {
     uint32_t restarts;   /* processes started for this id after the first */
     uint32_t crashes;    /* consecutive early deaths */
     double next_attempt; /* wall clock of the next fork while in back-off */
+    /* counters of this id's processes that have exited, so totals never go back */
+    uint64_t retired_requests;
+    tf_sb_stats retired;
 } tf_sb_slot;
 
 typedef struct {
@@ -273,6 +305,9 @@ typedef struct {
     int32_t queue_max;   /* its capacity (the backlog) */
     double started;      /* wall clock */
     char listen[128];    /* the URL listened on */
+    int32_t stopping;    /* 1 once the primary began to stop (readiness: 503) */
+    int32_t pad_;
+    uint64_t restarts_by_cause[TF_CAUSE_COUNT];
     tf_sb_slot slots[TF_SB_MAX_WORKERS + 1]; /* index = worker id, from 1 */
     tf_sb_proc procs[TF_SB_MAX_PROCS];
 } tf_scoreboard;
@@ -300,5 +335,39 @@ void tf_scoreboard_close(const tf_scoreboard *sb);
 /* Worker: 1 while its open connections are above the fair share (the mean of
  * the ready workers' open connections plus slack), so it should not accept. */
 int tf_scoreboard_over_share(int slack);
+/* Primary: adds the counters of procs[index] (an exited process) to its
+ * slot's retired counters, before the entry is cleared. */
+void tf_scoreboard_fold(int index);
+
+/* ----------------------------------------------------------- observability */
+
+/* Precise monotonic seconds (request timing). */
+double tf_clock(void);
+
+/* Worker: routes a complete request: the health, readiness and metrics paths
+ * of cfg, else cb->on_request. stopping: the worker is draining. Returns
+ * what the callback returns (0, or -1 to close). */
+int tf_dispatch(const tf_worker_config *cfg, const tf_worker_callbacks *cb, tf_conn *conn,
+                const tf_request *req, const char *body, size_t body_len, int stopping);
+
+/* Worker: a response was handed to the socket. req is NULL when the request
+ * head could not be parsed; started is tf_clock() at dispatch (0: unknown).
+ * Counts it in the scoreboard and writes the access-log line. */
+void tf_observe_response(const tf_conn *conn, const tf_request *req, int status,
+                         uint64_t body_bytes, double started);
+
+/* Access log (accesslog.c), one per worker process. */
+enum { TF_LOG_COMMON = 0, TF_LOG_COMBINED = 1 };
+/* Opens path for appending ("-": standard output; NULL or "": no log) and
+ * installs the SIGUSR1 handler that asks for a reopen. Returns 0 or -1. */
+int tf_accesslog_open(const char *path, int format);
+/* From the worker loop, at least once a second: writes lines older than a
+ * second, reopens the file after SIGUSR1. now: monotonic seconds. */
+void tf_accesslog_tick(double now);
+/* Buffers one line; written when the buffer fills or by tf_accesslog_tick. */
+void tf_accesslog_line(const tf_request *req, const char *peer, int status,
+                       uint64_t body_bytes, double seconds);
+/* Writes what is buffered and closes the file. */
+void tf_accesslog_close(void);
 
 #endif

@@ -83,6 +83,7 @@ struct tf_conn {
     int peer_closed;       /* read returned 0 */
     int lingering;         /* write side shut; discarding input until EOF */
     int served;            /* requests answered on this connection */
+    double dispatched;     /* tf_clock() when the current request was dispatched */
     double deadline;       /* monotonic seconds; 0 = none */
 
     struct sockaddr_storage peer;
@@ -396,6 +397,10 @@ int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
         return -1;
     struct iovec iov[2] = {{head, (size_t)head_len}, {(void *)body, body_len}};
     int send_body = !no_body && !c->req.is_head && body_len > 0;
+    /* counted before it is sent: whoever sees the answer sees it counted */
+    tf_observe_response(c, c->head_len ? &c->req : NULL, status, send_body ? body_len : 0,
+                        c->dispatched);
+    c->dispatched = 0;
     int r = tf_conn_send(c, iov, send_body ? 2 : 1);
     if (head != stack)
         free(head);
@@ -440,6 +445,10 @@ int tf_conn_respond_start(tf_conn *c, int status, const tf_header *headers,
         free(head);
     if (r < 0)
         return -1;
+    /* a streamed body's size is known only when announced: counted at the head */
+    tf_observe_response(c, c->head_len ? &c->req : NULL, status,
+                        mode == TF_STREAM_LENGTH ? (uint64_t)length : 0, c->dispatched);
+    c->dispatched = 0;
     c->responded = 1;
     c->streaming = mode;
     c->stream_failed = 0;
@@ -724,7 +733,9 @@ static int tf_conn_process(tf_conn *c) {
             me->request_started = w->now;
             __atomic_store_n(&me->state, TF_W_BUSY, __ATOMIC_RELEASE);
         }
-        int r = w->cb->on_request(w->cb->ctx, c, &c->req, c->in + c->head_len, c->body_len);
+        c->dispatched = tf_clock();
+        int r = tf_dispatch(w->cfg, w->cb, c, &c->req, c->in + c->head_len, c->body_len,
+                            w->draining || tf_sig_drain);
         if (c->streaming != TF_STREAM_NONE)
             tf_conn_respond_end(c, 0); /* the embedder left it unfinished */
         if (!c->responded)
@@ -1110,6 +1121,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             if (tf_listener_arm(&w, 1) == 0)
                 tf_accept_some(&w); /* a re-armed exclusive waiter misses what is queued */
         }
+        tf_accesslog_tick(w.now);
         if (w.now - w.last_sweep >= 1.0) {
             w.last_sweep = w.now;
             tf_worker_sweep(&w);

@@ -23,8 +23,19 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp
 
+
+cdef extern from "<strings.h>" nogil:
+    int strncasecmp(const char *a, const char *b, size_t n)
+
 from tailfast._tf cimport (
     TF_EXIT_FATAL,
+    TF_LATENCY_BUCKETS,
+    TF_LOG_COMBINED,
+    TF_LOG_COMMON,
+    tf_accesslog_close,
+    tf_accesslog_open,
+    tf_latency_bounds,
+    tf_sb_stats,
     tf_conn,
     tf_conn_peer,
     tf_conn_respond,
@@ -55,6 +66,7 @@ from tailfast._tf cimport (
     tf_worker_run,
 )
 
+from tailfast import proxy as _proxy
 from tailfast.errors import BadRequest, ClientDisconnected, HTTPError
 from tailfast.headers import Headers, QueryParams
 
@@ -445,6 +457,19 @@ cdef dict _ENVIRON_KEYS = {b"Content-Type": "CONTENT_TYPE", b"content-type": "CO
                            b"content-length": "CONTENT_LENGTH"}
 
 
+cdef bint _has_forwarding_headers(const tf_request *req):
+    """Whether the request carries X-Forwarded-For/-Proto or Forwarded."""
+    cdef size_t i
+    cdef const tf_header *h
+    for i in range(req.num_headers):
+        h = &req.headers[i]
+        if h.name_len == 9 and strncasecmp(h.name, b"forwarded", 9) == 0:
+            return True
+        if h.name_len >= 15 and strncasecmp(h.name, b"x-forwarded-", 12) == 0:
+            return True
+    return False
+
+
 cdef str _method_str(const char *p, size_t n):
     # the common methods as interned constants: no new object per request
     if n == 3 and memcmp(p, b"GET", 3) == 0:
@@ -468,7 +493,7 @@ cdef class Request:
     cdef const char *_body_ptr
     cdef size_t _body_len
     cdef tf_conn *_conn
-    cdef object _method, _path, _raw_path, _query_string, _headers, _body, _remote
+    cdef object _method, _path, _raw_path, _query_string, _headers, _body, _remote, _scheme
     cdef object _query, _cookies
     cdef int _version_minor, _remote_port
     cdef readonly object worker_id
@@ -569,15 +594,32 @@ cdef class Request:
 
     @property
     def remote_addr(self):
+        """The client's address: the peer's, or the one a trusted proxy
+        forwarded (--forwarded-allow-ips)."""
+        if self._remote is None:
+            self._resolve_client()
+        return self._remote
+
+    @property
+    def scheme(self):
+        """"http", or the scheme a trusted proxy forwarded (e.g. "https")."""
+        if self._scheme is None:
+            self._resolve_client()
+        return self._scheme
+
+    cdef _resolve_client(self):
         cdef char host[64]
         cdef int port = 0
-        if self._remote is None:
-            if self._conn == NULL or tf_conn_peer(self._conn, host, sizeof(host), &port) < 0:
-                self._remote = ""
-            else:
-                self._remote = host.decode("ascii")
-                self._remote_port = port
-        return self._remote
+        if self._conn == NULL or tf_conn_peer(self._conn, host, sizeof(host), &port) < 0:
+            peer = ""
+        else:
+            peer = host.decode("ascii")
+            self._remote_port = port
+        if self._req != NULL and not _has_forwarding_headers(self._req):
+            # the common case, decided without building the Headers object
+            self._remote, self._scheme = peer, "http"
+        else:
+            self._remote, self._scheme = _proxy.resolve(peer, self)
 
     @property
     def remote_port(self):
@@ -617,6 +659,7 @@ cdef class Request:
             return
         self.method, self.path, self.query_string, self.headers, self.body, self.remote_addr
         self.cookies
+        self.scheme
         self._req = NULL
         self._conn = NULL
         self._body_ptr = NULL
@@ -693,10 +736,40 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
     return 0
 
 
+cdef bytes CT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+cdef int _on_metrics(void *ctx, tf_conn *conn) noexcept:
+    """GET --metrics-path: the scoreboard in the Prometheus text format."""
+    try:
+        from tailfast.metrics import render
+        _send(conn, 200, [(b"Cache-Control", b"no-store")], CT_METRICS,
+              render(scoreboard_snapshot()).encode("utf-8"))
+    except BaseException:
+        try:
+            sys.stderr.write(f"tailfast: worker {_worker_id}: error in the metrics endpoint\n"
+                             + traceback.format_exc())
+        except BaseException:
+            pass
+    return 0
+
+
+cdef bytes _path_setting(dict settings, str name):
+    return (settings.get(name) or "").encode("utf-8")
+
+
 cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cdef tf_worker_config cfg
     cdef tf_worker_callbacks cb
     tf_worker_config_default(&cfg)
+    # kept alive by these locals for as long as the loop runs
+    cdef bytes health_path = _path_setting(settings, "health_path")
+    cdef bytes ready_path = _path_setting(settings, "ready_path")
+    cdef bytes metrics_path = _path_setting(settings, "metrics_path")
+    cdef bytes access_log = os.fsencode(settings.get("access_log") or "")
+    cfg.health_path = <const char *>health_path if health_path else NULL
+    cfg.ready_path = <const char *>ready_path if ready_path else NULL
+    cfg.metrics_path = <const char *>metrics_path if metrics_path else NULL
     cfg.listen_fd = settings["listen_fd"]
     cfg.worker_id = worker_id
     cfg.max_connections = settings["max_connections"]
@@ -714,8 +787,16 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.on_request = _on_request
+    cb.on_metrics = _on_metrics
     cb.ctx = NULL
-    return tf_worker_run(&cfg, &cb)
+    log_format = TF_LOG_COMMON if settings.get("access_log_format") == "common" else TF_LOG_COMBINED
+    if tf_accesslog_open(access_log, log_format) < 0:
+        raise OSError(errno, f"cannot open the access log {settings.get('access_log')!r}: "
+                             f"{os.strerror(errno)}")
+    try:
+        return tf_worker_run(&cfg, &cb)
+    finally:
+        tf_accesslog_close()
 
 
 # ----------------------------------------------------------- the supervisor
@@ -865,45 +946,55 @@ cdef str _cstr(const char *text):
     return (<bytes>text).decode("utf-8", "replace")
 
 
-def read_scoreboard(path):
-    """A snapshot of the scoreboard file at path, as plain Python values."""
-    cdef bytes path_b = os.fsencode(path)
-    cdef const tf_scoreboard *sb = tf_scoreboard_open(path_b)
-    if sb == NULL:
-        raise OSError(f"cannot read the scoreboard {path}")
+cdef dict _stats(const tf_sb_stats *st):
+    cdef int i
+    return {
+        "status": [st.status[i] for i in range(5)],
+        "latency": [st.latency[i] for i in range(TF_LATENCY_BUCKETS)],
+        "latency_sum": st.latency_sum,
+    }
+
+
+_CAUSES = ("crash", "rolling_restart", "max_requests", "max_rss")
+
+
+cdef dict _snapshot(const tf_scoreboard *sb):
+    """The scoreboard sb as plain Python values."""
     cdef int i
     cdef const tf_sb_proc *p
     cdef const tf_sb_slot *sl
     cdef double mono = time.monotonic()
     cdef double wall = time.time()
-    try:
-        procs = []
-        hw = min(sb.procs_hw, TF_SB_MAX_PROCS)
-        for i in range(hw):
-            p = &sb.procs[i]
-            if p.state == 0 or p.pid <= 0:
-                continue
-            busy = p.state == 3
-            procs.append({
-                "worker_id": p.worker_id,
-                "pid": p.pid,
-                "state": _PROC_STATES.get(p.state, "unknown"),
-                "ready": p.state in (2, 3),
-                "generation": p.generation,
-                "requests": p.requests,
-                "accepted": p.accepted,
-                "open": p.open,
-                "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
-                "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
-                "request": (f"{_cstr(p.method)} {_cstr(p.path)}"
-                            if busy else None),
-                "request_age": round(mono - p.request_started, 3) if busy else None,
-                "rss": p.rss,
-                "retire": bool(p.retire),
-            })
-        slots = []
-        for i in range(1, min(sb.workers, TF_SB_MAX_WORKERS) + 1):
-            sl = &sb.slots[i]
+    procs = []
+    hw = min(sb.procs_hw, TF_SB_MAX_PROCS)
+    for i in range(hw):
+        p = &sb.procs[i]
+        if p.state == 0 or p.pid <= 0:
+            continue
+        busy = p.state == 3
+        procs.append({
+            "worker_id": p.worker_id,
+            "pid": p.pid,
+            "state": _PROC_STATES.get(p.state, "unknown"),
+            "ready": p.state in (2, 3),
+            "generation": p.generation,
+            "requests": p.requests,
+            "accepted": p.accepted,
+            "open": p.open,
+            "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
+            "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
+            "request": (f"{_cstr(p.method)} {_cstr(p.path)}"
+                        if busy else None),
+            "request_age": round(mono - p.request_started, 3) if busy else None,
+            "rss": p.rss,
+            "retire": bool(p.retire),
+            "stats": _stats(&p.stats),
+        })
+    slots = []
+    retired = []
+    for i in range(1, TF_SB_MAX_WORKERS + 1):
+        sl = &sb.slots[i]
+        if i <= min(sb.workers, TF_SB_MAX_WORKERS):
             slots.append({
                 "worker_id": i,
                 "state": _SLOT_STATES.get(sl.state, "unknown"),
@@ -913,19 +1004,44 @@ def read_scoreboard(path):
                 "next_attempt_in": (round(max(0.0, sl.next_attempt - wall), 3)
                                     if sl.state == 2 else None),
             })
-        return {
-            "primary_pid": sb.primary_pid,
-            "listen": _cstr(sb.listen),
-            "workers": sb.workers,
-            "generation": sb.generation,
-            "uptime": round(wall - sb.started, 3),
-            "queue_depth": sb.queue_depth,
-            "queue_max": sb.queue_max,
-            "slots": slots,
-            "processes": procs,
-        }
+        if sl.retired_requests or any([sl.retired.status[k] for k in range(5)]):
+            # exited processes of this id (also ids above the current count)
+            retired.append({"worker_id": i, "requests": sl.retired_requests,
+                            "stats": _stats(&sl.retired)})
+    return {
+        "primary_pid": sb.primary_pid,
+        "listen": _cstr(sb.listen),
+        "workers": sb.workers,
+        "generation": sb.generation,
+        "uptime": round(wall - sb.started, 3),
+        "queue_depth": sb.queue_depth,
+        "queue_max": sb.queue_max,
+        "stopping": bool(sb.stopping),
+        "restarts_by_cause": {_CAUSES[i]: sb.restarts_by_cause[i] for i in range(4)},
+        "latency_bounds": [tf_latency_bounds[i] for i in range(TF_LATENCY_BUCKETS - 1)],
+        "slots": slots,
+        "processes": procs,
+        "retired": retired,
+    }
+
+
+def read_scoreboard(path):
+    """A snapshot of the scoreboard file at path, as plain Python values."""
+    cdef bytes path_b = os.fsencode(path)
+    cdef const tf_scoreboard *sb = tf_scoreboard_open(path_b)
+    if sb == NULL:
+        raise OSError(f"cannot read the scoreboard {path}")
+    try:
+        return _snapshot(sb)
     finally:
         tf_scoreboard_close(sb)
+
+
+def scoreboard_snapshot():
+    """A snapshot of this process tree's own scoreboard (in the primary or a worker)."""
+    if tf_sb == NULL:
+        raise RuntimeError("no scoreboard: not running under the tailfast supervisor")
+    return _snapshot(tf_sb)
 
 
 def spawn_workers(int n, target, double graceful_timeout=30.0):

@@ -49,6 +49,7 @@ cdef extern from "tailfast.h" nogil:
         int (*on_request)(void *ctx, tf_conn *conn, const tf_request *req,
                           const char *body, size_t body_len) noexcept
         void *ctx
+        int (*on_metrics)(void *ctx, tf_conn *conn) noexcept
 
     ctypedef struct tf_worker_config:
         int listen_fd
@@ -61,6 +62,9 @@ cdef extern from "tailfast.h" nogil:
         tf_limits limits
         uint64_t max_requests
         int balance
+        const char *health_path
+        const char *ready_path
+        const char *metrics_path
 
     void tf_worker_config_default(tf_worker_config *cfg)
     int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb)
@@ -98,6 +102,15 @@ cdef extern from "tailfast.h" nogil:
     int TF_W_FREE, TF_W_STARTING, TF_W_IDLE, TF_W_BUSY, TF_W_DRAINING
     int TF_SLOT_UNUSED, TF_SLOT_RUNNING, TF_SLOT_BACKOFF
 
+    int TF_LATENCY_BUCKETS
+    const double tf_latency_bounds[13]
+    int TF_CAUSE_CRASH, TF_CAUSE_ROLLING, TF_CAUSE_MAX_REQUESTS, TF_CAUSE_MAX_RSS, TF_CAUSE_COUNT
+
+    ctypedef struct tf_sb_stats:
+        uint64_t status[5]
+        uint64_t latency[14]
+        double latency_sum
+
     ctypedef struct tf_sb_proc:
         int32_t pid
         int32_t worker_id
@@ -113,6 +126,7 @@ cdef extern from "tailfast.h" nogil:
         uint64_t rss
         char method[16]
         char path[112]
+        tf_sb_stats stats
 
     ctypedef struct tf_sb_slot:
         int32_t state
@@ -120,6 +134,8 @@ cdef extern from "tailfast.h" nogil:
         uint32_t restarts
         uint32_t crashes
         double next_attempt
+        uint64_t retired_requests
+        tf_sb_stats retired
 
     ctypedef struct tf_scoreboard:
         uint64_t magic
@@ -133,6 +149,8 @@ cdef extern from "tailfast.h" nogil:
         int32_t queue_max
         double started
         char listen[128]
+        int32_t stopping
+        uint64_t restarts_by_cause[4]
         tf_sb_slot slots[1025]
         tf_sb_proc procs[2048]
 
@@ -142,3 +160,7 @@ cdef extern from "tailfast.h" nogil:
     void tf_scoreboard_destroy(const char *path)
     const tf_scoreboard *tf_scoreboard_open(const char *path)
     void tf_scoreboard_close(const tf_scoreboard *sb)
+
+    int TF_LOG_COMMON, TF_LOG_COMBINED
+    int tf_accesslog_open(const char *path, int format)
+    void tf_accesslog_close()

@@ -229,7 +229,8 @@ cdef dict _wsgi_environ(Request request, dict base):
     env["PATH_INFO"] = raw
     env["QUERY_STRING"] = PyUnicode_DecodeLatin1(req.query, req.query_len, NULL)
     env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version_minor == 1 else "HTTP/1.0"
-    env["REMOTE_ADDR"] = request.remote_addr
+    env["REMOTE_ADDR"] = request.remote_addr  # resolves the scheme as well
+    env["wsgi.url_scheme"] = request._scheme  # from a trusted proxy (tailfast.proxy)
     env["REMOTE_PORT"] = str(request._remote_port)
     for i in range(req.num_headers):
         h = &req.headers[i]

@@ -216,6 +216,21 @@ def _parse_path(value: str) -> str:
     return value
 
 
+def _parse_url_path(value: str) -> str:
+    """A request path answered by the server itself ("" = off)."""
+    text = value.strip()
+    if text and (not text.startswith("/") or not re.fullmatch(r"/[!-~]*", text) or "?" in text):
+        raise ValueError("expected a path starting with '/' (no spaces, no query), or '' for off")
+    return text
+
+
+def _parse_allow_ips(value: str) -> str:
+    from tailfast.proxy import parse_allow_ips
+
+    parse_allow_ips(value)  # raises ValueError with what is expected
+    return ",".join(part.strip() for part in value.split(",") if part.strip())
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -444,6 +459,66 @@ SETTINGS: tuple[Setting, ...] = (
         help="cgroup cpu.max file to read instead of the detected one (for testing)",
         metavar="PATH",
     ),
+    Setting(
+        name="health_path",
+        parse=_parse_url_path,
+        default="",
+        flags=("--health-path",),
+        env=("TAILFAST_HEALTH_PATH",),
+        help="GET/HEAD on this path answers 200 from the worker's C loop, without the "
+        "application (liveness probe); '' = off",
+        metavar="PATH",
+    ),
+    Setting(
+        name="ready_path",
+        parse=_parse_url_path,
+        default="",
+        flags=("--ready-path",),
+        env=("TAILFAST_READY_PATH",),
+        help="GET/HEAD on this path answers 200, or 503 once the server is stopping "
+        "(readiness probe); '' = off",
+        metavar="PATH",
+    ),
+    Setting(
+        name="metrics_path",
+        parse=_parse_url_path,
+        default="",
+        flags=("--metrics-path",),
+        env=("TAILFAST_METRICS_PATH",),
+        help="GET on this path answers the server's metrics in the Prometheus text "
+        "format; '' = off",
+        metavar="PATH",
+    ),
+    Setting(
+        name="access_log",
+        parse=_parse_path,
+        default="",
+        flags=("--access-log",),
+        env=("TAILFAST_ACCESS_LOG",),
+        help="write one line per request to this file ('-' = standard output; reopened "
+        "on SIGUSR1); '' = off",
+        metavar="PATH|-",
+    ),
+    Setting(
+        name="access_log_format",
+        parse=_choice("combined", "common"),
+        default="combined",
+        flags=("--access-log-format",),
+        env=("TAILFAST_ACCESS_LOG_FORMAT",),
+        help="access log lines: Apache common or combined format, plus the request "
+        "time in seconds",
+        metavar="{combined,common}",
+    ),
+    Setting(
+        name="forwarded_allow_ips",
+        parse=_parse_allow_ips,
+        default="127.0.0.1",
+        flags=("--forwarded-allow-ips",),
+        env=("TAILFAST_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"),
+        help="proxies (addresses or CIDRs, comma-separated; '*' = any) whose "
+        "X-Forwarded-For, X-Forwarded-Proto and Forwarded headers are trusted",
+        metavar="CIDRS",
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -476,6 +551,12 @@ class Config:
     on_worker_exit: str
     preload: bool
     cpu_max_path: str
+    health_path: str
+    ready_path: str
+    metrics_path: str
+    access_log: str
+    access_log_format: str
+    forwarded_allow_ips: str
     sources: dict[str, str] = field(default_factory=dict)
     file_environ: dict[str, str] = field(default_factory=dict)
 

@@ -9,9 +9,10 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tailfast import _core
+from tailfast import _core, proxy
 from tailfast.app import detect_interface
 from tailfast.config import Config, load_config
+from tailfast.errors import ConfigError
 from tailfast.inherited import warning_lines
 from tailfast.listen import (
     create_listener,
@@ -42,6 +43,19 @@ def as_handler(
 
         return wsgi_handler(app, script_name)
     return app
+
+
+def check_access_log(path: str) -> None:
+    """Fails at start-up, not in every worker, when the access log cannot be written."""
+    if not path or path == "-":
+        return
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid access_log {path!r}: cannot open it for appending: {exc.strerror}"
+        ) from None
 
 
 def scoreboard_dirs() -> list[str]:
@@ -77,6 +91,8 @@ def run(
     None: the primary never imports it). Without reload, a
     SIGHUP still replaces every worker, with the code already loaded."""
     handler = None if app is None else as_handler(app, config.interface, config.script_name)
+    proxy.configure(config.forwarded_allow_ips)
+    check_access_log(config.access_log)
     reuseport = config.balance == "reuseport"
     sock = create_listener(config, reuseport=reuseport)
     pid_file = config.pid_file
@@ -120,6 +136,11 @@ def run(
             "max_requests": config.max_requests,
             "max_requests_jitter": config.max_requests_jitter,
             "max_rss": config.max_rss * 1024 * 1024,
+            "health_path": config.health_path,
+            "ready_path": config.ready_path,
+            "metrics_path": config.metrics_path,
+            "access_log": config.access_log,
+            "access_log_format": config.access_log_format,
         }
 
         def reload_handler() -> tuple[Callable[..., Any], Hook | None, Hook | None]:
