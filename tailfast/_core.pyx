@@ -429,8 +429,13 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cfg.worker_id = worker_id
     cfg.max_connections = settings["max_connections"]
     cfg.keepalive_timeout = settings["keepalive_timeout"]
+    cfg.header_timeout = settings["header_timeout"]
+    cfg.body_timeout = settings["body_timeout"]
     cfg.request_timeout = settings["request_timeout"]
     cfg.max_body_size = settings["limit_request_body"]
+    cfg.limits.max_request_line = settings["limit_request_line"]
+    cfg.limits.max_header_count = settings["limit_request_fields"]
+    cfg.limits.max_header_field = settings["limit_request_field_size"]
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.on_request = _on_request

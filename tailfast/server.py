@@ -48,8 +48,13 @@ def run(
             "workers": config.workers,
             "graceful_timeout": config.graceful_timeout,
             "keepalive_timeout": config.keepalive_timeout,
+            "header_timeout": config.header_timeout,
+            "body_timeout": config.body_timeout,
             "request_timeout": config.request_timeout,
             "limit_request_body": config.limit_request_body,
+            "limit_request_line": config.limit_request_line,
+            "limit_request_fields": config.limit_request_fields,
+            "limit_request_field_size": config.limit_request_field_size,
             "max_connections": config.max_connections,
         }
         # Objects alive now are shared copy-on-write with every worker; freezing
