@@ -7,6 +7,7 @@ cheap to reach; timeout and connection-cap tests start their own.
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -634,3 +635,31 @@ def test_settings_reach_the_worker_through_the_environment():
 def test_no_worker_died_during_these_tests(shared):
     assert pid_alive(worker_pid(shared))
     assert "exited" not in shared.output and "killed" not in shared.output
+
+
+def _send_in_pieces(s: socket.socket, data: bytes, rng: random.Random) -> None:
+    cuts = sorted(rng.sample(range(1, len(data)), min(4, len(data) - 1)))
+    for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        s.sendall(data[a:b])
+        time.sleep(0.001)  # separate reads
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+def test_rejected_requests_split_at_random_points_get_the_same_status(shared, case):
+    data, status = REJECTED[case]
+    with connect(shared.port) as s:
+        _send_in_pieces(s, data, random.Random(case))
+        reader = Reader(s)
+        assert reader.response().status == status
+        assert reader.closed()
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_accepted_requests_split_at_random_points_parse_the_same(shared, case):
+    data, expected = ACCEPTED[case]
+    with connect(shared.port) as s:
+        _send_in_pieces(s, data, random.Random(case))
+        response = Reader(s).response()
+    assert response.status == 200
+    for name, value in expected.items():
+        assert response.headers[name] == value
