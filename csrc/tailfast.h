@@ -130,7 +130,10 @@ typedef struct {
     int max_connections;       /* per worker; accepting pauses at the cap */
     int accepts_per_wakeup;    /* accept at most this many per wake-up (fairness) */
     double keepalive_timeout;  /* seconds an idle connection is kept */
-    double request_timeout;    /* seconds to receive a whole request */
+    double header_timeout;     /* seconds to receive a head, from its first byte: 408 */
+    double body_timeout;       /* longest pause between two reads of a body: 408 */
+    double request_timeout;    /* seconds to receive a whole request: 408; also the
+                                  longest a response write may stall */
     int64_t max_body_size;     /* 0: unlimited */
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */

@@ -64,6 +64,7 @@ struct tf_conn {
     char *in;
     size_t in_len, in_cap;
     size_t head_len; /* > 0 once the current request's head is parsed */
+    size_t parsed_len; /* in_len at the last incomplete parse of the head */
     size_t body_len; /* decoded body bytes after the head (chunked) */
     tf_request req;
     tf_chunked_decoder chunked;
@@ -85,6 +86,9 @@ struct tf_conn {
     int served;            /* requests answered on this connection */
     double dispatched;     /* tf_clock() when the current request was dispatched */
     double deadline;       /* monotonic seconds; 0 = none */
+    double req_start;      /* when the current request began (accept or first byte) */
+    double last_read;      /* when bytes last arrived */
+    int idle;              /* between requests: the keep-alive timer runs */
 
     struct sockaddr_storage peer;
     socklen_t peer_len;
@@ -107,6 +111,7 @@ struct tf_worker {
     tf_conn *conns; /* all connections, most recently accepted first */
     double now;
     double last_sweep;
+    double sweep_every; /* seconds between timeout sweeps */
 };
 
 /* Signal handlers only record; the loop does the work (self-pipe wakes it). */
@@ -139,7 +144,9 @@ void tf_worker_config_default(tf_worker_config *cfg) {
     cfg->max_connections = 10000;
     cfg->accepts_per_wakeup = 4;
     cfg->keepalive_timeout = 5.0;
-    cfg->request_timeout = 10.0;
+    cfg->header_timeout = 10.0;
+    cfg->body_timeout = 30.0;
+    cfg->request_timeout = 60.0;
     cfg->max_body_size = 16 * 1024 * 1024;
     tf_limits_default(&cfg->limits);
 }
@@ -645,10 +652,21 @@ static void tf_conn_finish(tf_conn *c, int linger) {
 static int tf_conn_request_ready(tf_conn *c) {
     const tf_worker_config *cfg = c->worker->cfg;
     if (!c->head_len) {
+        /* A head trickled in small pieces must not be re-parsed from its start
+         * on every read (quadratic work). It can only complete with an LF, so
+         * parse again when one arrived, or when the input has doubled since the
+         * last parse: an over-long line is still refused with at most twice
+         * the limit buffered, and the verdict is the one the whole input gets. */
+        if (c->parsed_len && c->in_len < 2 * c->parsed_len &&
+            !memchr(c->in + c->parsed_len, '\n', c->in_len - c->parsed_len))
+            return 0;
         int status = 400;
         ssize_t r = tf_parse_request(c->in, c->in_len, &cfg->limits, &c->req, &status);
-        if (r == TF_PARSE_INCOMPLETE)
+        if (r == TF_PARSE_INCOMPLETE) {
+            c->parsed_len = c->in_len;
             return 0;
+        }
+        c->parsed_len = 0;
         if (r < 0) {
             c->req.keep_alive = 0;
             c->req.is_head = 0;
@@ -712,6 +730,27 @@ static int tf_conn_request_ready(tf_conn *c) {
     return 1;
 }
 
+/* Sets c->deadline from what the connection is waiting for. The head and the
+ * whole request have absolute deadlines counted from the request's start, so
+ * that trickling bytes (slowloris) does not extend them; a body only has to
+ * keep moving (body_timeout between reads). */
+static void tf_conn_arm_timer(tf_conn *c) {
+    const tf_worker_config *cfg = c->worker->cfg;
+    double now = c->worker->now;
+    if (tf_conn_pending(c)) {
+        c->deadline = now + cfg->request_timeout; /* a response write may stall this long */
+        return;
+    }
+    if (c->idle) {
+        c->deadline = now + cfg->keepalive_timeout;
+        return;
+    }
+    double whole = c->req_start + cfg->request_timeout;
+    double part = c->head_len ? c->last_read + cfg->body_timeout
+                              : c->req_start + cfg->header_timeout;
+    c->deadline = part < whole ? part : whole;
+}
+
 /* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
 static int tf_conn_process(tf_conn *c) {
     tf_worker *w = c->worker;
@@ -756,6 +795,10 @@ static int tf_conn_process(tf_conn *c) {
         memmove(c->in, c->in + used, c->in_len - used);
         c->in_len -= used;
         c->head_len = c->body_len = 0;
+        c->parsed_len = 0;
+        /* a pipelined request's clock starts when it becomes the current one */
+        c->idle = c->in_len == 0;
+        c->req_start = w->now;
         if (r < 0) {
             tf_conn_close(c);
             return -1;
@@ -787,13 +830,11 @@ static int tf_conn_process(tf_conn *c) {
         tf_conn_close(c);
         return -1;
     }
-    if (c->in_len > 0 || tf_conn_pending(c))
-        c->deadline = w->now + w->cfg->request_timeout;
-    else if (w->draining) {
+    if (c->in_len == 0 && !tf_conn_pending(c) && w->draining) {
         tf_conn_close(c); /* idle during a drain: nothing in flight */
         return -1;
-    } else
-        c->deadline = w->now + w->cfg->keepalive_timeout;
+    }
+    tf_conn_arm_timer(c);
     return 0;
 }
 
@@ -826,8 +867,15 @@ static void tf_conn_on_readable(tf_conn *c) {
         tf_conn_close(c); /* ECONNRESET and friends */
         return;
     }
-    if (n == 0)
+    if (n == 0) {
         c->peer_closed = 1;
+    } else {
+        c->last_read = c->worker->now;
+        if (c->idle) {
+            c->idle = 0; /* a new request begins: its head timer starts now */
+            c->req_start = c->worker->now;
+        }
+    }
     c->in_len += (size_t)n;
     tf_conn_process(c);
 }
@@ -911,7 +959,8 @@ static int tf_accept_some(tf_worker *w) {
         c->fd = fd;
         c->peer = peer;
         c->peer_len = peer_len;
-        c->deadline = w->now + w->cfg->request_timeout;
+        c->req_start = c->last_read = w->now;
+        c->deadline = w->now + w->cfg->header_timeout;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             close(fd);
@@ -954,7 +1003,9 @@ static void tf_worker_sweep(tf_worker *w) {
                 c->req.is_head = 0;
                 c->req.version_minor = 1;
                 tf_conn_error(c, 408);
-                tf_conn_finish(c, 0);
+                /* linger: the client may still be sending, and a reset would
+                 * destroy the 408 before it is read */
+                tf_conn_finish(c, 1);
             } else {
                 tf_conn_close(c);
             }
@@ -1038,6 +1089,20 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
     w.listen_fd = cfg->listen_fd;
     w.signal_pipe[0] = w.signal_pipe[1] = -1;
     w.now = w.last_sweep = tf_monotonic();
+    /* sweep often enough that a timeout fires within a quarter of itself
+     * (at most 1 s late, at least 10 ms between sweeps) */
+    w.sweep_every = cfg->header_timeout;
+    if (cfg->body_timeout < w.sweep_every)
+        w.sweep_every = cfg->body_timeout;
+    if (cfg->request_timeout < w.sweep_every)
+        w.sweep_every = cfg->request_timeout;
+    if (cfg->keepalive_timeout > 0 && cfg->keepalive_timeout < w.sweep_every)
+        w.sweep_every = cfg->keepalive_timeout;
+    w.sweep_every /= 4;
+    if (!(w.sweep_every <= 1.0))
+        w.sweep_every = 1.0;
+    if (w.sweep_every < 0.01)
+        w.sweep_every = 0.01;
     int status = 0;
 
     /* the accept loop must never block; the listener is shared, so this is
@@ -1072,8 +1137,8 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             tf_worker_start_drain(&w);
         if (w.draining && w.conn_count == 0)
             break;
-        int timeout_ms = 1000;
-        if (!w.listening && !w.draining && w.accept_resume > 0)
+        int timeout_ms = (int)(w.sweep_every * 1000);
+        if (!w.listening && !w.draining && w.accept_resume > 0 && timeout_ms > 100)
             timeout_ms = 100;
         if (w.balance_paused && !w.draining)
             timeout_ms = 20; /* the others' counts change without waking us */
@@ -1122,7 +1187,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
                 tf_accept_some(&w); /* a re-armed exclusive waiter misses what is queued */
         }
         tf_accesslog_tick(w.now);
-        if (w.now - w.last_sweep >= 1.0) {
+        if (w.now - w.last_sweep >= w.sweep_every) {
             w.last_sweep = w.now;
             tf_worker_sweep(&w);
         }

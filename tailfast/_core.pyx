@@ -774,6 +774,8 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cfg.worker_id = worker_id
     cfg.max_connections = settings["max_connections"]
     cfg.keepalive_timeout = settings["keepalive_timeout"]
+    cfg.header_timeout = settings["header_timeout"]
+    cfg.body_timeout = settings["body_timeout"]
     cfg.request_timeout = settings["request_timeout"]
     cfg.max_body_size = settings["limit_request_body"]
     cdef long max_requests = settings.get("max_requests", 0)
@@ -784,6 +786,9 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cfg.balance = 1 if settings.get("balance", "shared") == "shared" else 0
     if settings.get("listen_fd_override") is not None:
         cfg.listen_fd = settings["listen_fd_override"]
+    cfg.limits.max_request_line = settings["limit_request_line"]
+    cfg.limits.max_header_count = settings["limit_request_fields"]
+    cfg.limits.max_header_field = settings["limit_request_field_size"]
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.on_request = _on_request

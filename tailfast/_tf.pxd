@@ -57,6 +57,8 @@ cdef extern from "tailfast.h" nogil:
         int max_connections
         int accepts_per_wakeup
         double keepalive_timeout
+        double header_timeout
+        double body_timeout
         double request_timeout
         int64_t max_body_size
         tf_limits limits

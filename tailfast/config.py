@@ -169,6 +169,11 @@ def _parse_workers(value: str) -> str:
     return str(int(text))
 
 
+# The C parser's header array holds TF_MAX_HEADERS (tailfast.h) fields.
+MAX_HEADER_FIELDS = 100
+# Lines are bounded so that a connection's memory stays bounded.
+MAX_LINE_LIMIT = 1 << 20
+
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 SIZE_EXPECTED = "expected a number of bytes >= 0 (0 = unlimited), optionally with suffix k, m or g"
 
@@ -301,12 +306,32 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="SECONDS",
     ),
     Setting(
-        name="request_timeout",
+        name="header_timeout",
         parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
         default="10",
+        flags=("--header-timeout",),
+        env=("TAILFAST_HEADER_TIMEOUT",),
+        help="seconds allowed to receive a request's head, from its first byte "
+        "(from the accept for a new connection); then 408 and close",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="body_timeout",
+        parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
+        default="30",
+        flags=("--body-timeout",),
+        env=("TAILFAST_BODY_TIMEOUT",),
+        help="longest pause allowed between two reads of a request body; then 408 and close",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="request_timeout",
+        parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
+        default="60",
         flags=("--request-timeout",),
         env=("TAILFAST_REQUEST_TIMEOUT",),
-        help="seconds allowed to receive a whole request (head and body)",
+        help="seconds allowed to receive a whole request (head and body), and the "
+        "longest a response write may stall",
         metavar="SECONDS",
     ),
     Setting(
@@ -316,6 +341,33 @@ SETTINGS: tuple[Setting, ...] = (
         flags=("--limit-request-body",),
         env=("TAILFAST_LIMIT_REQUEST_BODY",),
         help="largest request body in bytes, with optional suffix k, m or g (0 = unlimited)",
+        metavar="BYTES",
+    ),
+    Setting(
+        name="limit_request_line",
+        parse=_int_in(16, MAX_LINE_LIMIT, f"expected an integer from 16 to {MAX_LINE_LIMIT}"),
+        default="8190",
+        flags=("--limit-request-line",),
+        env=("TAILFAST_LIMIT_REQUEST_LINE",),
+        help="longest request line in bytes (method, target, version); longer is 414",
+        metavar="BYTES",
+    ),
+    Setting(
+        name="limit_request_fields",
+        parse=_int_in(1, MAX_HEADER_FIELDS, f"expected an integer from 1 to {MAX_HEADER_FIELDS}"),
+        default="100",
+        flags=("--limit-request-fields",),
+        env=("TAILFAST_LIMIT_REQUEST_FIELDS",),
+        help="most header fields in a request; more is 431",
+        metavar="N",
+    ),
+    Setting(
+        name="limit_request_field_size",
+        parse=_int_in(16, MAX_LINE_LIMIT, f"expected an integer from 16 to {MAX_LINE_LIMIT}"),
+        default="8190",
+        flags=("--limit-request-field-size",),
+        env=("TAILFAST_LIMIT_REQUEST_FIELD_SIZE",),
+        help="longest header field line in bytes (name, colon and value); longer is 431",
         metavar="BYTES",
     ),
     Setting(
@@ -534,8 +586,13 @@ class Config:
     backlog: int
     graceful_timeout: float
     keepalive_timeout: float
+    header_timeout: float
+    body_timeout: float
     request_timeout: float
     limit_request_body: int
+    limit_request_line: int
+    limit_request_fields: int
+    limit_request_field_size: int
     max_connections: int
     interface: str
     script_name: str

@@ -74,8 +74,13 @@ def test_defaults(tmp_path: Path) -> None:
     assert c.backlog == 2048
     assert c.graceful_timeout == 30.0
     assert c.keepalive_timeout == 5.0
-    assert c.request_timeout == 10.0
+    assert c.header_timeout == 10.0
+    assert c.body_timeout == 30.0
+    assert c.request_timeout == 60.0
     assert c.limit_request_body == 16 * 1024 * 1024
+    assert c.limit_request_line == 8190
+    assert c.limit_request_fields == 100
+    assert c.limit_request_field_size == 8190
     assert c.max_connections == 10000
     assert c.interface == "auto"
     assert c.env == "production"
@@ -223,6 +228,12 @@ def test_cgroup_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ("keepalive_timeout", "soon", "expected seconds >= 0"),
         ("request_timeout", "0", "expected seconds > 0"),
         ("request_timeout", "nan", "expected seconds > 0"),
+        ("header_timeout", "0", "expected seconds > 0"),
+        ("body_timeout", "-1", "expected seconds > 0"),
+        ("limit_request_line", "15", "expected an integer from 16 to 1048576"),
+        ("limit_request_fields", "0", "expected an integer from 1 to 100"),
+        ("limit_request_fields", "101", "expected an integer from 1 to 100"),
+        ("limit_request_field_size", "2m", "expected an integer from 16 to 1048576"),
         ("limit_request_body", "-5", "expected a number of bytes >= 0"),
         ("limit_request_body", "3t", "expected a number of bytes >= 0"),
         ("max_connections", "1000001", "expected an integer from 1 to 1000000"),

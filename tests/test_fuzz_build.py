@@ -1,0 +1,56 @@
+"""The libFuzzer target (tests/fuzz/) still builds and passes its seed corpus.
+
+A real fuzzing run is opt-in: TAILFAST_FUZZ_SECONDS=30 pytest tests/test_fuzz_build.py
+runs the fuzzer that long from the seeds (what CI's smoke run does).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FUZZ = ROOT / "tests" / "fuzz"
+FLAGS = ["-std=c11", "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
+         "-fno-sanitize-recover=all"]
+
+
+@pytest.fixture(scope="module")
+def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clang = shutil.which("clang")
+    if not clang:
+        pytest.skip("clang is not installed")
+    exe = tmp_path_factory.mktemp("fuzz") / "fuzz_http"
+    sources = [FUZZ / "fuzz_http.c", ROOT / "csrc" / "http.c", ROOT / "csrc" / "log.c"]
+    proc = subprocess.run([clang, *FLAGS, f"-I{ROOT / 'csrc'}", *map(str, sources), "-o", str(exe)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
+def test_fuzz_target_passes_its_seed_corpus(fuzzer: Path, tmp_path: Path) -> None:
+    seeds = sorted((FUZZ / "corpus").iterdir())
+    assert seeds
+    proc = subprocess.run([str(fuzzer), *map(str, seeds)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"Executed {seeds[-1]}" in proc.stderr
+
+
+def test_fuzz_smoke_run(fuzzer: Path, tmp_path: Path) -> None:
+    seconds = int(os.environ.get("TAILFAST_FUZZ_SECONDS", "0") or 0)
+    if seconds <= 0:
+        pytest.skip("set TAILFAST_FUZZ_SECONDS to run the fuzzer")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    proc = subprocess.run(
+        [str(fuzzer), f"-max_total_time={seconds}", "-max_len=4096", "-print_final_stats=1",
+         str(corpus), str(FUZZ / "corpus")],
+        capture_output=True, text=True, timeout=seconds + 120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not list(tmp_path.glob("crash-*"))

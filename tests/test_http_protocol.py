@@ -1,0 +1,665 @@
+"""The HTTP/1.1 engine seen from a client: strict parsing (no smuggling), limits,
+100-continue, timeouts, connection handling. Real servers, real sockets.
+
+Most cases share one server (module scope) with small limits so that they are
+cheap to reach; timeout and connection-cap tests start their own.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import Server, pid_alive
+
+# Small limits, so that each is reached with a few kilobytes.
+LIMIT_ARGS = [
+    "--limit-request-line", "256",
+    "--limit-request-fields", "20",
+    "--limit-request-field-size", "256",
+    "--limit-request-body", "4096",
+]
+
+
+def start(*args: str) -> Server:
+    args_ = ["protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1", *args]
+    return Server(args_).wait_listening()
+
+
+def stop(server: Server) -> None:
+    server.stop()
+    left = [p for p in server.seen_pids if pid_alive(p)]
+    assert not left, f"processes left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Server]:
+    server = start(*LIMIT_ARGS, "--keepalive-timeout", "5")
+    yield server
+    stop(server)
+
+
+@pytest.fixture
+def own() -> Iterator[object]:
+    """own(*args) starts a dedicated one-worker server, stopped after the test."""
+    servers: list[Server] = []
+
+    def make(*args: str) -> Server:
+        servers.append(start(*args))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        stop(server)
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class Reader:
+    """Reads responses off a socket, one at a time (Content-Length framed)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def response(self, head_request: bool = False) -> Response:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise EOFError(f"connection closed; got {self.buf!r}")
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        version, status, _ = lines[0].split(" ", 2)
+        assert version == "HTTP/1.1", lines[0]
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, value = line.split(":", 1)
+            assert name.lower() not in headers, f"repeated {name} in {head!r}"
+            headers[name.lower()] = value.strip()
+        code = int(status)
+        length = 0
+        if code >= 200 and code not in (204, 304) and not head_request:
+            length = int(headers["content-length"])
+        while len(self.buf) < length:
+            if not self._fill():
+                raise EOFError("connection closed inside a body")
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return Response(code, headers, body)
+
+    def closed(self) -> bool:
+        """True when the server closes with nothing more to read."""
+        while True:
+            try:
+                if not self._fill():
+                    return self.buf == b""
+            except ConnectionResetError:
+                return self.buf == b""
+
+
+def one_exchange(port: int, data: bytes) -> tuple[Response, bool]:
+    """Sends data without half-closing; returns the first response and whether
+    the server then closed the connection with nothing else sent."""
+    with connect(port) as s:
+        s.sendall(data)
+        reader = Reader(s)
+        first = reader.response()
+        return first, reader.closed()
+
+
+def get(host: str = "h", path: str = "/", extra: str = "", version: str = "1.1") -> bytes:
+    return f"GET {path} HTTP/{version}\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+def worker_pid(server: Server) -> int:
+    (pid,) = server.live_workers().values()
+    return pid
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def handler_calls(port: int) -> int:
+    response, _ = one_exchange(port, get(path="/count", extra="Connection: close\r\n"))
+    return int(response.body)
+
+
+# ------------------------------------------------------- rejected requests
+
+SMUGGLE = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+
+REJECTED = {
+    # framing: every disagreement a proxy could have with us is refused
+    "cl_and_te": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLE, 400),
+    "te_and_cl": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Length: 40\r\n\r\n0\r\n\r\n" + SMUGGLE, 400),
+    "duplicate_cl_same": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                          b"Content-Length: 3\r\n\r\nabc", 400),
+    "duplicate_cl_differ": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                            b"Content-Length: 30\r\n\r\nabc", 400),
+    "cl_list": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
+    "cl_plus": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\nabc", 400),
+    "cl_minus": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -3\r\n\r\nabc", 400),
+    "cl_inner_space": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1 3\r\n\r\nabc", 400),
+    "cl_hex": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x3\r\n\r\nabc", 400),
+    "cl_overflow": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775808\r\n\r\n",
+                    400),
+    "te_in_http10": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "te_twice": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                 b"Transfer-Encoding: identity\r\n\r\n0\r\n\r\n", 400),
+    "te_chunked_not_last": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n"
+                            b"\r\n0\r\n\r\n", 400),
+    "te_chunked_twice": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n"
+                         b"\r\n0\r\n\r\n", 400),
+    "te_space_before_colon": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n"
+                              b"\r\n0\r\n\r\n", 400),
+    "te_obfuscated_value": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \"chunked\"\r\n"
+                            b"\r\n0\r\n\r\n", 400),
+    "te_empty": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n\r\n", 400),
+    "te_gzip": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n"
+                b"\r\n0\r\n\r\n", 501),
+    "te_xchunked": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+    # chunked bodies
+    "chunk_size_not_hex": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"zz\r\nabc\r\n0\r\n\r\n", 400),
+    "chunk_size_overflow": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"10000000000000003\r\nabc\r\n0\r\n\r\n", 400),
+    "chunk_size_negative": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"-3\r\nabc\r\n0\r\n\r\n", 400),
+    "chunk_size_prefix_0x": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"0x3\r\nabc\r\n0\r\n\r\n", 400),
+    "chunk_line_bare_lf": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"3\nabc\r\n0\r\n\r\n", 400),
+    "chunk_data_too_long": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"3\r\nabcd\r\n0\r\n\r\n", 400),
+    "chunk_final_bare_lf": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"3\r\nabc\r\n0\r\n\n", 400),
+    # field syntax
+    "obs_fold": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n two\r\n\r\n", 400),
+    "obs_fold_tab": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n\ttwo\r\n\r\n", 400),
+    "space_before_colon": (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
+    "empty_name": (b"GET / HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400),
+    "no_colon": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A\r\n\r\n", 400),
+    "bare_lf_request_line": (b"GET / HTTP/1.1\nHost: h\r\n\r\n", 400),
+    "bare_lf_field": (b"GET / HTTP/1.1\r\nHost: h\nX-A: b\r\n\r\n", 400),
+    "bare_lf_end": (b"GET / HTTP/1.1\r\nHost: h\r\n\n", 400),
+    "bare_cr_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n", 400),
+    "nul_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n", 400),
+    "ctl_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x1bb\r\n\r\n", 400),
+    "del_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x7fb\r\n\r\n", 400),
+    # Host
+    "missing_host": (b"GET / HTTP/1.1\r\n\r\n", 400),
+    "duplicate_host": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    "duplicate_host_http10": (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+    # request line
+    "lowercase_version": (b"GET / http/1.1\r\nHost: h\r\n\r\n", 400),
+    "version_garbage": (b"GET / HTTX/1.1\r\nHost: h\r\n\r\n", 400),
+    "two_spaces": (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "method_not_token": (b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "target_relative": (b"GET index.html HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "asterisk_not_options": (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    "version_2": (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
+    "version_1_2": (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
+    "version_0_9ish": (b"GET / HTTP/0.9\r\nHost: h\r\n\r\n", 505),
+    # limits (the shared server's are small: see LIMIT_ARGS)
+    "line_414": (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+    "field_431": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b"v" * 300 + b"\r\n\r\n", 431),
+    "fields_431": (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X-A: v\r\n" * 20 + b"\r\n", 431),
+    "body_413": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4097\r\n\r\n", 413),
+    "chunked_413": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"800\r\n" + b"x" * 2048 + b"\r\n801\r\n" + b"x" * 2049 + b"\r\n0\r\n\r\n",
+                    413),
+    "expect_other_417": (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n"
+                         b"Content-Length: 1\r\n\r\nx", 417),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+def test_rejected_requests_get_their_status_and_the_connection_closes(shared, case):
+    data, status = REJECTED[case]
+    # anything pipelined behind a rejected request must never be answered
+    response, closed = one_exchange(shared.port, data + get(path="/after"))
+    assert response.status == status, response.body
+    assert response.headers["connection"] == "close"
+    assert response.body.startswith(str(status).encode())
+    assert closed, "the server answered more, or kept the connection open"
+
+
+def test_rejections_never_reach_the_handler(shared):
+    before = handler_calls(shared.port)
+    for data, _ in list(REJECTED.values())[:10]:
+        one_exchange(shared.port, data)
+    assert handler_calls(shared.port) == before + 1  # only the /count above
+
+
+# -------------------------------------------------------- accepted requests
+
+ACCEPTED = {
+    "limits_exact": (
+        b"GET /" + b"a" * (256 - len("GET / HTTP/1.1")) + b" HTTP/1.1\r\nHost: h\r\n"
+        + b"X-A: " + b"v" * (256 - 5) + b"\r\n" + b"X-B: v\r\n" * 18 + b"\r\n",
+        {"x-header-count": "20"},
+    ),
+    "http10_without_host": (b"GET / HTTP/1.0\r\n\r\n", {"x-version": "HTTP/1.0"}),
+    "leading_empty_lines": (b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", {"x-method": "GET"}),
+    "absolute_form": (b"GET http://h/p?q=1 HTTP/1.1\r\nHost: h\r\n\r\n", {"x-target": "/p?q=1"}),
+    "options_asterisk": (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", {"x-method": "OPTIONS"}),
+    "ows_and_obs_text": (b"GET / HTTP/1.1\r\nHost:h\r\nX-A: \t caf\xe9 \t\r\n\r\n",
+                         {"x-header-count": "2"}),
+    "body_at_limit": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4096\r\n\r\n" + b"b" * 4096,
+                      {"x-body-length": "4096"}),
+    "chunked_ext_trailer": (
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"
+        b"3;name=value\r\nabc\r\n0A \t;x\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n",
+        {"x-body-length": "13", "x-header-count": "2"},  # trailers are not headers
+    ),
+    "chunked_zero": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                     {"x-body-length": "0"}),
+    "content_length_leading_zeros": (
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0003\r\n\r\nabc", {"x-body-length": "3"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_accepted_requests(shared, case):
+    data, expected = ACCEPTED[case]
+    with connect(shared.port) as s:
+        s.sendall(data)
+        response = Reader(s).response()
+    assert response.status == 200, response.body
+    for name, value in expected.items():
+        assert response.headers[name] == value
+
+
+def test_chunked_body_is_decoded_for_the_handler(shared):
+    data = (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n1;e=1\r\n \r\n5\r\nworld\r\n0\r\nT: x\r\n\r\n")
+    with connect(shared.port) as s:
+        s.sendall(data)
+        assert Reader(s).response().body == b"hello world"
+
+
+# ---------------------------------------------------------------- 100-continue
+
+
+def test_100_continue_is_sent_before_the_body_is_read(shared):
+    with connect(shared.port) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 5\r\n\r\n")
+        reader = Reader(s)
+        interim = reader.response()
+        assert interim.status == 100
+        s.sendall(b"hello")
+        final = reader.response()
+        assert (final.status, final.body) == (200, b"hello")
+
+
+def test_100_continue_over_the_limit_is_413_at_once(shared):
+    with connect(shared.port) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 5000\r\n\r\n")
+        reader = Reader(s)
+        response = reader.response()  # no body sent: the answer cannot wait for one
+        assert response.status == 413
+        assert reader.closed()
+
+
+def test_100_continue_not_sent_when_the_body_is_already_there(shared):
+    with connect(shared.port) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 5\r\n\r\nhello")
+        response = Reader(s).response()
+        assert (response.status, response.body) == (200, b"hello")
+
+
+def test_100_continue_not_sent_to_http10(shared):
+    with connect(shared.port) as s:
+        s.sendall(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        s.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            s.recv(100)
+        s.settimeout(5)
+        s.sendall(b"hello")
+        assert Reader(s).response().status == 200
+
+
+# ------------------------------------------------------------ connection reuse
+
+
+def test_pipelined_requests_in_one_write_are_answered_in_order(shared):
+    requests = []
+    for i in range(100):
+        if i % 3 == 0:
+            requests.append(get(path=f"/g{i}"))
+        elif i % 3 == 1:
+            body = f"body {i}".encode()
+            requests.append(b"POST /p%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s"
+                            % (i, len(body), body))
+        else:
+            requests.append(b"POST /c%d HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"2\r\n%02d\r\n0\r\n\r\n" % (i, i))
+    with connect(shared.port) as s:
+        s.sendall(b"".join(requests))
+        reader = Reader(s)
+        for i in range(100):
+            response = reader.response()
+            assert response.status == 200
+            assert response.headers["x-target"][2:] == str(i)
+            if i % 3 == 1:
+                assert response.body == f"body {i}".encode()
+            elif i % 3 == 2:
+                assert response.body == b"%02d" % i
+
+
+def test_connection_close_stops_the_pipeline(shared):
+    data = get(path="/1") + get(path="/2", extra="Connection: close\r\n") + get(path="/3")
+    with connect(shared.port) as s:
+        s.sendall(data)
+        reader = Reader(s)
+        assert reader.response().headers["x-target"] == "/1"
+        last = reader.response()
+        assert last.headers["x-target"] == "/2"
+        assert last.headers["connection"] == "close"
+        assert reader.closed()
+
+
+def test_http10_is_persistent_only_with_keep_alive(shared):
+    with connect(shared.port) as s:
+        s.sendall(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                  b"GET /b HTTP/1.0\r\n\r\nGET /c HTTP/1.0\r\n\r\n")
+        reader = Reader(s)
+        first = reader.response()
+        assert first.headers["connection"] == "keep-alive"
+        assert reader.response().headers["x-target"] == "/b"
+        assert reader.closed()
+
+
+def test_head_has_the_headers_of_get_and_no_body(shared):
+    with connect(shared.port) as s:
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\nHEAD /x HTTP/1.1\r\nHost: h\r\n\r\n"
+                  + get(path="/y"))
+        reader = Reader(s)
+        full = reader.response()
+        head = reader.response(head_request=True)
+        assert head.headers["content-length"] == full.headers["content-length"]
+        assert head.headers["server"] == "tailfast" and "date" in head.headers
+        assert reader.response().headers["x-target"] == "/y"  # no stray body between
+
+
+REQUEST = (b"POST /split?q=1 HTTP/1.1\r\nHost: h\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"4;e=v\r\nwiki\r\n5\r\npedia\r\n0\r\nT: v\r\n\r\n")
+
+
+def test_a_request_split_at_every_byte_boundary_parses_the_same(shared):
+    with connect(shared.port) as s:
+        reader = Reader(s)
+        for cut in range(1, len(REQUEST)):
+            s.sendall(REQUEST[:cut])
+            time.sleep(0.002)  # the two pieces arrive in separate reads
+            s.sendall(REQUEST[cut:])
+            response = reader.response()
+            assert response.status == 200, cut
+            assert response.body == b"wikipedia", cut
+            assert response.headers["x-target"] == "/split?q=1"
+            assert response.headers["x-header-count"] == "3"
+
+
+def test_a_request_sent_one_byte_at_a_time(shared):
+    with connect(shared.port) as s:
+        for i in range(len(REQUEST)):
+            s.send(REQUEST[i:i + 1])
+            time.sleep(0.001)
+        response = Reader(s).response()
+        assert (response.status, response.body) == (200, b"wikipedia")
+
+
+def test_an_invalid_request_split_gets_the_same_status(shared):
+    data = REJECTED["cl_and_te"][0]
+    for cut in (5, 30, 60, len(data) - 3):
+        with connect(shared.port) as s:
+            s.sendall(data[:cut])
+            time.sleep(0.005)
+            s.sendall(data[cut:])
+            reader = Reader(s)
+            assert reader.response().status == 400
+            assert reader.closed()
+
+
+def test_a_body_cut_short_never_reaches_the_handler(shared):
+    before = handler_calls(shared.port)
+    for data in (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc",
+                 b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"):
+        with connect(shared.port) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            assert Reader(s).closed()  # closed without an answer
+    assert handler_calls(shared.port) == before + 1
+
+
+# ----------------------------------------------------------------- memory bound
+
+
+def _stream_until_answered(port: int, first: bytes, filler: bytes, most: int) -> bytes:
+    """Sends first, then filler repeatedly (up to most bytes) until the server
+    answers; returns what it answered."""
+    with connect(port) as s:
+        s.sendall(first)
+        s.setblocking(False)
+        sent = len(first)
+        answer = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                answer += s.recv(65536)
+                if answer.endswith(b"\n") and b"\r\n\r\n" in answer:
+                    break
+            except BlockingIOError:
+                pass
+            if sent < most:
+                try:
+                    sent += s.send(filler)
+                except BlockingIOError:
+                    time.sleep(0.001)
+                except (BrokenPipeError, ConnectionResetError):
+                    sent = most
+            else:
+                time.sleep(0.005)
+        return answer
+
+
+def test_endless_heads_are_refused_and_memory_stays_bounded(shared):
+    pid = worker_pid(shared)
+    before = rss_kib(pid)
+    cases = [
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-Endless: ", b"v" * 65536, 431),
+        (b"GET / HTTP/1.1\r\nHost: h\r\n", b"X-Many: v\r\n" * 4096, 431),
+        (b"GET /", b"a" * 65536, 414),
+        (b"\r\n", b"\r\n" * 32768, 414),  # empty lines before the request line count too
+    ]
+    for first, filler, status in cases:
+        answer = _stream_until_answered(shared.port, first, filler, 64 << 20)
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:100]
+    grown = rss_kib(pid) - before
+    assert grown < 8 * 1024, f"worker RSS grew by {grown} KiB"
+
+
+# --------------------------------------------------------------------- timeouts
+
+
+def test_slowloris_head_gets_408_at_the_header_timeout(own):
+    server = own("--header-timeout", "0.6", "--request-timeout", "30")
+    with connect(server.port) as s:
+        start_time = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n")
+        s.setblocking(False)
+        answer = b""
+        # one byte every 50 ms: a timer reset by each read would never fire
+        while time.monotonic() - start_time < 5 and b"\r\n\r\n" not in answer:
+            try:
+                s.send(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.05)
+            try:
+                answer += s.recv(4096)
+            except BlockingIOError:
+                pass
+        elapsed = time.monotonic() - start_time
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert 0.55 <= elapsed < 2.5, elapsed
+
+
+def test_idle_new_connection_is_closed_at_the_header_timeout(own):
+    server = own("--header-timeout", "0.5")
+    with connect(server.port) as s:
+        start_time = time.monotonic()
+        assert Reader(s).closed()  # no bytes sent: closed without a 408
+        assert 0.45 <= time.monotonic() - start_time < 2.5
+
+
+def test_stalled_body_gets_408_but_a_slow_body_does_not(own):
+    server = own("--body-timeout", "0.5", "--header-timeout", "5", "--request-timeout", "30")
+    with connect(server.port) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\n")
+        for piece in (b"ab", b"cd", b"ef", b"gh"):  # 1.2 s in all, 0.3 s apart
+            time.sleep(0.3)
+            s.sendall(piece)
+        response = Reader(s).response()
+        assert (response.status, response.body) == (200, b"abcdefgh")
+    with connect(server.port) as s:
+        start_time = time.monotonic()
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\nabc")
+        reader = Reader(s)
+        assert reader.response().status == 408
+        assert 0.45 <= time.monotonic() - start_time < 2.5
+        assert reader.closed()
+
+
+def test_request_timeout_bounds_a_body_that_keeps_moving(own):
+    server = own("--body-timeout", "5", "--request-timeout", "0.8")
+    with connect(server.port) as s:
+        start_time = time.monotonic()
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n")
+        s.setblocking(False)
+        answer = b""
+        while time.monotonic() - start_time < 5 and b"\r\n\r\n" not in answer:
+            try:
+                s.send(b"x")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.05)
+            try:
+                answer += s.recv(4096)
+            except BlockingIOError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert 0.75 <= time.monotonic() - start_time < 3
+
+
+def test_keep_alive_idle_connection_is_closed_after_the_timeout(own):
+    server = own("--keepalive-timeout", "0.6")
+    with connect(server.port) as s:
+        reader = Reader(s)
+        for _ in range(4):  # used every 0.3 s: stays open past the timeout
+            s.sendall(get())
+            assert reader.response().status == 200
+            time.sleep(0.3)
+        idle_since = time.monotonic()
+        assert reader.closed()
+        assert 0.25 <= time.monotonic() - idle_since < 2.5
+
+
+# ------------------------------------------------------------- connection cap
+
+
+def test_clients_beyond_the_connection_cap_wait_instead_of_failing(own):
+    server = own("--max-connections", "2", "--keepalive-timeout", "30")
+    held = [connect(server.port), connect(server.port)]
+    try:
+        for s in held:
+            s.sendall(get())
+            assert Reader(s).response().status == 200
+        with connect(server.port) as third:
+            third.sendall(get(path="/third"))  # queued by the kernel, not accepted
+            third.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                third.recv(100)
+            held.pop().close()  # a slot frees: the third is accepted and served
+            third.settimeout(5)
+            response = Reader(third).response()
+            assert response.headers["x-target"] == "/third"
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_settings_reach_the_worker_through_the_environment():
+    server = Server(["protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1"],
+                    env={"TAILFAST_LIMIT_REQUEST_LINE": "64",
+                         "TAILFAST_LIMIT_REQUEST_FIELDS": "2"}).wait_listening()
+    try:
+        assert one_exchange(server.port, b"GET /" + b"a" * 60 + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+                            )[0].status == 414
+        assert one_exchange(server.port, get(extra="Connection: close\r\n"))[0].status == 200
+        assert one_exchange(server.port, get(extra="A: 1\r\nB: 2\r\n"))[0].status == 431
+    finally:
+        stop(server)
+
+
+def test_no_worker_died_during_these_tests(shared):
+    assert pid_alive(worker_pid(shared))
+    assert "exited" not in shared.output and "killed" not in shared.output
+
+
+def _send_in_pieces(s: socket.socket, data: bytes, rng: random.Random) -> None:
+    cuts = sorted(rng.sample(range(1, len(data)), min(4, len(data) - 1)))
+    for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        s.sendall(data[a:b])
+        time.sleep(0.001)  # separate reads
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+def test_rejected_requests_split_at_random_points_get_the_same_status(shared, case):
+    data, status = REJECTED[case]
+    with connect(shared.port) as s:
+        _send_in_pieces(s, data, random.Random(case))
+        reader = Reader(s)
+        assert reader.response().status == status
+        assert reader.closed()
+
+
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_accepted_requests_split_at_random_points_parse_the_same(shared, case):
+    data, expected = ACCEPTED[case]
+    with connect(shared.port) as s:
+        _send_in_pieces(s, data, random.Random(case))
+        response = Reader(s).response()
+    assert response.status == 200
+    for name, value in expected.items():
+        assert response.headers[name] == value
