@@ -24,15 +24,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: instructions\r\n\r\n"
+def request_bytes(path: str = "/") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: instructions\r\n\r\n".encode()
 
 
-def send_requests(port: int, count: int) -> None:
+def send_requests(port: int, count: int, path: str = "/") -> None:
     """count requests, one at a time, on one keep-alive connection."""
+    request = request_bytes(path)
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         buffer = b""
         for _ in range(count):
-            s.sendall(REQUEST)
+            s.sendall(request)
             while True:
                 head_end = buffer.find(b"\r\n\r\n")
                 if head_end >= 0:
@@ -47,12 +49,13 @@ def send_requests(port: int, count: int) -> None:
                 buffer += chunk
 
 
-def worker_instructions(app: str, count: int, out_dir: str) -> int:
+def worker_instructions(app: str, count: int, out_dir: str, path: str = "/",
+                        extra: tuple[str, ...] = ()) -> int:
     prefix = os.path.join(out_dir, f"run{count}")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--trace-children=yes",
          f"--callgrind-out-file={prefix}.%p", sys.executable, "-m", "tailfast", "run", app,
-         "--workers", "1", "--bind", "127.0.0.1:0"],
+         "--workers", "1", "--bind", "127.0.0.1:0", *extra],
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )
     assert proc.stderr is not None
@@ -66,8 +69,8 @@ def worker_instructions(app: str, count: int, out_dir: str) -> int:
             worker_pid = int(match.group(1))
             break
     assert port and worker_pid, "the server did not start"
-    send_requests(port, 10)  # warm-up: first-call costs are the same in both runs
-    send_requests(port, count)
+    send_requests(port, 10, path)  # warm-up: first-call costs are the same in both runs
+    send_requests(port, count, path)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=300)
     for _ in range(50):
@@ -86,15 +89,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("apps", nargs="*", default=["examples.hello:app"])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--bare-c", action="store_true",
+                        help="also count a response written by C alone (--health-path)")
     args = parser.parse_args()
     n = args.requests
-    print("| app | instructions per request |")
-    print("|---|---:|")
-    for app in args.apps:
+    runs = [(app, "/", ()) for app in args.apps]
+    if args.bare_c:
+        runs.append((args.apps[0], "/healthz", ("--health-path", "/healthz")))
+    print("| app | path | instructions per request |")
+    print("|---|---|---:|")
+    for app, path, extra in runs:
         with tempfile.TemporaryDirectory() as out_dir:
-            small = worker_instructions(app, n, out_dir)
-            large = worker_instructions(app, 2 * n, out_dir)
-        print(f"| `{app}` | {(large - small) / n:,.0f} |", flush=True)
+            small = worker_instructions(app, n, out_dir, path, extra)
+            large = worker_instructions(app, 2 * n, out_dir, path, extra)
+        label = f"{path} (answered in C)" if extra else path
+        print(f"| `{app}` | {label} | {(large - small) / n:,.0f} |", flush=True)
     return 0
 
 
