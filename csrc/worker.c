@@ -467,7 +467,9 @@ static int tf_conn_process(tf_conn *c) {
             /* the strings first: the state publishes them */
             tf_sb_copy(me->method, sizeof(me->method), c->req.method, c->req.method_len);
             tf_sb_copy(me->path, sizeof(me->path), c->req.path, c->req.path_len);
-            me->request_started = w->now;
+            /* its own clock read: w->now is the wake-up's, and a batch of
+             * requests must not count the earlier ones' time (--timeout) */
+            me->request_started = tf_monotonic();
             __atomic_store_n(&me->state, TF_W_BUSY, __ATOMIC_RELEASE);
         }
         int r = w->cb->on_request(w->cb->ctx, c, &c->req, c->in + c->head_len, c->body_len);
@@ -603,7 +605,7 @@ static int tf_accept_some(tf_worker *w) {
             tf_listener_arm(w, 0); /* resumes when a connection closes */
             return accepted;
         }
-        if (w->cfg->balance && tf_scoreboard_over_share(0)) {
+        if (w->cfg->balance && !w->draining && tf_scoreboard_over_share(0)) {
             tf_listener_arm(w, 0); /* resumes once back at the fair share */
             w->balance_paused = 1;
             return accepted;
@@ -704,6 +706,12 @@ static void tf_worker_start_drain(tf_worker *w) {
         __atomic_store_n(&tf_sb_me->state, TF_W_DRAINING, __ATOMIC_RELEASE);
     tf_listener_arm(w, 0);
     if (w->listen_fd >= 0) {
+        /* Connections already in the listen queue were promised an answer:
+         * take them before letting go of the listener (on a full stop the
+         * primary first keeps new ones out of the queue). Served like the
+         * rest, with Connection: close. */
+        while (w->conn_count < w->cfg->max_connections && tf_accept_some(w) > 0) {
+        }
         close(w->listen_fd);
         w->listen_fd = -1;
     }

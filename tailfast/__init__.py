@@ -1,6 +1,7 @@
 """tailfast: Python web handlers on every core, with the hot path in C."""
 
 from tailfast._core import Request, Response, get_worker_id, is_primary
+from tailfast.errors import RequestTimeout
 from tailfast.headers import Headers
 from tailfast.server import serve
 from tailfast.supervise import spawn_workers
@@ -8,6 +9,7 @@ from tailfast.supervise import spawn_workers
 __all__ = [
     "Headers",
     "Request",
+    "RequestTimeout",
     "Response",
     "get_worker_id",
     "is_primary",

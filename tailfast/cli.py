@@ -53,7 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
     reload = app_reloader(args.app)
     app = import_app(args.app)
     detect_interface(app, config.interface)  # rejects async handlers before any fork
-    return run(app, config, reload=reload)
+    return run(app, config, reload=reload, name=args.app)
 
 
 def status_command(args: argparse.Namespace) -> int:

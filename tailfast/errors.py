@@ -13,3 +13,10 @@ class ConfigError(TailfastError):
 
 class AppImportError(TailfastError):
     """The MODULE:CALLABLE application could not be imported or is not callable."""
+
+
+class RequestTimeout(BaseException):
+    """Raised inside a handler that ran longer than --timeout; the client gets a 503.
+
+    A BaseException, like KeyboardInterrupt, so that a handler's `except
+    Exception` does not swallow it; `finally` blocks and context managers run."""

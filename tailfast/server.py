@@ -12,9 +12,11 @@ from typing import Any
 from tailfast import _core
 from tailfast.app import detect_interface
 from tailfast.config import Config, load_config
+from tailfast.errors import ConfigError
 from tailfast.inherited import warning_lines
 from tailfast.listen import (
     create_listener,
+    inherited_listener,
     listener_url,
     migrate_req_enabled,
     remove_unix_socket,
@@ -42,6 +44,21 @@ def as_handler(app: Callable[..., Any], interface: str) -> Callable[..., Any]:
     return app
 
 
+def set_process_title(title: str) -> None:
+    """What ps and top show: the whole title with setproctitle (optional
+    dependency), else the kernel's 15-byte name of the process."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        try:
+            with open("/proc/self/comm", "w") as f:
+                f.write(title.replace("tailfast: ", "tf ")[:15])
+        except OSError:
+            pass
+        return
+    setproctitle(title)
+
+
 def scoreboard_dirs() -> list[str]:
     """Where scoreboard files go, first usable first: /dev/shm (memory), then tmp."""
     return ["/dev/shm", tempfile.gettempdir()]
@@ -61,15 +78,35 @@ def run(
     config: Config,
     on_worker_start: Callable[[int], None] | None = None,
     reload: Callable[[], Callable[..., Any]] | None = None,
+    name: str | None = None,
 ) -> int:
     """Serves app with config until stopped; returns the primary's exit status.
 
     reload() returns the application as it is on disk now: workers forked
     after a SIGHUP call it (rolling restart with new code). Without it, a
-    SIGHUP still replaces every worker, with the code already loaded."""
+    SIGHUP still replaces every worker, with the code already loaded.
+    name (e.g. "myapp:app") goes into the process titles."""
     handler = as_handler(app, config.interface)
     reuseport = config.balance == "reuseport"
-    sock = create_listener(config, reuseport=reuseport)
+    inherited = inherited_listener(config)
+    if inherited is not None and reuseport:
+        inherited.close()
+        raise ConfigError(
+            "invalid balance 'reuseport' (from "
+            f"{config.sources.get('balance', 'default')}): each worker opens its own socket, "
+            "which an inherited one (--fd, socket activation) cannot be"
+        )
+    sock = inherited if inherited is not None else create_listener(config, reuseport=reuseport)
+    # systemd's notification socket is the primary's alone: not the workers' or the app's
+    notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+    name = name or getattr(app, "__qualname__", None) or type(app).__name__
+    set_process_title(f"tailfast: primary {name}")
+
+    def worker_start(worker_id: int) -> None:
+        set_process_title(f"tailfast: worker {worker_id}")
+        if on_worker_start is not None:
+            on_worker_start(worker_id)
+
     pid_file = config.pid_file
     try:
         url = listener_url(sock, config)
@@ -111,6 +148,13 @@ def run(
             "max_requests": config.max_requests,
             "max_requests_jitter": config.max_requests_jitter,
             "max_rss": config.max_rss * 1024 * 1024,
+            "timeout": config.timeout,
+            "timeout_grace": config.timeout_grace,
+            "shutdown_delay": config.shutdown_delay,
+            # a socket we opened is ours to close to new connections on a stop;
+            # an inherited one outlives us (its queue waits for the next instance)
+            "stop_filter": inherited is None and not reuseport,
+            "notify_socket": notify_socket,
         }
 
         def reload_handler() -> Callable[..., Any]:
@@ -125,7 +169,7 @@ def run(
             _core.run_primary(
                 handler,
                 settings,
-                on_worker_start,
+                worker_start,
                 reload_handler if reload is not None else None,
                 worker_setup,
             )

@@ -66,3 +66,28 @@ def not_callable_holder():
 
 
 value = 42
+
+
+def timeouts(request):
+    """Handlers for the --timeout tests."""
+    path = request.path
+    if path == "/pid":
+        return str(os.getpid())
+    if path == "/sleep":
+        time.sleep(float(request.query_string or "5"))
+        return f"slept {os.getpid()}"
+    if path == "/ctypes-sleep":
+        import ctypes
+
+        ctypes.CDLL(None).sleep(int(request.query_string or "5"))
+        return f"slept in C {os.getpid()}"
+    if path == "/spin":
+        # a C loop that never checks for signals: only SIGKILL ends it
+        return str(sum(range(10**13)))
+    if path == "/swallow":
+        try:
+            time.sleep(float(request.query_string or "5"))
+        except tailfast.RequestTimeout:
+            return "caught"
+        return "not interrupted"
+    return Response(b"not found", status=404)
