@@ -6,8 +6,11 @@
  * (next). Every replacement, whatever the cause (SIGHUP rolling restart,
  * max-requests, max-rss), goes the same way: fork the new process, wait until
  * it marks itself ready in the scoreboard, then tell the old one to drain.
- * Replacements run one at a time. A slot whose workers keep dying early backs
- * off exponentially; a failed fork backs off the same way.
+ * Replacements run one at a time. A slot whose workers keep dying early
+ * (before answering a request) backs off exponentially; a failed fork backs
+ * off the same way. A request running past the timeout gets the worker a
+ * signal, then SIGKILL if it does not return. A stop keeps new connections out
+ * of the shared queue and lets the workers drain what is queued.
  *
  * The primary's signals are blocked and read from a signalfd; workers wake it
  * through the scoreboard's pipe when they become ready or ask to retire. No
@@ -284,6 +287,10 @@ static void tf_on_proc_exit(tf_supervisor *s, int idx, int status) {
     char why[64];
     tf_describe_exit(status, why, sizeof(why));
     double uptime = tf_now() - p.started;
+    /* a worker that answered requests was not boot-looping: a kill from
+     * outside (OOM killer, operator) or a crash while serving is replaced at
+     * once, and the crash count starts over */
+    int served = tf_sb->procs[idx].requests > 0;
     tf_proc_free(s, idx);
     s->live--;
     int was_current = slot->current == idx, was_next = slot->next == idx;
@@ -315,6 +322,10 @@ static void tf_on_proc_exit(tf_supervisor *s, int idx, int status) {
         tf_log("worker %d (pid %d) %s; its replacement (pid %d) takes over", p.id, (int)p.pid,
                why, (int)s->procs[slot->current].pid);
         return;
+    }
+    if (served && !was_next && !p.stuck) {
+        slot->crashes = 0;
+        tf_sb_slot_of(p.id)->crashes = 0;
     }
     if (p.stuck && !was_next) {
         /* not a crash: it was killed for a request stuck past the timeout */

@@ -42,6 +42,7 @@
 #define TF_IN_SHRINK_ABOVE (256 * 1024)
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
+#define TF_DRAIN_IDLE_SECONDS 0.1 /* an idle keep-alive connection's last chance to send */
 #define TF_MAX_EVENTS 256
 #define TF_HEAD_STACK 4096
 
@@ -151,7 +152,10 @@ static int tf_conn_set_events(tf_conn *c, uint32_t events) {
 
 static void tf_conn_close(tf_conn *c) {
     tf_worker *w = c->worker;
-    /* close() removes the fd from epoll: no EPOLL_CTL_DEL needed */
+    /* close() alone leaves the registration in place while a child forked by
+     * a handler still holds the socket: epoll would then report events for
+     * this freed connection. ENOENT/EBADF cannot happen; nothing to handle. */
+    (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -715,27 +719,17 @@ static void tf_worker_start_drain(tf_worker *w) {
         close(w->listen_fd);
         w->listen_fd = -1;
     }
-    /* Idle keep-alive connections have nothing in flight: close them now,
-     * after one last look for a request that just arrived. A connection that
-     * has not sent its first request yet was accepted for a client that is
+    /* Idle keep-alive connections have nothing in flight, but closing one at
+     * once races with its client's next request, which then fails without
+     * the client knowing whether it was processed. So each gets a short last
+     * chance: a request arriving within TF_DRAIN_IDLE_SECONDS is answered with
+     * Connection: close; the sweep closes the rest. A connection that has
+     * not sent its first request yet was accepted for a client that is
      * sending one: it is served (with Connection: close) like any other. */
-    tf_conn *c = w->conns;
-    while (c) {
-        tf_conn *next = c->next;
+    for (tf_conn *c = w->conns; c; c = c->next) {
         if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->lingering &&
-            !c->close_after_write) {
-            char probe;
-            ssize_t n = recv(c->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n > 0)
-                tf_conn_on_readable(c); /* answered with Connection: close */
-            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                tf_conn_close(c);
-            else {
-                (void)shutdown(c->fd, SHUT_WR); /* a FIN, not a reset */
-                tf_conn_close(c);
-            }
-        }
-        c = next;
+            !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)
+            c->deadline = w->now + TF_DRAIN_IDLE_SECONDS;
     }
 }
 
@@ -818,6 +812,8 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             timeout_ms = 100;
         if (w.balance_paused && !w.draining)
             timeout_ms = 20; /* the others' counts change without waking us */
+        if (w.draining)
+            timeout_ms = 20; /* idle connections' last chance ends soon */
         cb->release(cb->ctx);
         int n = epoll_wait(w.epfd, events, TF_MAX_EVENTS, timeout_ms);
         int wait_errno = errno;
@@ -862,7 +858,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             if (tf_listener_arm(&w, 1) == 0)
                 tf_accept_some(&w); /* a re-armed exclusive waiter misses what is queued */
         }
-        if (w.now - w.last_sweep >= 1.0) {
+        if (w.now - w.last_sweep >= 1.0 || w.draining) {
             w.last_sweep = w.now;
             tf_worker_sweep(&w);
         }

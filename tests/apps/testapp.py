@@ -6,6 +6,8 @@ import time
 import tailfast
 from tailfast import Response
 
+_kept: list[bytes] = []
+
 
 def app(request):
     path = request.path
@@ -46,6 +48,8 @@ def app(request):
         return 12345
     if path == "/env":
         return os.environ.get("APP_SETTING", "<unset>")
+    if path == "/environ":
+        return os.environ.get(request.query_string, "<unset>")
     if path == "/info":
         return {
             "method": request.method,
@@ -58,6 +62,27 @@ def app(request):
         }
     if path == "/exit":
         os._exit(7)
+    if path == "/grow":
+        # memory that stays: touched pages count in the RSS
+        _kept.append(b"x" * (int(request.query_string or "64") << 20))
+        return f"grew {os.getpid()}"
+    if path == "/orphan":
+        # a grandchild whose parent exits at once: it is re-parented to the
+        # nearest subreaper (or PID 1), which must reap it
+        r, w = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            grandchild = os.fork()
+            if grandchild == 0:
+                time.sleep(float(request.query_string or "0.3"))
+                os._exit(0)
+            os.write(w, str(grandchild).encode())
+            os._exit(0)
+        os.close(w)
+        grandchild_pid = int(os.read(r, 32))
+        os.close(r)
+        os.waitpid(middle, 0)
+        return str(grandchild_pid)
     return Response(b"not found", status=404)
 
 
