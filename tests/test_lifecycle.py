@@ -424,7 +424,7 @@ def test_sd_notify_ready_reloading_stopping(run_server, tmp_path):
         assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading)
         assert sock.recv(4096) == b"READY=1\nSTATUS=2 workers ready"
         # READY came after the whole roll: both replacements were ready
-        assert len(re.findall(r"ready in \d+ ms; retiring", server.output)) == 2
+        server.wait_for(r"ready in \d+ ms; retiring", count=2, timeout=2)
         server.signal(signal.SIGTERM)
         assert sock.recv(4096) == b"STOPPING=1"
         assert server.wait() == 0
