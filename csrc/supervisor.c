@@ -6,8 +6,11 @@
  * (next). Every replacement, whatever the cause (SIGHUP rolling restart,
  * max-requests, max-rss), goes the same way: fork the new process, wait until
  * it marks itself ready in the scoreboard, then tell the old one to drain.
- * Replacements run one at a time. A slot whose workers keep dying early backs
- * off exponentially; a failed fork backs off the same way.
+ * Replacements run one at a time. A slot whose workers keep dying early
+ * (before answering a request) backs off exponentially; a failed fork backs
+ * off the same way. A request running past the timeout gets the worker a
+ * signal, then SIGKILL if it does not return. A stop keeps new connections out
+ * of the shared queue and lets the workers drain what is queued.
  *
  * The primary's signals are blocked and read from a signalfd; workers wake it
  * through the scoreboard's pipe when they become ready or ask to retire. No
@@ -17,16 +20,19 @@
 #include "tailfast.h"
 
 #include <errno.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,6 +50,8 @@ typedef struct {
     int id;         /* worker id */
     int kind;       /* TF_P_* */
     double started; /* monotonic time of the fork */
+    double timed_out; /* request_started of the request sent TF_TIMEOUT_SIGNAL */
+    int stuck;        /* killed: its request ran past the timeout and the grace */
 } tf_proc;          /* index = scoreboard entry */
 
 typedef struct {
@@ -71,6 +79,12 @@ typedef struct {
     int stopping;        /* 0, or the signal that started the stop */
     double stop_deadline;
     int killed; /* SIGKILL already sent to what is left */
+    int delayed;          /* the shutdown delay has begun */
+    double delay_until;   /* > 0: still serving after SIGTERM until then */
+    int delay_signal;     /* the signal that began the delay */
+    double next_timeout_check;
+    int ready_sent;       /* READY=1 went to systemd */
+    int reloading;        /* RELOADING=1 went, READY=1 not yet */
     int exit_status;
     double next_tick;
 } tf_supervisor;
@@ -85,6 +99,36 @@ static double tf_wall(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (a path, or
+ * '@' for the abstract namespace). Best effort: systemd may not listen. */
+static void tf_notify(const tf_supervisor *s, const char *msg) {
+    const char *path = s->cfg->notify_socket;
+    if (!path || (path[0] != '/' && path[0] != '@'))
+        return;
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    size_t len = strlen(path);
+    if (len >= sizeof(addr.sun_path))
+        return;
+    memcpy(addr.sun_path, path, len);
+    if (path[0] == '@')
+        addr.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        tf_log("sd_notify: socket: %s", strerror(errno));
+        return;
+    }
+    ssize_t r;
+    do
+        r = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&addr,
+                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        tf_log("sd_notify %s: %s", path, strerror(errno));
+    close(fd);
 }
 
 int tf_signals_unblock_all(void) {
@@ -244,6 +288,10 @@ static void tf_on_proc_exit(tf_supervisor *s, int idx, int status) {
     char why[64];
     tf_describe_exit(status, why, sizeof(why));
     double uptime = tf_now() - p.started;
+    /* a worker that answered requests was not boot-looping: a kill from
+     * outside (OOM killer, operator) or a crash while serving is replaced at
+     * once, and the crash count starts over */
+    int served = tf_sb->procs[idx].requests > 0;
     tf_proc_free(s, idx);
     s->live--;
     int was_current = slot->current == idx, was_next = slot->next == idx;
@@ -275,6 +323,17 @@ static void tf_on_proc_exit(tf_supervisor *s, int idx, int status) {
         tf_sb_slot_of(p.id)->pid = (int32_t)s->procs[slot->current].pid;
         tf_log("worker %d (pid %d) %s; its replacement (pid %d) takes over", p.id, (int)p.pid,
                why, (int)s->procs[slot->current].pid);
+        return;
+    }
+    if (served && !was_next && !p.stuck) {
+        slot->crashes = 0;
+        tf_sb_slot_of(p.id)->crashes = 0;
+    }
+    if (p.stuck && !was_next) {
+        /* not a crash: it was killed for a request stuck past the timeout */
+        tf_log("worker %d (pid %d) %s (stuck past the request timeout); restarting", p.id,
+               (int)p.pid, why);
+        tf_slot_spawn(s, p.id);
         return;
     }
     double delay = tf_count_crash(s, p.id, uptime);
@@ -365,7 +424,7 @@ static const char *tf_replace_reason(tf_supervisor *s, int idx, int *cause) {
 /* Starts at most one replacement at a time: the first ready worker that is
  * from an older generation or asks to retire. */
 static void tf_roll(tf_supervisor *s) {
-    if (s->stopping || s->replacing > 0)
+    if (s->stopping || s->replacing > 0 || s->delay_until > 0)
         return;
     double now = tf_now();
     for (int id = 1; id <= s->wanted; id++) {
@@ -398,8 +457,24 @@ static void tf_roll(tf_supervisor *s) {
     }
 }
 
+/* On a stop: no new connection enters the shared listen queue (a drop-all
+ * socket filter: new SYNs are dropped, so clients retry and then find the
+ * port closed), while the connections already queued stay for the workers to
+ * accept. shutdown(SHUT_RD) on a listener would reset those instead. */
+static void tf_stop_accepting(tf_supervisor *s) {
+    if (!s->cfg->stop_filter || s->cfg->listen_fd < 0)
+        return;
+    struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog prog = {.len = 1, .filter = &drop};
+    if (setsockopt(s->cfg->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
+        tf_log("primary: cannot keep new connections out (SO_ATTACH_FILTER: %s); "
+               "the workers drain the queue as it is",
+               strerror(errno));
+}
+
 static void tf_begin_stop(tf_supervisor *s, int sig) {
     if (sig == SIGQUIT) {
+        tf_notify(s, "STOPPING=1");
         tf_log("primary %d: SIGQUIT, stopping now", (int)s->self);
         s->stopping = SIGQUIT;
         s->killed = 1;
@@ -408,12 +483,30 @@ static void tf_begin_stop(tf_supervisor *s, int sig) {
     }
     if (s->stopping)
         return;
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (s->cfg->shutdown_delay > 0 && !s->delayed && s->exit_status == 0) {
+        /* load balancers see the instance going (health checks, STOPPING=1)
+         * while it still answers everything */
+        s->delayed = 1;
+        s->delay_signal = sig;
+        s->delay_until = tf_now() + s->cfg->shutdown_delay;
+        tf_notify(s, "STOPPING=1");
+        tf_log("primary %d: %s, still accepting for %.1f s (shutdown delay), then stopping",
+               (int)s->self, name, s->cfg->shutdown_delay);
+        return;
+    }
+    if (s->delay_until > 0 && tf_now() < s->delay_until)
+        tf_log("primary %d: %s again, ending the shutdown delay", (int)s->self, name);
+    if (!s->delayed)
+        tf_notify(s, "STOPPING=1");
+    s->delay_until = 0;
     s->stopping = sig;
     __atomic_store_n(&tf_sb->stopping, 1, __ATOMIC_RELAXED); /* readiness answers 503 */
     s->stop_deadline = tf_now() + s->cfg->graceful_timeout;
     if (sig == SIGINT || (sig == SIGTERM && s->exit_status == 0))
         tf_log("primary %d: %s, stopping gracefully (%d workers, timeout %.0f s)", (int)s->self,
-               sig == SIGINT ? "SIGINT" : "SIGTERM", s->live, s->cfg->graceful_timeout);
+               name, s->live, s->cfg->graceful_timeout);
+    tf_stop_accepting(s);
     tf_signal_workers(s, SIGTERM);
 }
 
@@ -468,7 +561,7 @@ static void tf_on_signal(tf_supervisor *s, int sig) {
         tf_begin_stop(s, sig);
         break;
     case SIGHUP:
-        if (s->stopping)
+        if (s->stopping || s->delay_until > 0)
             break;
         /* signals that arrive during a roll coalesce: every worker older
          * than the newest generation is replaced once more, one at a time */
@@ -476,6 +569,16 @@ static void tf_on_signal(tf_supervisor *s, int sig) {
         tf_sb->generation = s->generation;
         tf_log("SIGHUP: rolling restart of %d workers (generation %u)", s->wanted,
                s->generation);
+        if (s->cfg->notify_socket) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            char msg[80];
+            snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+                     (unsigned long long)ts.tv_sec * 1000000ULL +
+                         (unsigned long long)ts.tv_nsec / 1000ULL);
+            tf_notify(s, msg);
+            s->reloading = 1;
+        }
         break;
     case SIGUSR1:
         /* workers reopen their access logs (the primary's own log is stderr) */
@@ -529,14 +632,23 @@ static void tf_sample(tf_supervisor *s) {
 /* Milliseconds until the next timed event, or -1 when there is none. */
 static int tf_next_timeout(const tf_supervisor *s) {
     double now = tf_now(), next = -1;
+#define TF_SOONER(t)                                                                         \
+    do {                                                                                     \
+        double t_ = (t);                                                                     \
+        if (t_ > 0 && (next < 0 || t_ < next))                                               \
+            next = t_;                                                                       \
+    } while (0)
     if (s->stopping && !s->killed)
-        next = s->stop_deadline;
+        TF_SOONER(s->stop_deadline);
     if (!s->stopping) {
-        next = s->next_tick;
+        TF_SOONER(s->next_tick);
+        TF_SOONER(s->delay_until);
         for (int id = 1; id <= s->wanted; id++)
-            if (s->slots[id].respawn_at > 0 && s->slots[id].respawn_at < next)
-                next = s->slots[id].respawn_at;
+            TF_SOONER(s->slots[id].respawn_at);
     }
+    if (s->cfg->timeout > 0 && !s->killed)
+        TF_SOONER(s->next_timeout_check);
+#undef TF_SOONER
     if (next < 0)
         return -1;
     double ms = (next - now) * 1000.0;
@@ -550,6 +662,8 @@ static void tf_on_timers(tf_supervisor *s) {
         s->killed = 1;
         tf_signal_workers(s, SIGKILL);
     }
+    if (s->delay_until > 0 && now >= s->delay_until)
+        tf_begin_stop(s, s->delay_signal);
     if (s->stopping)
         return;
     for (int id = 1; id <= s->wanted; id++) {
@@ -582,6 +696,69 @@ static void tf_on_timers(tf_supervisor *s) {
         }
     }
     tf_roll(s);
+}
+
+/* Requests running past cfg->timeout: the worker gets TF_TIMEOUT_SIGNAL once
+ * (the embedder raises in the handler, the client gets a 503, the worker
+ * stays); if the same request still runs a grace period later, the handler is
+ * stuck where no signal reaches it (C code) and the worker is killed.
+ * Workers publish request starts without waking the primary, so the next look
+ * is at most one timeout away. Returns the monotonic time of the next look. */
+static double tf_check_timeouts(tf_supervisor *s, double now) {
+    double next = now + s->cfg->timeout;
+    for (int i = 0; i < tf_sb->procs_hw; i++) {
+        tf_proc *p = &s->procs[i];
+        if (p->kind == TF_P_FREE || p->stuck)
+            continue;
+        const tf_sb_proc *e = &tf_sb->procs[i];
+        if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != TF_W_BUSY)
+            continue;
+        double started = e->request_started;
+        int signalled = p->timed_out == started;
+        double deadline = started + s->cfg->timeout + (signalled ? s->cfg->timeout_grace : 0);
+        if (now < deadline) {
+            if (deadline < next)
+                next = deadline;
+            continue;
+        }
+        if (!signalled) {
+            p->timed_out = started;
+            tf_signal_proc(s, i, TF_TIMEOUT_SIGNAL);
+            if (now + s->cfg->timeout_grace < next)
+                next = now + s->cfg->timeout_grace;
+            continue;
+        }
+        char method[sizeof(e->method)], path[sizeof(e->path)];
+        memcpy(method, e->method, sizeof(method)); /* the worker may be rewriting them */
+        memcpy(path, e->path, sizeof(path));
+        method[sizeof(method) - 1] = path[sizeof(path) - 1] = '\0';
+        tf_log("worker %d (pid %d): %s %s still running after %.2f s (timeout %.2f s, grace "
+               "%.2f s), stuck where no signal reaches it; killing the worker",
+               p->id, (int)p->pid, method, path, now - started, s->cfg->timeout,
+               s->cfg->timeout_grace);
+        p->stuck = 1;
+        tf_signal_proc(s, i, SIGKILL);
+    }
+    return next;
+}
+
+/* READY=1 to systemd once every wanted worker of the current code generation
+ * is ready: at start-up, and again after a SIGHUP roll (RELOADING=1). */
+static void tf_check_notify(tf_supervisor *s) {
+    if (!s->cfg->notify_socket || s->stopping || s->delay_until > 0 ||
+        (s->ready_sent && !s->reloading) || s->replacing > 0)
+        return;
+    for (int id = 1; id <= s->wanted; id++) {
+        int cur = s->slots[id].current;
+        if (cur < 0 || s->procs[cur].kind != TF_P_READY ||
+            tf_sb->procs[cur].generation != s->generation)
+            return;
+    }
+    char msg[96];
+    snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%d workers ready", s->wanted);
+    tf_notify(s, msg);
+    s->ready_sent = 1;
+    s->reloading = 0;
 }
 
 static void tf_drain_fd(int fd) {
@@ -675,6 +852,9 @@ int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks 
         tf_reap(s);
         tf_check_ready(s);
         tf_on_timers(s);
+        if (cfg->timeout > 0 && !s->killed)
+            s->next_timeout_check = tf_check_timeouts(s, tf_now());
+        tf_check_notify(s);
     }
 
     if (s->live > 0) {

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <signal.h>
 #include <time.h>
 
 /* ---------------------------------------------------------------- parser */
@@ -210,7 +211,17 @@ typedef struct {
     int listen_fd;           /* sampled for the listen queue depth (-1: none) */
     uint64_t max_rss;        /* bytes: replace a worker above this (0: never) */
     double boot_timeout;     /* seconds a new worker may take to become ready */
+    double timeout;          /* seconds a request may run before the worker gets
+                                SIGUSR2 (the embedder raises in the handler); 0: none */
+    double timeout_grace;    /* seconds after that before the worker is killed */
+    double shutdown_delay;   /* seconds to keep serving after SIGTERM before draining */
+    int stop_filter;         /* 1: on a stop, a drop-all socket filter on listen_fd keeps
+                                new connections out of the queue, queued ones stay */
+    const char *notify_socket; /* systemd NOTIFY_SOCKET (NULL: none) */
 } tf_supervisor_config;
+
+/* The signal the primary sends to a worker whose request ran past the timeout. */
+#define TF_TIMEOUT_SIGNAL SIGUSR2
 
 /* Forks cfg->workers workers and supervises them until SIGTERM/SIGINT
  * (graceful) or SIGQUIT (immediate). Returns the primary's exit status. */

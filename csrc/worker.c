@@ -44,6 +44,7 @@
 #define TF_IN_SHRINK_ABOVE (256 * 1024)
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
+#define TF_DRAIN_IDLE_SECONDS 0.1 /* an idle keep-alive connection's last chance to send */
 #define TF_MAX_EVENTS 256
 #define TF_HEAD_STACK 4096
 #define TF_STREAM_BUFFER (64 * 1024) /* a streaming body waits while more is queued */
@@ -173,7 +174,10 @@ static int tf_conn_set_events(tf_conn *c, uint32_t events) {
 
 static void tf_conn_close(tf_conn *c) {
     tf_worker *w = c->worker;
-    /* close() removes the fd from epoll: no EPOLL_CTL_DEL needed */
+    /* close() alone leaves the registration in place while a child forked by
+     * a handler still holds the socket: epoll would then report events for
+     * this freed connection. ENOENT/EBADF cannot happen; nothing to handle. */
+    (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -769,7 +773,9 @@ static int tf_conn_process(tf_conn *c) {
             /* the strings first: the state publishes them */
             tf_sb_copy(me->method, sizeof(me->method), c->req.method, c->req.method_len);
             tf_sb_copy(me->path, sizeof(me->path), c->req.path, c->req.path_len);
-            me->request_started = w->now;
+            /* its own clock read: w->now is the wake-up's, and a batch of
+             * requests must not count the earlier ones' time (--timeout) */
+            me->request_started = tf_monotonic();
             __atomic_store_n(&me->state, TF_W_BUSY, __ATOMIC_RELEASE);
         }
         c->dispatched = tf_clock();
@@ -918,7 +924,7 @@ static int tf_accept_some(tf_worker *w) {
             tf_listener_arm(w, 0); /* resumes when a connection closes */
             return accepted;
         }
-        if (w->cfg->balance && tf_scoreboard_over_share(0)) {
+        if (w->cfg->balance && !w->draining && tf_scoreboard_over_share(0)) {
             tf_listener_arm(w, 0); /* resumes once back at the fair share */
             w->balance_paused = 1;
             return accepted;
@@ -1022,30 +1028,26 @@ static void tf_worker_start_drain(tf_worker *w) {
         __atomic_store_n(&tf_sb_me->state, TF_W_DRAINING, __ATOMIC_RELEASE);
     tf_listener_arm(w, 0);
     if (w->listen_fd >= 0) {
+        /* Connections already in the listen queue were promised an answer:
+         * take them before letting go of the listener (on a full stop the
+         * primary first keeps new ones out of the queue). Served like the
+         * rest, with Connection: close. */
+        while (w->conn_count < w->cfg->max_connections && tf_accept_some(w) > 0) {
+        }
         close(w->listen_fd);
         w->listen_fd = -1;
     }
-    /* Idle keep-alive connections have nothing in flight: close them now,
-     * after one last look for a request that just arrived. A connection that
-     * has not sent its first request yet was accepted for a client that is
+    /* Idle keep-alive connections have nothing in flight, but closing one at
+     * once races with its client's next request, which then fails without
+     * the client knowing whether it was processed. So each gets a short last
+     * chance: a request arriving within TF_DRAIN_IDLE_SECONDS is answered with
+     * Connection: close; the sweep closes the rest. A connection that has
+     * not sent its first request yet was accepted for a client that is
      * sending one: it is served (with Connection: close) like any other. */
-    tf_conn *c = w->conns;
-    while (c) {
-        tf_conn *next = c->next;
+    for (tf_conn *c = w->conns; c; c = c->next) {
         if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->lingering &&
-            !c->close_after_write) {
-            char probe;
-            ssize_t n = recv(c->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n > 0)
-                tf_conn_on_readable(c); /* answered with Connection: close */
-            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                tf_conn_close(c);
-            else {
-                (void)shutdown(c->fd, SHUT_WR); /* a FIN, not a reset */
-                tf_conn_close(c);
-            }
-        }
-        c = next;
+            !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)
+            c->deadline = w->now + TF_DRAIN_IDLE_SECONDS;
     }
 }
 
@@ -1142,6 +1144,8 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             timeout_ms = 100;
         if (w.balance_paused && !w.draining)
             timeout_ms = 20; /* the others' counts change without waking us */
+        if (w.draining)
+            timeout_ms = 20; /* idle connections' last chance ends soon */
         cb->release(cb->ctx);
         int n = epoll_wait(w.epfd, events, TF_MAX_EVENTS, timeout_ms);
         int wait_errno = errno;
@@ -1187,7 +1191,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
                 tf_accept_some(&w); /* a re-armed exclusive waiter misses what is queued */
         }
         tf_accesslog_tick(w.now);
-        if (w.now - w.last_sweep >= w.sweep_every) {
+        if (w.now - w.last_sweep >= w.sweep_every || w.draining) {
             w.last_sweep = w.now;
             tf_worker_sweep(&w);
         }

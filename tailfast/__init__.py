@@ -1,7 +1,7 @@
 """tailfast: Python web handlers on every core, with the hot path in C."""
 
 from tailfast._core import FileResponse, Request, Response, get_worker_id, is_primary
-from tailfast.errors import BadRequest, ClientDisconnected, HTTPError
+from tailfast.errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
 from tailfast.headers import Headers, QueryParams
 from tailfast.server import serve
 from tailfast.supervise import spawn_workers
@@ -14,6 +14,7 @@ __all__ = [
     "Headers",
     "QueryParams",
     "Request",
+    "RequestTimeout",
     "Response",
     "get_worker_id",
     "is_primary",

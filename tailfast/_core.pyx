@@ -11,6 +11,7 @@ import inspect
 import mimetypes
 import os
 import random
+import signal
 import stat
 import sys
 import time
@@ -36,6 +37,8 @@ from tailfast._tf cimport (
     tf_accesslog_open,
     tf_latency_bounds,
     tf_sb_stats,
+    TF_TIMEOUT_SIGNAL,
+    TF_W_BUSY,
     tf_conn,
     tf_conn_peer,
     tf_conn_respond,
@@ -67,7 +70,7 @@ from tailfast._tf cimport (
 )
 
 from tailfast import proxy as _proxy
-from tailfast.errors import BadRequest, ClientDisconnected, HTTPError
+from tailfast.errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
 from tailfast.headers import Headers, QueryParams
 
 try:
@@ -709,6 +712,45 @@ cdef void _answer_http_error(tf_conn *conn, Request request, object exc) noexcep
         _log_handler_error(request)
 
 
+cdef double _timeout = 0.0   # --timeout in this worker (0: none)
+
+
+def _on_timeout_signal(signum, frame):
+    """TF_TIMEOUT_SIGNAL from the primary: the request in progress ran past
+    --timeout. Python runs this at the next bytecode boundary of the main
+    thread (or when an interrupted sleep or read returns), never inside C
+    code, so raising here is safe. A signal that arrives late (the request is
+    over, another one started) finds a younger request and is ignored."""
+    cdef tf_sb_proc *me = tf_sb_me
+    if me == NULL or _timeout <= 0 or me.state != TF_W_BUSY:
+        return
+    elapsed = time.monotonic() - me.request_started
+    if elapsed >= _timeout:
+        raise RequestTimeout(f"the request ran for {elapsed:.2f} s, past --timeout {_timeout:g} s")
+
+
+cdef bytes BODY_503 = b"503 Service Unavailable: the request timed out\n"
+
+
+cdef void _answer_timeout(tf_conn *conn, Request request) noexcept:
+    """Logs the timed-out request (method, path, duration) and answers 503."""
+    if _answered:
+        _log_handler_error(request)  # a streamed answer is under way: it is cut instead
+        return
+    try:
+        try:
+            what = f"{request.method} {request.raw_path}"
+        except BaseException:
+            what = "a request"
+        elapsed = (time.monotonic() - tf_sb_me.request_started) if tf_sb_me != NULL else _timeout
+        sys.stderr.write(f"tailfast: worker {_worker_id} (pid {os.getpid()}): {what} timed out "
+                         f"after {elapsed:.2f} s (timeout {_timeout:g} s); answered 503\n")
+        sys.stderr.flush()
+        _send(conn, 503, [], CT_TEXT, BODY_503)
+    except BaseException:
+        pass  # nothing sent: the C loop answers 500
+
+
 cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
                      const char *body, size_t body_len) noexcept:
     cdef Request request = Request.__new__(Request)
@@ -722,6 +764,9 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
     _answered = False
     try:
         _respond(conn, _handler(request))
+    except RequestTimeout:
+        # raised before the response was handed to C: nothing was sent yet
+        _answer_timeout(conn, request)
     except HTTPError as exc:
         _answer_http_error(conn, request, exc)
     except BaseException:
@@ -789,6 +834,10 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cfg.limits.max_request_line = settings["limit_request_line"]
     cfg.limits.max_header_count = settings["limit_request_fields"]
     cfg.limits.max_header_field = settings["limit_request_field_size"]
+    global _timeout
+    _timeout = settings.get("timeout", 0.0)
+    if _timeout > 0:
+        signal.signal(TF_TIMEOUT_SIGNAL, _on_timeout_signal)
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.on_request = _on_request
@@ -850,15 +899,22 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
 
 
 cdef int _supervise(int workers, double graceful_timeout, int http, int listen_fd=-1,
-                    long long max_rss=0) except -1:
+                    long long max_rss=0, dict settings=None) except -1:
     cdef tf_supervisor_config cfg
     cdef tf_supervisor_callbacks cb
+    settings = settings or {}
+    cdef bytes notify = os.fsencode(settings["notify_socket"]) if settings.get("notify_socket") else None
     cfg.workers = workers
     cfg.graceful_timeout = graceful_timeout
     cfg.http = http
     cfg.listen_fd = listen_fd
     cfg.max_rss = max_rss
     cfg.boot_timeout = 60.0
+    cfg.timeout = settings.get("timeout", 0.0)
+    cfg.timeout_grace = settings.get("timeout_grace", 5.0)
+    cfg.shutdown_delay = settings.get("shutdown_delay", 0.0)
+    cfg.stop_filter = 1 if settings.get("stop_filter") else 0
+    cfg.notify_socket = <const char *>notify if notify is not None else NULL
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.before_fork = _before_fork
@@ -937,7 +993,7 @@ def run_primary(handler, dict settings, on_worker_start=None, reload=None, worke
         raise OSError(errno, f"cannot create the scoreboard {path!r}: {os.strerror(errno)}")
     try:
         return _supervise(settings["workers"], settings["graceful_timeout"], 1,
-                          settings.get("queue_fd", -1), settings.get("max_rss", 0))
+                          settings.get("queue_fd", -1), settings.get("max_rss", 0), settings)
     finally:
         # only the primary gets here: workers leave through _exit
         tf_scoreboard_destroy(<const char *>path_b if path_b is not None else NULL)

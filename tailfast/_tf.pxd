@@ -7,6 +7,7 @@ from libc.time cimport time_t
 cdef extern from "tailfast.h" nogil:
     int TF_MAX_HEADERS
     int TF_EXIT_FATAL
+    int TF_TIMEOUT_SIGNAL
 
     ctypedef struct tf_header:
         const char *name
@@ -95,6 +96,11 @@ cdef extern from "tailfast.h" nogil:
         int listen_fd
         uint64_t max_rss
         double boot_timeout
+        double timeout
+        double timeout_grace
+        double shutdown_delay
+        int stop_filter
+        const char *notify_socket
 
     int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks *cb)
     int tf_signals_unblock_all()

@@ -64,11 +64,11 @@ def run_command(args: argparse.Namespace) -> int:
         return app, hook(config.on_worker_start), hook(config.on_worker_exit)
 
     if not config.preload:
-        return run(None, config, reload=load)
+        return run(None, config, reload=load, name=args.app)
     app = import_app(args.app)
     detect_interface(app, config.interface)  # rejects async handlers before any fork
     start_hook, exit_hook = hook(config.on_worker_start), hook(config.on_worker_exit)
-    return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook)
+    return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook, name=args.app)
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -215,6 +215,16 @@ def _parse_hook(value: str) -> str:
     return text
 
 
+def _parse_fd(value: str) -> int:
+    """An inherited descriptor number, or -1 for none (the empty default)."""
+    text = value.strip()
+    if not text:
+        return -1
+    if not re.fullmatch(r"[+]?[0-9]+", text) or not 0 <= int(text) <= 1_000_000:
+        raise ValueError("expected a file descriptor number >= 0")
+    return int(text)
+
+
 def _parse_path(value: str) -> str:
     if "\0" in value:
         raise ValueError("expected a file path")
@@ -333,6 +343,46 @@ SETTINGS: tuple[Setting, ...] = (
         help="seconds allowed to receive a whole request (head and body), and the "
         "longest a response write may stall",
         metavar="SECONDS",
+    ),
+    Setting(
+        name="timeout",
+        parse=_seconds(0.0, strict=False, expected="expected seconds >= 0 (0 = no limit)"),
+        default="30",
+        flags=("--timeout", "-t"),
+        env=("TAILFAST_TIMEOUT",),
+        help="seconds a handler may run: past it, tailfast.RequestTimeout is raised in the "
+        "handler and the client gets a 503; a worker whose handler still runs "
+        "--timeout-grace later (stuck in C code) is killed and replaced (0 = no limit)",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="timeout_grace",
+        parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
+        default="5",
+        flags=("--timeout-grace",),
+        env=("TAILFAST_TIMEOUT_GRACE",),
+        help="seconds a timed-out handler has to return before its worker is killed",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="shutdown_delay",
+        parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
+        default="0",
+        flags=("--shutdown-delay",),
+        env=("TAILFAST_SHUTDOWN_DELAY",),
+        help="seconds to keep accepting after SIGTERM (for load balancers to notice) "
+        "before the graceful stop begins; a second SIGTERM ends the delay",
+        metavar="SECONDS",
+    ),
+    Setting(
+        name="fd",
+        parse=_parse_fd,
+        default="",
+        flags=("--fd",),
+        env=("TAILFAST_FD",),
+        help="serve on this inherited listening socket instead of --bind (systemd socket "
+        "activation through LISTEN_FDS/LISTEN_PID is detected without it)",
+        metavar="N",
     ),
     Setting(
         name="limit_request_body",
@@ -589,6 +639,10 @@ class Config:
     header_timeout: float
     body_timeout: float
     request_timeout: float
+    timeout: float
+    timeout_grace: float
+    shutdown_delay: float
+    fd: int
     limit_request_body: int
     limit_request_line: int
     limit_request_fields: int

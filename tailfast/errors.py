@@ -35,3 +35,10 @@ class BadRequest(HTTPError, ValueError):
 
 class ClientDisconnected(OSError):
     """The client went away (or stalled past the timeout) while a body was streamed to it."""
+
+
+class RequestTimeout(BaseException):
+    """Raised inside a handler that ran longer than --timeout; the client gets a 503.
+
+    A BaseException, like KeyboardInterrupt, so that a handler's `except
+    Exception` does not swallow it; `finally` blocks and context managers run."""

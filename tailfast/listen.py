@@ -12,6 +12,7 @@ from tailfast.errors import ConfigError
 
 __all__ = [
     "create_listener",
+    "inherited_listener",
     "listener_url",
     "migrate_req_enabled",
     "remove_unix_socket",
@@ -111,14 +112,53 @@ def create_listener(config: Config, reuseport: bool = False) -> socket.socket:
     return sock
 
 
+SD_LISTEN_FDS_START = 3  # systemd passes sockets from this descriptor on
+_ACTIVATION_VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def inherited_listener(config: Config) -> socket.socket | None:
+    """The listening socket given by --fd, or by systemd socket activation
+    (LISTEN_FDS with LISTEN_PID naming this process); None when neither.
+
+    The activation variables are removed from the environment either way, so
+    that workers and the application's own children do not take the sockets
+    for theirs (what sd_listen_fds(1) does)."""
+    fd = config.fd
+    source = config.sources.get("fd", "default")
+    count = os.environ.get("LISTEN_FDS", "")
+    for_us = os.environ.get("LISTEN_PID", "") == str(os.getpid())
+    for name in _ACTIVATION_VARIABLES:
+        os.environ.pop(name, None)
+    if fd < 0 and for_us and count.isdigit() and int(count) >= 1:
+        fd, source = SD_LISTEN_FDS_START, "LISTEN_FDS"
+    if fd < 0:
+        return None
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on fd {fd} (from {source}): {_reason(exc)}") from None
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError:
+        listening = 0
+    if sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()  # not ours to close
+        raise ConfigError(
+            f"cannot serve on fd {fd} (from {source}): expected a listening stream socket"
+        )
+    sock.setblocking(False)
+    sock.set_inheritable(False)
+    return sock
+
+
 def listener_url(sock: socket.socket, config: Config) -> str:
     """The URL actually listened on (the real port when port 0 was asked)."""
-    bind = config.bind
-    if bind.family == socket.AF_UNIX:
-        return bind.url
+    if sock.family == socket.AF_UNIX:
+        name = sock.getsockname()
+        return f"unix:{name.decode(errors='replace') if isinstance(name, bytes) else name}"
     name = sock.getsockname()
     host, port = name[0], name[1]
-    if bind.family == socket.AF_INET6:
+    if sock.family == socket.AF_INET6:
         return f"http://[{host}]:{port}"
     return f"http://{host}:{port}"
 

@@ -16,6 +16,7 @@ from tailfast.errors import ConfigError
 from tailfast.inherited import warning_lines
 from tailfast.listen import (
     create_listener,
+    inherited_listener,
     listener_url,
     migrate_req_enabled,
     remove_unix_socket,
@@ -58,6 +59,21 @@ def check_access_log(path: str) -> None:
         ) from None
 
 
+def set_process_title(title: str) -> None:
+    """What ps and top show: the whole title with setproctitle (optional
+    dependency), else the kernel's 15-byte name of the process."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        try:
+            with open("/proc/self/comm", "w") as f:
+                f.write(title.replace("tailfast: ", "tf ")[:15])
+        except OSError:
+            pass
+        return
+    setproctitle(title)
+
+
 def scoreboard_dirs() -> list[str]:
     """Where scoreboard files go, first usable first: /dev/shm (memory), then tmp."""
     return ["/dev/shm", tempfile.gettempdir()]
@@ -82,6 +98,7 @@ def run(
     on_worker_start: Hook | None = None,
     reload: Callable[[], Loaded] | None = None,
     on_worker_exit: Hook | None = None,
+    name: str | None = None,
 ) -> int:
     """Serves app with config until stopped; returns the primary's exit status.
 
@@ -89,12 +106,31 @@ def run(
     disk now: workers forked after a SIGHUP call it (rolling restart with new
     code), and every worker does when config.preload is off (app is then
     None: the primary never imports it). Without reload, a
-    SIGHUP still replaces every worker, with the code already loaded."""
+    SIGHUP still replaces every worker, with the code already loaded.
+    name (e.g. "myapp:app") goes into the process titles."""
     handler = None if app is None else as_handler(app, config.interface, config.script_name)
     proxy.configure(config.forwarded_allow_ips)
     check_access_log(config.access_log)
     reuseport = config.balance == "reuseport"
-    sock = create_listener(config, reuseport=reuseport)
+    inherited = inherited_listener(config)
+    if inherited is not None and reuseport:
+        inherited.close()
+        raise ConfigError(
+            "invalid balance 'reuseport' (from "
+            f"{config.sources.get('balance', 'default')}): each worker opens its own socket, "
+            "which an inherited one (--fd, socket activation) cannot be"
+        )
+    sock = inherited if inherited is not None else create_listener(config, reuseport=reuseport)
+    # systemd's notification socket is the primary's alone: not the workers' or the app's
+    notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+    name = name or getattr(app, "__qualname__", None) or type(app).__name__
+    set_process_title(f"tailfast: primary {name}")
+
+    def worker_start(worker_id: int) -> None:
+        set_process_title(f"tailfast: worker {worker_id}")
+        if on_worker_start is not None:
+            on_worker_start(worker_id)
+
     pid_file = config.pid_file
     try:
         url = listener_url(sock, config)
@@ -146,6 +182,13 @@ def run(
             "metrics_path": config.metrics_path,
             "access_log": config.access_log,
             "access_log_format": config.access_log_format,
+            "timeout": config.timeout,
+            "timeout_grace": config.timeout_grace,
+            "shutdown_delay": config.shutdown_delay,
+            # a socket we opened is ours to close to new connections on a stop;
+            # an inherited one outlives us (its queue waits for the next instance)
+            "stop_filter": inherited is None and not reuseport,
+            "notify_socket": notify_socket,
         }
 
         def reload_handler() -> tuple[Callable[..., Any], Hook | None, Hook | None]:
@@ -161,7 +204,7 @@ def run(
             _core.run_primary(
                 handler,
                 settings,
-                on_worker_start,
+                worker_start,
                 reload_handler if reload is not None else None,
                 worker_setup,
                 on_worker_exit,

@@ -43,6 +43,7 @@ class Server:
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
         prefix: list[str] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         full_env = dict(os.environ)
         for name in list(full_env):
@@ -59,6 +60,7 @@ class Server:
             text=True,
             env=full_env,
             cwd=str(cwd or ROOT),
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -163,8 +165,9 @@ def run_server() -> Iterator[object]:
     servers: list[Server] = []
 
     def start(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
-              wait: bool = True, prefix: list[str] | None = None) -> Server:
-        server = Server(list(args), env=env, cwd=cwd, prefix=prefix)
+              wait: bool = True, prefix: list[str] | None = None,
+              pass_fds: tuple[int, ...] = ()) -> Server:
+        server = Server(list(args), env=env, cwd=cwd, prefix=prefix, pass_fds=pass_fds)
         servers.append(server)
         if wait:
             server.wait_listening()

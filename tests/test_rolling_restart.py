@@ -105,6 +105,11 @@ def test_hup_storm_coalesces_and_never_drops_below_n_ready(run_server, tmp_path)
     write_app(app_file, "a")
     server = run_server("stormapp:app", "--bind", ":0", "--workers", "2", cwd=tmp_path)
     write_app(app_file, "bb")
+    # "started" is logged at fork: the property is about the storm, from ready on
+    deadline = time.monotonic() + 10
+    while sum(p["ready"] for p in read_status(pid=server.proc.pid)["processes"]) < 2:
+        assert time.monotonic() < deadline, server.output
+        time.sleep(0.01)
     samples: list[int] = []
     done = threading.Event()
 

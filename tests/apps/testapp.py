@@ -6,6 +6,8 @@ import time
 import tailfast
 from tailfast import Response
 
+_kept: list[bytes] = []
+
 
 def app(request):
     path = request.path
@@ -46,6 +48,8 @@ def app(request):
         return 12345
     if path == "/env":
         return os.environ.get("APP_SETTING", "<unset>")
+    if path == "/environ":
+        return os.environ.get(request.query_string, "<unset>")
     if path == "/info":
         return {
             "method": request.method,
@@ -58,6 +62,27 @@ def app(request):
         }
     if path == "/exit":
         os._exit(7)
+    if path == "/grow":
+        # memory that stays: touched pages count in the RSS
+        _kept.append(b"x" * (int(request.query_string or "64") << 20))
+        return f"grew {os.getpid()}"
+    if path == "/orphan":
+        # a grandchild whose parent exits at once: it is re-parented to the
+        # nearest subreaper (or PID 1), which must reap it
+        r, w = os.pipe()
+        middle = os.fork()
+        if middle == 0:
+            grandchild = os.fork()
+            if grandchild == 0:
+                time.sleep(float(request.query_string or "0.3"))
+                os._exit(0)
+            os.write(w, str(grandchild).encode())
+            os._exit(0)
+        os.close(w)
+        grandchild_pid = int(os.read(r, 32))
+        os.close(r)
+        os.waitpid(middle, 0)
+        return str(grandchild_pid)
     return Response(b"not found", status=404)
 
 
@@ -66,3 +91,28 @@ def not_callable_holder():
 
 
 value = 42
+
+
+def timeouts(request):
+    """Handlers for the --timeout tests."""
+    path = request.path
+    if path == "/pid":
+        return str(os.getpid())
+    if path == "/sleep":
+        time.sleep(float(request.query_string or "5"))
+        return f"slept {os.getpid()}"
+    if path == "/ctypes-sleep":
+        import ctypes
+
+        ctypes.CDLL(None).sleep(int(request.query_string or "5"))
+        return f"slept in C {os.getpid()}"
+    if path == "/spin":
+        # a C loop that never checks for signals: only SIGKILL ends it
+        return str(sum(range(10**13)))
+    if path == "/swallow":
+        try:
+            time.sleep(float(request.query_string or "5"))
+        except tailfast.RequestTimeout:
+            return "caught"
+        return "not interrupted"
+    return Response(b"not found", status=404)
