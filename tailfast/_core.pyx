@@ -536,3 +536,4 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
 
 
 FATAL_EXIT_STATUS = TF_EXIT_FATAL
+include "_loadgen.pxi"
