@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("app", metavar="MODULE:CALLABLE", help="the application, e.g. myapp:app")
     add_arguments(run)
     run.set_defaults(setting_names=[s.name for s in SETTINGS])
+    from tailfast.bench.cli import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 
@@ -50,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_command(args)
+        if args.command == "bench":
+            return int(args.bench_main(args))
     except TailfastError as exc:
         print(f"tailfast: {exc}", file=sys.stderr)
         return 2
