@@ -610,7 +610,8 @@ static void *thread_main(void *arg)
             }
         }
         now = now_ns();
-        if (now >= next_tick) {
+        /* Past the deadline nothing reopens: connections closed by it stay closed. */
+        if (now >= next_tick && now < t->deadline) {
             check_timeouts(t, ep, conns, now);
             next_tick = now + TF_LOAD_TICK_MS * 1000000ull;
         }
