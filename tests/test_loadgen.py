@@ -126,21 +126,29 @@ def test_cli_text_output_and_bad_url() -> None:
                     or not {0, 1} <= os.sched_getaffinity(0), reason="needs CPUs 0 and 1")
 def test_same_figure_as_wrk(run_server) -> None:
     """wrk and tailfast's generator load the same server at the same time, 16
-    connections each, for the same 3 s. The server (one worker on CPU 0, a
+    connections each, for the same 2 s. The server (one worker on CPU 0, a
     handler costing ~50 us) is the bottleneck and serves every connection
     alike, so each generator must report the same share. Running them side by
     side, not one after the other, keeps the other load on this shared machine
-    from deciding the result: it slows both equally."""
+    from deciding the result: it slows both equally. The median of three such
+    runs is compared, so one run where the scheduler favoured one of them
+    does not decide it either."""
     server = run_server("countapp:app", "--workers", "1", "--bind", "127.0.0.1:0",
                         prefix=["taskset", "-c", "0"])
     url = f"http://127.0.0.1:{server.port}/spin"
-    wrk = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c16", "-d3s", url],
+    pairs = [_side_by_side(url, seconds=2) for _ in range(3)]
+    ratios = sorted(ours / wrk for ours, wrk in pairs)
+    assert 0.9 <= ratios[1] <= 1.1, f"tailfast vs wrk requests/s: {pairs}"
+
+
+def _side_by_side(url: str, seconds: int) -> tuple[float, float]:
+    wrk = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", url],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         before = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {1})
         try:
-            ours = run_load(url, connections=16, threads=1, duration=3.0)
+            ours = run_load(url, connections=16, threads=1, duration=float(seconds))
         finally:
             os.sched_setaffinity(0, before)
         out, err = wrk.communicate(timeout=30)
@@ -151,7 +159,5 @@ def test_same_figure_as_wrk(run_server) -> None:
     assert wrk.returncode == 0, err
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match, out
-    wrk_rate = float(match.group(1))
     assert ours["errors_total"] == 0, ours["errors"]
-    ratio = ours["requests_per_sec"] / wrk_rate
-    assert 0.9 <= ratio <= 1.1, f"tailfast {ours['requests_per_sec']:.0f} vs wrk {wrk_rate:.0f}"
+    return round(ours["requests_per_sec"]), float(match.group(1))
