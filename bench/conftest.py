@@ -189,14 +189,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         base = throughput.get("tailfast", {}).get("requests_per_sec")
         ceiling = throughput.get("nginx", {}).get("requests_per_sec")
         tr.write_line("")
-        tr.write_line("| server (1 worker, 1 core) | requests/s | p99 ms | vs tailfast "
-                      "| vs nginx |")
-        tr.write_line("|---|---:|---:|---:|---:|")
+        tr.write_line("| server (1 worker, 1 core) | requests/s | p99 ms | requests/CPU-s "
+                      "| vs tailfast (req/s) | vs nginx (req/s) | vs tailfast (req/CPU-s) |")
+        tr.write_line("|---|---:|---:|---:|---:|---:|---:|")
+        base_cpu = throughput.get("tailfast", {}).get("requests_per_cpu_s")
         for name, f in sorted(throughput.items(), key=lambda kv: -kv[1]["requests_per_sec"]):
             rate = f["requests_per_sec"]
             vs_tf = f"{rate / base:.2f}" if base else "n/a"
             vs_ng = f"{rate / ceiling:.2f}" if ceiling else "n/a"
-            tr.write_line(f"| {name} | {rate:,.0f} | {f['p99_ms']:.2f} | {vs_tf} | {vs_ng} |")
+            per_cpu = f["requests_per_cpu_s"]
+            vs_cpu = f"{per_cpu / base_cpu:.2f}" if base_cpu else "n/a"
+            tr.write_line(f"| {name} | {rate:,.0f} | {f['p99_ms']:.2f} | {per_cpu:,.0f} "
+                          f"| {vs_tf} | {vs_ng} | {vs_cpu} |")
     for group in ("scaling", "lifecycle", "memory", "parser"):
         rows = RESULTS.get(group)
         if not rows:

@@ -41,6 +41,7 @@ def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
     for row in report["rows"]:
         assert row["requests"] > 0 and sum(row["errors"].values()) == 0
         assert row["server_cpu_seconds"] > 0
+        assert 0 < row["server_cpu_use"] <= 1.05  # clock-tick rounding
         assert row["requests_per_cpu_second"] > 0
         assert len(row["worker_cpu_share"]) == row["workers"]
         assert abs(sum(row["worker_cpu_share"].values()) - 1.0) < 1e-6

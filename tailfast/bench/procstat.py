@@ -39,3 +39,22 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc/PID/task/*/children)."""
+    found = [pid]
+    i = 0
+    while i < len(found):
+        try:
+            tasks = os.listdir(f"/proc/{found[i]}/task")
+        except FileNotFoundError:
+            tasks = []
+        for tid in tasks:
+            try:
+                with open(f"/proc/{found[i]}/task/{tid}/children") as f:
+                    found += [int(c) for c in f.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        i += 1
+    return found

@@ -156,6 +156,8 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
         "latency_ms": {k: v / 1e6 for k, v in run["latency_ns"].items()},
         "errors": run["errors"],
         "server_cpu_seconds": cpu_total,
+        # Of the CPU time the server could have used (its cores x the run's length).
+        "server_cpu_use": cpu_total / (run["elapsed"] * min(workers, len(server_cpus or cpus))),
         "requests_per_cpu_second": run["requests"] / cpu_total if cpu_total > 0 else None,
         "worker_cpu_share": {str(w): c / worker_cpu_sum for w, c in worker_cpu.items()},
         "requests_per_worker": per_worker_requests,
@@ -182,6 +184,16 @@ def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
             "There the generator's CPU time is taken from the server, so requests/s understate "
             "what the server would do alone and the speedup flattens as workers approach the "
             "core count; requests per server CPU-second stays comparable."
+        )
+    starved = [f"{r['workers']} ({r['server_cpu_use']:.0%})" for r in rows
+               if r["server_cpu_use"] < 0.8]
+    if starved:
+        notes.append(
+            "The server used well under the CPU time open to it at workers "
+            f"{', '.join(starved)}: other processes on this machine (or the load generator) "
+            "had those cores part of the time, so requests/s in those rows are low and the "
+            "speedup between rows is not the server's alone (it can even exceed the worker "
+            "count). Requests per server CPU-second does not depend on that; compare it."
         )
     if not any(r["requests_per_worker"] for r in rows):
         notes.append(
@@ -224,8 +236,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['repeat']} run(s) after {s['warmup']:g} s warm-up.",
         "",
         "| workers | requests/s | speedup | efficiency | p50 ms | p99 ms | server CPU s "
-        "| requests/CPU-s | per worker | errors | cores |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| CPU use | requests/CPU-s | per worker | errors | cores |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in report["rows"]:
         if r["requests_per_worker"]:
@@ -237,6 +249,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['workers']} | {r['requests_per_sec']:,.0f} | {_fmt(r['speedup'], '.2f')} "
             f"| {_fmt(r['efficiency'], '.0%')} | {r['latency_ms']['p50']:.3f} "
             f"| {r['latency_ms']['p99']:.3f} | {r['server_cpu_seconds']:.2f} "
+            f"| {r['server_cpu_use']:.0%} "
             f"| {_fmt(r['requests_per_cpu_second'], ',.0f')} | {per_worker} "
             f"| {sum(r['errors'].values())} | {r['pinning']} |"
         )
