@@ -161,3 +161,18 @@ def _side_by_side(url: str, seconds: int) -> tuple[float, float]:
     assert match, out
     assert ours["errors_total"] == 0, ours["errors"]
     return round(ours["requests_per_sec"]), float(match.group(1))
+
+
+def test_request_bytes() -> None:
+    from tailfast.bench.load import BenchError, build_request, parse_url
+
+    assert parse_url("http://localhost:8080/a?b=1") == ("localhost", "8080", "/a?b=1",
+                                                        "localhost:8080")
+    assert parse_url("127.0.0.1") == ("127.0.0.1", "80", "/", "127.0.0.1")
+    req = build_request("POST", "/x", "h:1", ["X-A: 1", "host: other"], b"abc", close=True)
+    assert req == (b"POST /x HTTP/1.1\r\nHost: other\r\nX-A: 1\r\nContent-Length: 3\r\n"
+                   b"Connection: close\r\n\r\nabc")
+    with pytest.raises(BenchError):
+        build_request("GET", "/", "h", ["no colon"], None, close=False)
+    with pytest.raises(BenchError):
+        build_request("GET", "/", "h", ["X: a\r\nY: b"], None, close=False)
