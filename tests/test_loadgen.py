@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import APPS, ROOT, http_request
@@ -176,3 +177,83 @@ def test_request_bytes() -> None:
         build_request("GET", "/", "h", ["no colon"], None, close=False)
     with pytest.raises(BenchError):
         build_request("GET", "/", "h", ["X: a\r\nY: b"], None, close=False)
+
+
+CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5;ext=1\r\nhello\r\n1A\r\n" + b"x" * 26 + b"\r\n0\r\nX-Trailer: t\r\n\r\n")
+UNTIL_CLOSE = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close"
+
+
+def _canned_server(response: bytes, served: list[int]) -> tuple[socket.socket, threading.Thread]:
+    """A plain socket server answering each request head with `response`
+    (closing after it when it has no length), counting what it answered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            buf = b""
+            while not stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    try:
+                        conn.sendall(response)
+                    except OSError:
+                        return
+                    served.append(1)
+                    if response is UNTIL_CLOSE:
+                        return
+
+    def accept_loop() -> None:
+        threads = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            t = threading.Thread(target=serve, args=(conn,), daemon=True)
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join(5)
+
+    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread.start()
+    thread.stop = stop  # type: ignore[attr-defined]
+    return listener, thread
+
+
+@pytest.mark.parametrize("response", [CHUNKED, UNTIL_CLOSE], ids=["chunked", "until-close"])
+def test_response_framings(response: bytes) -> None:
+    """Chunked bodies (with an extension and a trailer) and bodies that end at
+    close are read whole: every answered request counts, none is an error."""
+    served: list[int] = []
+    listener, thread = _canned_server(response, served)
+    try:
+        port = listener.getsockname()[1]
+        result = run_load(f"http://127.0.0.1:{port}/", connections=4, pipeline=1, duration=0.5)
+    finally:
+        thread.stop.set()  # type: ignore[attr-defined]
+        thread.join(10)
+        listener.close()
+    assert result["requests"] > 10
+    assert result["errors_total"] == 0, result["errors"]
+    assert 0 <= len(served) - result["requests"] <= 4
+    if response is UNTIL_CLOSE:
+        assert result["connects"] >= result["requests"]
+    else:
+        assert result["connects"] == 4
+    assert result["bytes_read"] >= result["requests"] * len(response)
