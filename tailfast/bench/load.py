@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,7 +160,3 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(format_text(result))
     return 0
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0))
