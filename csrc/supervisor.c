@@ -1,14 +1,24 @@
-/* supervisor.c — the primary: forks the workers, reaps them on SIGCHLD and
- * forks replacements into the same slot (the slot index is the worker id),
- * backs off when a slot crash-loops, and stops gracefully or at once.
+/* supervisor.c — the primary: forks the workers, reaps them, and replaces
+ * them without ever dropping below the wanted number of ready workers.
  *
- * The primary's signals are blocked and read from a signalfd: no work happens
- * in a signal handler, and every event is handled in the loop below.
+ * A worker id (1..N) is a slot; a slot has the process serving for it
+ * (current) and, while it is being replaced, the process that will take over
+ * (next). Every replacement, whatever the cause (SIGHUP rolling restart,
+ * max-requests, max-rss), goes the same way: fork the new process, wait until
+ * it marks itself ready in the scoreboard, then tell the old one to drain.
+ * Replacements run one at a time. A slot whose workers keep dying early backs
+ * off exponentially; a failed fork backs off the same way.
+ *
+ * The primary's signals are blocked and read from a signalfd; workers wake it
+ * through the scoreboard's pipe when they become ready or ask to retire. No
+ * work happens in a signal handler, and every event is handled in the loop.
  */
 #define _GNU_SOURCE
 #include "tailfast.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,39 +26,64 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define TF_MAX_WORKERS 1024
-#define TF_QUICK_DEATH_SECONDS 1.0 /* a worker that dies sooner counts as a crash loop */
+#define TF_MAX_WORKERS TF_SB_MAX_WORKERS
+#define TF_MAX_PROCS TF_SB_MAX_PROCS
+#define TF_STABLE_SECONDS 30.0 /* uptime after which the crash count starts over */
 #define TF_BACKOFF_FIRST 0.1
-#define TF_BACKOFF_MAX 10.0
+#define TF_BACKOFF_MAX 30.0
+#define TF_TICK_SECONDS 1.0 /* RSS, listen queue, boot timeouts, stability */
+
+enum { TF_P_FREE = 0, TF_P_STARTING, TF_P_READY, TF_P_DRAINING };
 
 typedef struct {
-    pid_t pid;           /* 0: no process in this slot */
-    int wanted;          /* the slot should have a worker */
-    double started;      /* monotonic time of the fork */
-    double respawn_at;   /* > 0: fork a replacement at this time */
-    int quick_deaths;    /* consecutive deaths within TF_QUICK_DEATH_SECONDS */
+    pid_t pid;
+    int id;         /* worker id */
+    int kind;       /* TF_P_* */
+    double started; /* monotonic time of the fork */
+} tf_proc;          /* index = scoreboard entry */
+
+typedef struct {
+    int wanted;        /* the slot should have a worker */
+    int current;       /* process serving for this id, -1 when none */
+    int next;          /* its replacement while one starts, -1 when none */
+    double respawn_at; /* > 0: in back-off until then */
+    int crashes;       /* consecutive early deaths (or failed forks) */
+    double first_crash;
+    int started_once;
 } tf_slot;
 
 typedef struct {
     const tf_supervisor_config *cfg;
     const tf_supervisor_callbacks *cb;
+    tf_proc procs[TF_MAX_PROCS];
     tf_slot slots[TF_MAX_WORKERS + 1]; /* index = worker id, from 1 */
-    int wanted;       /* worker count asked for (TTIN/TTOU change it) */
-    int live;         /* processes not yet reaped */
+    int wanted;    /* worker count asked for (TTIN/TTOU change it) */
+    int live;      /* processes not yet reaped */
+    int replacing; /* replacements started and not yet ready */
     int signal_fd;
+    int wake_fd;
     pid_t self;
-    int stopping;     /* 0, or the signal that started the stop */
+    uint32_t generation; /* code generation: SIGHUP bumps it */
+    int stopping;        /* 0, or the signal that started the stop */
     double stop_deadline;
-    int killed;       /* SIGKILL already sent to what is left */
+    int killed; /* SIGKILL already sent to what is left */
     int exit_status;
+    double next_tick;
 } tf_supervisor;
 
 static double tf_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double tf_wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -58,36 +93,138 @@ int tf_signals_unblock_all(void) {
     return sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static void tf_spawn(tf_supervisor *s, int id) {
-    tf_slot *slot = &s->slots[id];
-    slot->respawn_at = 0;
+static tf_sb_slot *tf_sb_slot_of(int id) { return &tf_sb->slots[id]; }
+
+static void tf_proc_free(tf_supervisor *s, int idx) {
+    memset(&s->procs[idx], 0, sizeof(s->procs[idx]));
+    memset(&tf_sb->procs[idx], 0, sizeof(tf_sb->procs[idx]));
+    int hw = tf_sb->procs_hw;
+    while (hw > 0 && s->procs[hw - 1].kind == TF_P_FREE)
+        hw--;
+    tf_sb->procs_hw = hw;
+}
+
+/* Forks a worker for id into a free scoreboard entry; returns the entry's
+ * index, or -1 with errno (the fork failed, or no entry is free). */
+static int tf_fork(tf_supervisor *s, int id) {
+    int idx = -1;
+    for (int i = 0; i < TF_MAX_PROCS && idx < 0; i++)
+        if (s->procs[i].kind == TF_P_FREE)
+            idx = i;
+    if (idx < 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    tf_sb_proc *e = &tf_sb->procs[idx];
+    memset(e, 0, sizeof(*e));
+    e->worker_id = id;
+    e->generation = s->generation;
+    e->state = TF_W_STARTING;
+    if (idx + 1 > tf_sb->procs_hw)
+        tf_sb->procs_hw = idx + 1;
+
     s->cb->before_fork(s->cb->ctx);
     pid_t pid = fork();
     if (pid == 0) {
-        /* the child: die with the primary, forget the primary's signalfd */
+        /* the child: die with the primary, forget the primary's descriptors */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != s->self)
             _exit(0);
         close(s->signal_fd);
+        tf_scoreboard_attach(idx);
+        if (!s->cfg->http)
+            e->state = TF_W_IDLE; /* no loop to wait for: ready once forked */
         _exit(s->cb->child_main(s->cb->ctx, id));
     }
     int fork_errno = errno;
     s->cb->after_fork_parent(s->cb->ctx);
     if (pid < 0) {
-        tf_log("worker %d: fork failed: %s; retrying in 1 s", id, strerror(fork_errno));
-        slot->respawn_at = tf_now() + 1.0;
+        memset(e, 0, sizeof(*e));
+        tf_proc_free(s, idx);
+        errno = fork_errno;
+        return -1;
+    }
+    e->pid = (int32_t)pid;
+    tf_proc *p = &s->procs[idx];
+    p->pid = pid;
+    p->id = id;
+    p->kind = s->cfg->http ? TF_P_STARTING : TF_P_READY;
+    p->started = tf_now();
+    s->live++;
+    tf_slot *slot = &s->slots[id];
+    if (slot->started_once)
+        tf_sb_slot_of(id)->restarts++;
+    slot->started_once = 1;
+    tf_log("worker %d (pid %d) started", id, (int)pid);
+    return idx;
+}
+
+/* Counts an early death (or failed fork) of slot id; returns the back-off
+ * delay before the next attempt (0: at once). */
+static double tf_count_crash(tf_supervisor *s, int id, double uptime) {
+    tf_slot *slot = &s->slots[id];
+    double now = tf_now();
+    if (slot->crashes == 0 || uptime >= TF_STABLE_SECONDS) {
+        slot->crashes = 1;
+        slot->first_crash = now;
+    } else {
+        slot->crashes++;
+    }
+    tf_sb_slot_of(id)->crashes = (uint32_t)slot->crashes;
+    if (slot->crashes <= 1)
+        return 0;
+    double delay = TF_BACKOFF_FIRST;
+    for (int i = 2; i < slot->crashes && delay < TF_BACKOFF_MAX; i++)
+        delay *= 2;
+    return delay > TF_BACKOFF_MAX ? TF_BACKOFF_MAX : delay;
+}
+
+static void tf_backoff(tf_supervisor *s, int id, double delay) {
+    s->slots[id].respawn_at = tf_now() + delay;
+    tf_sb_slot *e = tf_sb_slot_of(id);
+    e->next_attempt = tf_wall() + delay;
+    if (s->slots[id].current < 0) {
+        e->state = TF_SLOT_BACKOFF;
+        e->pid = 0;
+    }
+}
+
+/* Forks the process serving for an empty slot; backs off when fork fails. */
+static void tf_slot_spawn(tf_supervisor *s, int id) {
+    tf_slot *slot = &s->slots[id];
+    slot->respawn_at = 0;
+    int idx = tf_fork(s, id);
+    if (idx < 0) {
+        int err = errno;
+        double delay = tf_count_crash(s, id, 0);
+        if (delay < TF_BACKOFF_FIRST)
+            delay = TF_BACKOFF_FIRST;
+        tf_log("worker %d: fork failed: %s; %d failures in %.1f s, next attempt in %.1f s", id,
+               strerror(err), slot->crashes, tf_now() - slot->first_crash, delay);
+        tf_backoff(s, id, delay);
         return;
     }
-    slot->pid = pid;
-    slot->started = tf_now();
-    s->live++;
-    tf_log("worker %d (pid %d) started", id, (int)pid);
+    slot->current = idx;
+    tf_sb_slot *e = tf_sb_slot_of(id);
+    e->state = TF_SLOT_RUNNING;
+    e->pid = (int32_t)s->procs[idx].pid;
+    e->next_attempt = 0;
+}
+
+static void tf_signal_proc(tf_supervisor *s, int idx, int sig) {
+    tf_proc *p = &s->procs[idx];
+    if (p->pid > 0 && kill(p->pid, sig) < 0 && errno != ESRCH)
+        tf_log("cannot signal worker %d (pid %d): %s", p->id, (int)p->pid, strerror(errno));
 }
 
 static void tf_signal_workers(tf_supervisor *s, int sig) {
-    for (int id = 1; id <= TF_MAX_WORKERS; id++)
-        if (s->slots[id].pid > 0 && kill(s->slots[id].pid, sig) < 0 && errno != ESRCH)
-            tf_log("cannot signal worker %d (pid %d): %s", id, (int)s->slots[id].pid,
-                   strerror(errno));
+    for (int i = 0; i < TF_MAX_PROCS; i++)
+        if (s->procs[i].kind != TF_P_FREE)
+            tf_signal_proc(s, i, sig);
+}
+
+static void tf_retire(tf_supervisor *s, int idx) {
+    s->procs[idx].kind = TF_P_DRAINING;
+    tf_signal_proc(s, idx, SIGTERM);
 }
 
 static void tf_describe_exit(int status, char *out, size_t cap) {
@@ -98,42 +235,64 @@ static void tf_describe_exit(int status, char *out, size_t cap) {
         snprintf(out, cap, "exited with status %d", WEXITSTATUS(status));
 }
 
-static void tf_on_worker_exit(tf_supervisor *s, int id, pid_t pid, int status) {
-    tf_slot *slot = &s->slots[id];
+static void tf_begin_stop(tf_supervisor *s, int sig);
+
+static void tf_on_proc_exit(tf_supervisor *s, int idx, int status) {
+    tf_proc p = s->procs[idx];
+    tf_slot *slot = &s->slots[p.id];
     char why[64];
     tf_describe_exit(status, why, sizeof(why));
-    slot->pid = 0;
+    double uptime = tf_now() - p.started;
+    tf_proc_free(s, idx);
     s->live--;
-    if (s->stopping || !slot->wanted) {
-        tf_log("worker %d (pid %d) %s", id, (int)pid, why);
+    int was_current = slot->current == idx, was_next = slot->next == idx;
+    if (was_current)
+        slot->current = -1;
+    if (was_next) {
+        slot->next = -1;
+        s->replacing--;
+    }
+    if (p.kind == TF_P_DRAINING || s->stopping || !slot->wanted) {
+        tf_log("worker %d (pid %d) %s%s", p.id, (int)p.pid, why,
+               p.kind == TF_P_DRAINING && !s->stopping && slot->wanted ? " (retired)" : "");
+        if (!slot->wanted && slot->current < 0 && slot->next < 0)
+            tf_sb_slot_of(p.id)->state = TF_SLOT_UNUSED;
         return;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == TF_EXIT_FATAL) {
-        tf_log("worker %d (pid %d) %s: cannot start; stopping", id, (int)pid, why);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == TF_EXIT_FATAL && !was_next) {
+        tf_log("worker %d (pid %d) %s: cannot start; stopping", p.id, (int)p.pid, why);
         s->exit_status = 1;
-        s->stopping = SIGTERM;
-        s->stop_deadline = tf_now() + s->cfg->graceful_timeout;
-        tf_signal_workers(s, SIGTERM);
+        tf_begin_stop(s, SIGTERM);
         return;
     }
-    double now = tf_now();
-    if (now - slot->started < TF_QUICK_DEATH_SECONDS)
-        slot->quick_deaths++;
-    else
-        slot->quick_deaths = 1;
-    if (slot->quick_deaths <= 1) {
-        tf_log("worker %d (pid %d) %s; restarting", id, (int)pid, why);
-        tf_spawn(s, id);
+    if (was_current && slot->next >= 0) {
+        /* its replacement is already starting: it takes over the slot */
+        slot->current = slot->next;
+        slot->next = -1;
+        s->replacing--;
+        tf_sb_slot_of(p.id)->pid = (int32_t)s->procs[slot->current].pid;
+        tf_log("worker %d (pid %d) %s; its replacement (pid %d) takes over", p.id, (int)p.pid,
+               why, (int)s->procs[slot->current].pid);
         return;
     }
-    double delay = TF_BACKOFF_FIRST;
-    for (int i = 2; i < slot->quick_deaths && delay < TF_BACKOFF_MAX; i++)
-        delay *= 2;
-    if (delay > TF_BACKOFF_MAX)
-        delay = TF_BACKOFF_MAX;
-    tf_log("worker %d (pid %d) %s; crashed %d times in a row, restarting in %.1f s", id,
-           (int)pid, why, slot->quick_deaths, delay);
-    slot->respawn_at = now + delay;
+    double delay = tf_count_crash(s, p.id, uptime);
+    if (was_next) {
+        /* a replacement that never became ready: the old worker keeps serving */
+        tf_log("worker %d (pid %d) %s before it was ready; crashed %d times in %.1f s, "
+               "next attempt in %.1f s",
+               p.id, (int)p.pid, why, slot->crashes, tf_now() - slot->first_crash,
+               delay < TF_BACKOFF_FIRST ? TF_BACKOFF_FIRST : delay);
+        tf_backoff(s, p.id, delay < TF_BACKOFF_FIRST ? TF_BACKOFF_FIRST : delay);
+        return;
+    }
+    if (delay <= 0) {
+        tf_log("worker %d (pid %d) %s; restarting", p.id, (int)p.pid, why);
+        tf_slot_spawn(s, p.id);
+        return;
+    }
+    tf_log("worker %d (pid %d) %s; crashed %d times in %.1f s, next attempt in %.1f s", p.id,
+           (int)p.pid, why, slot->crashes, tf_now() - slot->first_crash, delay);
+    tf_backoff(s, p.id, delay);
 }
 
 static void tf_reap(tf_supervisor *s) {
@@ -144,14 +303,88 @@ static void tf_reap(tf_supervisor *s) {
             continue;
         if (pid <= 0)
             return; /* 0: none left to reap now; ECHILD: no children */
-        int found = 0;
-        for (int id = 1; id <= TF_MAX_WORKERS && !found; id++) {
-            if (s->slots[id].pid == pid) {
-                found = 1;
-                tf_on_worker_exit(s, id, pid, status);
+        for (int i = 0; i < TF_MAX_PROCS; i++) {
+            if (s->procs[i].kind != TF_P_FREE && s->procs[i].pid == pid) {
+                tf_on_proc_exit(s, i, status);
+                break;
             }
         }
         /* a child the embedder started itself is reaped and left alone */
+    }
+}
+
+/* Starting workers that marked themselves ready: a replacement takes over its
+ * slot and the worker it replaces is told to drain. */
+static void tf_check_ready(tf_supervisor *s) {
+    for (int i = 0; i < tf_sb->procs_hw; i++) {
+        tf_proc *p = &s->procs[i];
+        if (p->kind != TF_P_STARTING)
+            continue;
+        int state = __atomic_load_n(&tf_sb->procs[i].state, __ATOMIC_ACQUIRE);
+        if (state != TF_W_IDLE && state != TF_W_BUSY)
+            continue;
+        p->kind = TF_P_READY;
+        tf_slot *slot = &s->slots[p->id];
+        if (slot->next != i) {
+            tf_log("worker %d (pid %d) ready in %.0f ms", p->id, (int)p->pid,
+                   (tf_now() - p->started) * 1000.0);
+            continue;
+        }
+        int old = slot->current;
+        slot->current = i;
+        slot->next = -1;
+        s->replacing--;
+        tf_sb_slot_of(p->id)->pid = (int32_t)p->pid;
+        if (old >= 0) {
+            tf_log("worker %d (pid %d) ready in %.0f ms; retiring pid %d", p->id, (int)p->pid,
+                   (tf_now() - p->started) * 1000.0, (int)s->procs[old].pid);
+            tf_retire(s, old);
+        }
+    }
+}
+
+static const char *tf_replace_reason(tf_supervisor *s, int idx) {
+    const tf_sb_proc *e = &tf_sb->procs[idx];
+    if (e->generation != s->generation)
+        return "rolling restart";
+    if (e->retire)
+        return "max-requests reached";
+    if (s->cfg->max_rss && e->rss > s->cfg->max_rss)
+        return "max-rss exceeded";
+    return NULL;
+}
+
+/* Starts at most one replacement at a time: the first ready worker that is
+ * from an older generation or asks to retire. */
+static void tf_roll(tf_supervisor *s) {
+    if (s->stopping || s->replacing > 0)
+        return;
+    double now = tf_now();
+    for (int id = 1; id <= s->wanted; id++) {
+        tf_slot *slot = &s->slots[id];
+        if (!slot->wanted || slot->current < 0 || slot->next >= 0 ||
+            s->procs[slot->current].kind != TF_P_READY ||
+            (slot->respawn_at > 0 && now < slot->respawn_at))
+            continue;
+        const char *why = tf_replace_reason(s, slot->current);
+        if (!why)
+            continue;
+        slot->respawn_at = 0;
+        tf_log("worker %d (pid %d): %s; starting its replacement", id,
+               (int)s->procs[slot->current].pid, why);
+        int idx = tf_fork(s, id);
+        if (idx < 0) {
+            int err = errno;
+            double delay = tf_count_crash(s, id, 0);
+            if (delay < TF_BACKOFF_FIRST)
+                delay = TF_BACKOFF_FIRST;
+            tf_log("worker %d: fork failed: %s; next attempt in %.1f s", id, strerror(err), delay);
+            tf_backoff(s, id, delay);
+            continue;
+        }
+        slot->next = idx;
+        s->replacing++;
+        return;
     }
 }
 
@@ -167,8 +400,9 @@ static void tf_begin_stop(tf_supervisor *s, int sig) {
         return;
     s->stopping = sig;
     s->stop_deadline = tf_now() + s->cfg->graceful_timeout;
-    tf_log("primary %d: %s, stopping gracefully (%d workers, timeout %.0f s)", (int)s->self,
-           sig == SIGINT ? "SIGINT" : "SIGTERM", s->live, s->cfg->graceful_timeout);
+    if (sig == SIGINT || (sig == SIGTERM && s->exit_status == 0))
+        tf_log("primary %d: %s, stopping gracefully (%d workers, timeout %.0f s)", (int)s->self,
+               sig == SIGINT ? "SIGINT" : "SIGTERM", s->live, s->cfg->graceful_timeout);
     tf_signal_workers(s, SIGTERM);
 }
 
@@ -178,11 +412,14 @@ static void tf_add_worker(tf_supervisor *s) {
         return;
     }
     int id = ++s->wanted;
-    s->slots[id].wanted = 1;
-    s->slots[id].quick_deaths = 0;
+    tf_sb->workers = s->wanted;
+    tf_slot *slot = &s->slots[id];
+    slot->wanted = 1;
+    slot->crashes = 0;
+    slot->respawn_at = 0;
     tf_log("SIGTTIN: now %d workers", s->wanted);
-    if (s->slots[id].pid == 0)
-        tf_spawn(s, id);
+    if (slot->current < 0 && slot->next < 0)
+        tf_slot_spawn(s, id);
 }
 
 static void tf_remove_worker(tf_supervisor *s) {
@@ -191,12 +428,22 @@ static void tf_remove_worker(tf_supervisor *s) {
         return;
     }
     int id = s->wanted--;
+    tf_sb->workers = s->wanted;
     tf_slot *slot = &s->slots[id];
     slot->wanted = 0;
     slot->respawn_at = 0;
     tf_log("SIGTTOU: now %d workers", s->wanted);
-    if (slot->pid > 0 && kill(slot->pid, SIGTERM) < 0 && errno != ESRCH)
-        tf_log("cannot signal worker %d (pid %d): %s", id, (int)slot->pid, strerror(errno));
+    if (slot->next >= 0) {
+        tf_retire(s, slot->next);
+        slot->next = -1;
+        s->replacing--;
+    }
+    if (slot->current >= 0) {
+        tf_retire(s, slot->current);
+        slot->current = -1;
+    }
+    tf_sb_slot_of(id)->state = TF_SLOT_UNUSED;
+    tf_sb_slot_of(id)->pid = 0;
 }
 
 static void tf_on_signal(tf_supervisor *s, int sig) {
@@ -210,7 +457,17 @@ static void tf_on_signal(tf_supervisor *s, int sig) {
         tf_begin_stop(s, sig);
         break;
     case SIGHUP:
-        tf_log("SIGHUP: rolling restart is not supported yet; ignored");
+        if (s->stopping)
+            break;
+        /* signals that arrive during a roll coalesce: every worker older
+         * than the newest generation is replaced once more, one at a time */
+        s->generation++;
+        tf_sb->generation = s->generation;
+        tf_log("SIGHUP: rolling restart of %d workers (generation %u)", s->wanted,
+               s->generation);
+        break;
+    case SIGUSR1:
+        tf_log("SIGUSR1: logs go to stderr; nothing to reopen");
         break;
     case SIGTTIN:
         if (!s->stopping)
@@ -225,15 +482,46 @@ static void tf_on_signal(tf_supervisor *s, int sig) {
     }
 }
 
+static void tf_sample(tf_supervisor *s) {
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < tf_sb->procs_hw; i++) {
+        tf_proc *p = &s->procs[i];
+        if (p->kind == TF_P_FREE)
+            continue;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/statm", (int)p->pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        unsigned long size = 0, resident = 0;
+        if (fscanf(f, "%lu %lu", &size, &resident) == 2 && page > 0)
+            tf_sb->procs[i].rss = (uint64_t)resident * (uint64_t)page;
+        fclose(f);
+    }
+    if (s->cfg->listen_fd >= 0) {
+        /* for a listening TCP socket: unacked = queued, sacked = backlog */
+        struct tcp_info info;
+        socklen_t len = sizeof(info);
+        if (getsockopt(s->cfg->listen_fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0) {
+            tf_sb->queue_depth = (int32_t)info.tcpi_unacked;
+            tf_sb->queue_max = (int32_t)info.tcpi_sacked;
+        } else {
+            tf_sb->queue_depth = tf_sb->queue_max = -1;
+        }
+    }
+}
+
 /* Milliseconds until the next timed event, or -1 when there is none. */
 static int tf_next_timeout(const tf_supervisor *s) {
     double now = tf_now(), next = -1;
     if (s->stopping && !s->killed)
         next = s->stop_deadline;
-    if (!s->stopping)
+    if (!s->stopping) {
+        next = s->next_tick;
         for (int id = 1; id <= s->wanted; id++)
-            if (s->slots[id].respawn_at > 0 && (next < 0 || s->slots[id].respawn_at < next))
+            if (s->slots[id].respawn_at > 0 && s->slots[id].respawn_at < next)
                 next = s->slots[id].respawn_at;
+    }
     if (next < 0)
         return -1;
     double ms = (next - now) * 1000.0;
@@ -249,30 +537,81 @@ static void tf_on_timers(tf_supervisor *s) {
     }
     if (s->stopping)
         return;
-    for (int id = 1; id <= s->wanted; id++)
-        if (s->slots[id].respawn_at > 0 && now >= s->slots[id].respawn_at && s->slots[id].pid == 0)
-            tf_spawn(s, id);
+    for (int id = 1; id <= s->wanted; id++) {
+        tf_slot *slot = &s->slots[id];
+        if (!slot->wanted || slot->current >= 0 || slot->next >= 0)
+            continue;
+        if (slot->respawn_at <= 0 || now >= slot->respawn_at)
+            tf_slot_spawn(s, id);
+    }
+    if (now >= s->next_tick) {
+        s->next_tick = now + TF_TICK_SECONDS;
+        tf_sample(s);
+        for (int i = 0; i < tf_sb->procs_hw; i++) {
+            tf_proc *p = &s->procs[i];
+            if (p->kind == TF_P_STARTING && s->cfg->boot_timeout > 0 &&
+                now - p->started > s->cfg->boot_timeout) {
+                tf_log("worker %d (pid %d) not ready after %.0f s; killing it", p->id,
+                       (int)p->pid, s->cfg->boot_timeout);
+                tf_signal_proc(s, i, SIGKILL);
+            }
+        }
+        for (int id = 1; id <= s->wanted; id++) {
+            tf_slot *slot = &s->slots[id];
+            if (slot->crashes && slot->current >= 0 &&
+                s->procs[slot->current].kind == TF_P_READY &&
+                now - s->procs[slot->current].started >= TF_STABLE_SECONDS) {
+                slot->crashes = 0;
+                tf_sb_slot_of(id)->crashes = 0;
+            }
+        }
+    }
+    tf_roll(s);
+}
+
+static void tf_drain_fd(int fd) {
+    char buf[256];
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
 }
 
 int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks *cb) {
+    int own_scoreboard = 0;
+    int workers = cfg->workers < 1 ? 1 : cfg->workers > TF_MAX_WORKERS ? TF_MAX_WORKERS : cfg->workers;
+    if (!tf_sb) {
+        /* the embedder made none: an anonymous one (no `tailfast status`) */
+        if (tf_scoreboard_create(NULL, workers, NULL) < 0) {
+            tf_log("primary: scoreboard: %s", strerror(errno));
+            return 1;
+        }
+        own_scoreboard = 1;
+    }
     tf_supervisor *s = calloc(1, sizeof(*s));
     if (!s) {
         tf_log("primary: out of memory");
+        if (own_scoreboard)
+            tf_scoreboard_destroy(NULL);
         return 1;
     }
     s->cfg = cfg;
     s->cb = cb;
     s->self = getpid();
-    int workers = cfg->workers < 1 ? 1 : cfg->workers > TF_MAX_WORKERS ? TF_MAX_WORKERS : cfg->workers;
+    s->wake_fd = tf_scoreboard_wake_fd();
+    tf_sb->primary_pid = (int32_t)s->self;
+    tf_sb->workers = workers;
+    for (int id = 0; id <= TF_MAX_WORKERS; id++)
+        s->slots[id].current = s->slots[id].next = -1;
 
     sigset_t handled, previous;
     sigemptyset(&handled);
-    const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU};
+    const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigaddset(&handled, sigs[i]);
     if (sigprocmask(SIG_BLOCK, &handled, &previous) < 0) {
         tf_log("primary: sigprocmask: %s", strerror(errno));
         free(s);
+        if (own_scoreboard)
+            tf_scoreboard_destroy(NULL);
         return 1;
     }
     s->signal_fd = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -280,26 +619,32 @@ int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks 
         tf_log("primary: signalfd: %s", strerror(errno));
         sigprocmask(SIG_SETMASK, &previous, NULL);
         free(s);
+        if (own_scoreboard)
+            tf_scoreboard_destroy(NULL);
         return 1;
     }
 
     s->wanted = workers;
     for (int id = 1; id <= workers; id++) {
         s->slots[id].wanted = 1;
-        tf_spawn(s, id);
+        tf_slot_spawn(s, id);
     }
+    s->next_tick = tf_now();
 
     while (!(s->stopping && s->live == 0)) {
-        struct pollfd pfd = {.fd = s->signal_fd, .events = POLLIN};
+        struct pollfd pfd[2] = {{.fd = s->signal_fd, .events = POLLIN},
+                                {.fd = s->wake_fd, .events = POLLIN}};
         int timeout = tf_next_timeout(s);
         cb->release(cb->ctx);
-        int n = poll(&pfd, 1, timeout);
+        int n = poll(pfd, s->wake_fd >= 0 ? 2 : 1, timeout);
         int poll_errno = errno;
         cb->acquire(cb->ctx);
         if (n < 0 && poll_errno != EINTR) {
             tf_log("primary: poll: %s", strerror(poll_errno));
             break;
         }
+        if (s->wake_fd >= 0 && n > 0 && (pfd[1].revents & POLLIN))
+            tf_drain_fd(s->wake_fd);
         struct signalfd_siginfo info;
         for (;;) {
             ssize_t r = read(s->signal_fd, &info, sizeof(info));
@@ -313,6 +658,7 @@ int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks 
         }
         /* SIGCHLDs coalesce; reap also when a wake-up came for another reason */
         tf_reap(s);
+        tf_check_ready(s);
         tf_on_timers(s);
     }
 
@@ -326,9 +672,9 @@ int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks 
                 continue;
             if (pid < 0)
                 break;
-            for (int id = 1; id <= TF_MAX_WORKERS; id++)
-                if (s->slots[id].pid == pid) {
-                    s->slots[id].pid = 0;
+            for (int i = 0; i < TF_MAX_PROCS; i++)
+                if (s->procs[i].kind != TF_P_FREE && s->procs[i].pid == pid) {
+                    tf_proc_free(s, i);
                     s->live--;
                 }
         }
@@ -339,5 +685,7 @@ int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks 
     close(s->signal_fd);
     sigprocmask(SIG_SETMASK, &previous, NULL);
     free(s);
+    if (own_scoreboard)
+        tf_scoreboard_destroy(NULL);
     return status;
 }

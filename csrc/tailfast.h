@@ -130,6 +130,8 @@ typedef struct {
     double request_timeout;    /* seconds to receive a whole request */
     int64_t max_body_size;     /* 0: unlimited */
     tf_limits limits;
+    uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
+    int balance;               /* 1: cap accepts by the fair share in the scoreboard */
 } tf_worker_config;
 
 void tf_worker_config_default(tf_worker_config *cfg);
@@ -145,6 +147,34 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb);
 int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                     size_t num_headers, const char *body, size_t body_len,
                     int close_after);
+
+/* Streaming answers, from within on_request (the worker is single-threaded:
+ * while a streamed body waits for the socket, this one connection is waited
+ * for with poll(2), at most request_timeout per wait, the lock released).
+ *
+ * tf_conn_respond_start queues the head. The body is framed by
+ * content_length when >= 0 (never more bytes than announced), else chunked on
+ * HTTP/1.1, else delimited by closing the connection (HTTP/1.0). HEAD and
+ * 1xx/204/304 answers discard the body. Returns 0, or -1 when the head does
+ * not fit. */
+int tf_conn_respond_start(tf_conn *conn, int status, const tf_header *headers,
+                          size_t num_headers, int64_t content_length, int close_after);
+
+/* Writes body bytes (chunk framing done here), blocking while more than a
+ * small buffer is queued. Returns 0, or -1 when the peer went away or stalled
+ * past the request timeout: stop producing, then call tf_conn_respond_end. */
+int tf_conn_write_body(tf_conn *conn, const char *data, size_t len);
+
+/* Sends count bytes of fd from offset with sendfile(2), after what was
+ * written so far; fd is duplicated, so the caller may close its own. Only for
+ * a body of announced length. The rest is sent from the event loop on
+ * EPOLLOUT after the handler returns. Returns 0 or -1. */
+int tf_conn_sendfile(tf_conn *conn, int fd, int64_t offset, int64_t count);
+
+/* Ends a streamed answer: complete=1 writes the last chunk (a body shorter
+ * than its Content-Length closes the connection and returns -1); complete=0
+ * aborts it (the connection closes, the client sees a truncated body). */
+int tf_conn_respond_end(tf_conn *conn, int complete);
 
 /* The peer's address as text ("127.0.0.1", "::1", "" for a unix socket) and port. */
 int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port);
@@ -165,7 +195,11 @@ typedef struct {
 typedef struct {
     int workers;
     double graceful_timeout; /* seconds before SIGKILL on a graceful stop */
-    int http;                /* 1: workers drain on SIGTERM (HTTP loop) */
+    int http;                /* 1: workers drain on SIGTERM (HTTP loop) and report
+                                readiness in the scoreboard; 0: ready once forked */
+    int listen_fd;           /* sampled for the listen queue depth (-1: none) */
+    uint64_t max_rss;        /* bytes: replace a worker above this (0: never) */
+    double boot_timeout;     /* seconds a new worker may take to become ready */
 } tf_supervisor_config;
 
 /* Forks cfg->workers workers and supervises them until SIGTERM/SIGINT
@@ -177,6 +211,95 @@ int tf_signals_unblock_all(void);
 
 /* Worker exit status meaning "fatal, do not respawn" (nginx/gunicorn use 2/3). */
 #define TF_EXIT_FATAL 3
+
+/* -------------------------------------------------------------- scoreboard */
+
+/* Memory shared by the primary and its workers (mapped before the first
+ * fork), one entry per worker process. Workers write their own entry with
+ * plain stores: no syscall per request. `tailfast status` maps the same file
+ * read-only. The layout is versioned by TF_SB_VERSION. */
+
+#define TF_SB_MAGIC 0x3142534654ULL /* "TFSB1" */
+#define TF_SB_VERSION 1
+#define TF_SB_MAX_WORKERS 1024
+#define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
+
+/* State of a worker process. Ready means idle or busy. */
+enum {
+    TF_W_FREE = 0,     /* entry unused */
+    TF_W_STARTING = 1, /* forked, not yet serving */
+    TF_W_IDLE = 2,     /* its loop runs, no handler running */
+    TF_W_BUSY = 3,     /* a handler runs */
+    TF_W_DRAINING = 4  /* told to stop: finishing what it accepted */
+};
+
+/* State of a worker id (a slot that should have a worker). */
+enum { TF_SLOT_UNUSED = 0, TF_SLOT_RUNNING = 1, TF_SLOT_BACKOFF = 2 };
+
+typedef struct {
+    int32_t pid;
+    int32_t worker_id;
+    uint32_t generation;    /* the code generation it was forked for (SIGHUP bumps it) */
+    int32_t state;          /* TF_W_* */
+    uint64_t requests;      /* requests answered */
+    uint64_t accepted;      /* connections accepted */
+    int32_t open;           /* connections open now */
+    int32_t retire;         /* 1: asks to be replaced (max-requests reached) */
+    double started;         /* wall clock (CLOCK_REALTIME seconds) */
+    double heartbeat;       /* CLOCK_MONOTONIC seconds of its loop's last pass */
+    double request_started; /* CLOCK_MONOTONIC seconds, while busy */
+    uint64_t rss;           /* bytes, sampled by the primary */
+    char method[16];        /* of the request in progress, NUL-terminated */
+    char path[112];
+} tf_sb_proc;
+
+typedef struct {
+    int32_t state;       /* TF_SLOT_* */
+    int32_t pid;         /* the worker serving for this id, 0 when none */
+    uint32_t restarts;   /* processes started for this id after the first */
+    uint32_t crashes;    /* consecutive early deaths */
+    double next_attempt; /* wall clock of the next fork while in back-off */
+} tf_sb_slot;
+
+typedef struct {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t max_procs;
+    int32_t primary_pid;
+    int32_t workers;     /* worker count wanted now */
+    uint32_t generation; /* code generation: bumped by each SIGHUP */
+    int32_t procs_hw;    /* entries [0, procs_hw) may be in use */
+    int32_t queue_depth; /* listen queue: connections waiting to be accepted */
+    int32_t queue_max;   /* its capacity (the backlog) */
+    double started;      /* wall clock */
+    char listen[128];    /* the URL listened on */
+    tf_sb_slot slots[TF_SB_MAX_WORKERS + 1]; /* index = worker id, from 1 */
+    tf_sb_proc procs[TF_SB_MAX_PROCS];
+} tf_scoreboard;
+
+/* The scoreboard of this process tree (NULL when none) and, in a worker, its
+ * own entry (NULL in the primary). Set before fork, inherited by the workers. */
+extern tf_scoreboard *tf_sb;
+extern tf_sb_proc *tf_sb_me;
+
+/* Primary: creates the scoreboard in a new file at path (mode 0600, replaced
+ * if it exists) or, when path is NULL, in anonymous shared memory. Also opens
+ * the pipe workers use to wake the primary. Returns 0 or -1 with errno. */
+int tf_scoreboard_create(const char *path, int workers, const char *listen);
+/* Primary: unmaps it and removes the file (path may be NULL). */
+void tf_scoreboard_destroy(const char *path);
+/* In a new worker, right after fork: makes procs[index] its own entry. */
+void tf_scoreboard_attach(int index);
+/* Primary: the read end of the wake-up pipe (-1 when none). */
+int tf_scoreboard_wake_fd(void);
+/* Worker: wakes the primary (after marking itself ready, or asking to retire). */
+void tf_scoreboard_notify(void);
+/* Any process: maps an existing scoreboard read-only; NULL with errno. */
+const tf_scoreboard *tf_scoreboard_open(const char *path);
+void tf_scoreboard_close(const tf_scoreboard *sb);
+/* Worker: 1 while its open connections are above the fair share (the mean of
+ * the ready workers' open connections plus slack), so it should not accept. */
+int tf_scoreboard_over_share(int slack);
 
 /* ---------------------------------------------------------- load generator */
 

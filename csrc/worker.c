@@ -6,6 +6,19 @@
  * EPOLLEXCLUSIVE so one connection wakes one worker; a worker accepts at most
  * cfg->accepts_per_wakeup connections per wake-up so that it does not drain
  * the whole queue while the others sleep.
+ *
+ * Fairness (cfg->balance): the kernel wakes the first idle exclusive waiter
+ * in registration order, so left alone one worker takes most connections.
+ * Two counters: a worker steps out of accepting (listener removed from its
+ * epoll set) while its open connections are above the ready workers' mean,
+ * read from the scoreboard (a slack of one connection left 5 to 9 of 64
+ * keep-alive connections per worker with 8 workers; none gives 8 each); and after a wake-up in which it
+ * accepted, it re-registers the listener, which puts it at the back of the
+ * wait queue so the next connection wakes another idle worker. A re-armed
+ * exclusive waiter is not woken for connections already queued, so re-arming
+ * is always followed by an accept attempt.
+ *
+ * The worker's scoreboard entry (tf_sb_me) is updated with plain stores.
  */
 #define _GNU_SOURCE
 #include "tailfast.h"
@@ -19,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -31,6 +46,11 @@
 #define TF_LINGER_SECONDS 2.0
 #define TF_MAX_EVENTS 256
 #define TF_HEAD_STACK 4096
+#define TF_STREAM_BUFFER (64 * 1024) /* a streaming body waits while more is queued */
+#define TF_SENDFILE_MAX (1 << 30)
+
+/* How the body of a streamed response is framed (tf_conn.streaming). */
+enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
 
 enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2 };
 
@@ -52,9 +72,17 @@ struct tf_conn {
     char *out;
     size_t out_off, out_len, out_cap;
 
+    int streaming;       /* TF_STREAM_*: a response whose body is still being written */
+    int stream_failed;   /* the peer went away or stalled while streaming */
+    int64_t stream_left; /* TF_STREAM_LENGTH: body bytes still owed */
+    int file_fd;         /* sendfile source (our own dup), valid while file_left > 0 */
+    off_t file_off;
+    int64_t file_left; /* file bytes still to send, after what is in out */
+
     int close_after_write; /* close once out is flushed */
     int peer_closed;       /* read returned 0 */
     int lingering;         /* write side shut; discarding input until EOF */
+    int served;            /* requests answered on this connection */
     double deadline;       /* monotonic seconds; 0 = none */
 
     struct sockaddr_storage peer;
@@ -72,6 +100,8 @@ struct tf_worker {
     int signal_pipe[2];
     int draining;
     int stop_now;
+    int balance_paused; /* stepped out of accepting: above the fair share */
+    int retire_asked;   /* max_requests reached, the primary was told */
     int conn_count;
     tf_conn *conns; /* all connections, most recently accepted first */
     double now;
@@ -113,6 +143,14 @@ void tf_worker_config_default(tf_worker_config *cfg) {
     tf_limits_default(&cfg->limits);
 }
 
+/* Copies at most cap - 1 bytes of src and a NUL into a scoreboard string. */
+static void tf_sb_copy(char *dst, size_t cap, const char *src, size_t len) {
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 /* ------------------------------------------------------------ connections */
 
 static int tf_conn_set_events(tf_conn *c, uint32_t events) {
@@ -135,10 +173,14 @@ static void tf_conn_close(tf_conn *c) {
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->file_left > 0)
+        close(c->file_fd);
     free(c->in);
     free(c->out);
     free(c);
     w->conn_count--;
+    if (tf_sb_me)
+        tf_sb_me->open = w->conn_count;
 }
 
 /* Moves the parsed request's pointers from buffer old to buffer new. */
@@ -198,12 +240,42 @@ static int tf_conn_append_out(tf_conn *c, const char *data, size_t len) {
     return 0;
 }
 
-static size_t tf_conn_pending(const tf_conn *c) { return c->out_len - c->out_off; }
+static size_t tf_conn_out_pending(const tf_conn *c) { return c->out_len - c->out_off; }
+
+/* Everything still owed to the peer: buffered bytes and the file behind them. */
+static size_t tf_conn_pending(const tf_conn *c) {
+    return tf_conn_out_pending(c) + (size_t)c->file_left;
+}
+
+/* Sends the queued file with sendfile(2). Returns 0, or -1 when the peer is
+ * gone or the file ended early (the response cannot be completed). */
+static int tf_conn_flush_file(tf_conn *c) {
+    while (c->file_left > 0) {
+        size_t want = c->file_left > TF_SENDFILE_MAX ? TF_SENDFILE_MAX : (size_t)c->file_left;
+        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, want);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            break; /* EPIPE, ECONNRESET, EIO, ... */
+        }
+        if (n == 0)
+            break; /* the file is shorter than promised */
+        c->file_left -= n;
+        c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+    }
+    close(c->file_fd);
+    if (c->file_left == 0)
+        return 0;
+    c->file_left = 0;
+    return -1;
+}
 
 /* Writes what is pending. Returns 0 (all or some written), -1 on a dead peer. */
 static int tf_conn_flush(tf_conn *c) {
-    while (tf_conn_pending(c)) {
-        ssize_t n = write(c->fd, c->out + c->out_off, tf_conn_pending(c));
+    while (tf_conn_out_pending(c)) {
+        ssize_t n = write(c->fd, c->out + c->out_off, tf_conn_out_pending(c));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -215,31 +287,51 @@ static int tf_conn_flush(tf_conn *c) {
         c->deadline = c->worker->now + c->worker->cfg->request_timeout;
     }
     c->out_off = c->out_len = 0;
+    if (c->file_left > 0)
+        return tf_conn_flush_file(c);
     return 0;
 }
 
-/* Sends iov (after whatever is pending) with one writev when nothing waits. */
+/* Sends what is buffered and then iov, together in one writev; what the
+ * socket does not take is buffered. Behind a queued file everything waits. */
 static int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
-    size_t total = 0;
-    for (int i = 0; i < iovcnt; i++)
+    struct iovec all[8];
+    size_t pending = tf_conn_out_pending(c);
+    size_t total = pending;
+    int n_all = 0;
+    if (iovcnt > 7)
+        return -1;
+    if (pending)
+        all[n_all++] = (struct iovec){c->out + c->out_off, pending};
+    for (int i = 0; i < iovcnt; i++) {
         total += iov[i].iov_len;
-    size_t written = 0;
-    if (!tf_conn_pending(c)) {
-        for (;;) {
-            ssize_t n = writev(c->fd, iov, iovcnt);
-            if (n >= 0) {
-                written = (size_t)n;
-                break;
-            }
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            return -1;
-        }
+        all[n_all++] = iov[i];
     }
-    if (written == total)
+    size_t written = 0;
+    while (c->file_left == 0 && total > 0) {
+        ssize_t n = writev(c->fd, all, n_all);
+        if (n >= 0) {
+            written = (size_t)n;
+            c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        return -1;
+    }
+    if (written == total) {
+        c->out_off = c->out_len = 0;
         return 0;
+    }
+    if (written < pending) {
+        c->out_off += written;
+        written = 0;
+    } else {
+        c->out_off = c->out_len = 0;
+        written -= pending;
+    }
     for (int i = 0; i < iovcnt; i++) {
         size_t len = iov[i].iov_len;
         if (written >= len) {
@@ -253,36 +345,55 @@ static int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
     return 0;
 }
 
-int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
-                    size_t num_headers, const char *body, size_t body_len,
-                    int close_after) {
-    tf_worker *w = c->worker;
-    /* tf_sig_drain: a stop that arrived while the handler ran already counts */
-    int keep = c->req.keep_alive && !close_after && !w->draining && !tf_sig_drain &&
-               !c->peer_closed;
-    int no_body = (status >= 100 && status < 200) || status == 204 || status == 304;
-    int64_t length = no_body ? -1 : (int64_t)body_len;
-
-    char stack[TF_HEAD_STACK];
-    char *head = stack;
-    size_t cap = sizeof(stack);
+/* Builds the response head into *head (the stack buffer, or malloc'ed when
+ * the headers need more; the caller frees it when it is not stack). */
+static ssize_t tf_conn_build_head(tf_conn *c, char *stack, size_t stack_cap, char **head,
+                                  int status, const tf_header *headers, size_t num_headers,
+                                  int64_t length, int flags) {
     size_t need = 512;
     for (size_t i = 0; i < num_headers; i++)
         need += headers[i].name_len + headers[i].value_len + 4;
+    *head = stack;
+    size_t cap = stack_cap;
     if (need > cap) {
-        head = malloc(need);
-        if (!head)
+        *head = malloc(need);
+        if (!*head)
             return -1;
         cap = need;
     }
-    ssize_t head_len = tf_write_response_head(head, cap, status, headers, num_headers, length,
-                                              keep ? TF_HEAD_KEEP_ALIVE : 0,
-                                              c->req.version_minor);
-    if (head_len < 0) {
-        if (head != stack)
-            free(head);
-        return -1;
+    ssize_t n = tf_write_response_head(*head, cap, status, headers, num_headers, length, flags,
+                                       c->req.version_minor);
+    if (n < 0 && *head != stack) {
+        free(*head);
+        *head = stack;
     }
+    return n;
+}
+
+/* Whether the connection may stay open after this response. */
+static int tf_conn_may_keep(const tf_conn *c, int close_after) {
+    /* tf_sig_drain: a stop that arrived while the handler ran already counts */
+    return c->req.keep_alive && !close_after && !c->worker->draining && !tf_sig_drain &&
+           !c->peer_closed;
+}
+
+static int tf_status_has_body(int status) {
+    return !((status >= 100 && status < 200) || status == 204 || status == 304);
+}
+
+int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
+                    size_t num_headers, const char *body, size_t body_len,
+                    int close_after) {
+    int keep = tf_conn_may_keep(c, close_after);
+    int no_body = !tf_status_has_body(status);
+    int64_t length = no_body ? -1 : (int64_t)body_len;
+
+    char stack[TF_HEAD_STACK];
+    char *head;
+    ssize_t head_len = tf_conn_build_head(c, stack, sizeof(stack), &head, status, headers,
+                                          num_headers, length, keep ? TF_HEAD_KEEP_ALIVE : 0);
+    if (head_len < 0)
+        return -1;
     struct iovec iov[2] = {{head, (size_t)head_len}, {(void *)body, body_len}};
     int send_body = !no_body && !c->req.is_head && body_len > 0;
     int r = tf_conn_send(c, iov, send_body ? 2 : 1);
@@ -293,6 +404,156 @@ int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
         c->close_after_write = 1;
     if (r < 0)
         c->peer_closed = c->close_after_write = 1;
+    return 0;
+}
+
+int tf_conn_respond_start(tf_conn *c, int status, const tf_header *headers,
+                          size_t num_headers, int64_t content_length, int close_after) {
+    int keep = tf_conn_may_keep(c, close_after);
+    int mode, flags = 0;
+    int64_t length = -1;
+    if (!tf_status_has_body(status)) {
+        mode = TF_STREAM_DISCARD;
+    } else if (content_length >= 0) {
+        mode = c->req.is_head ? TF_STREAM_DISCARD : TF_STREAM_LENGTH;
+        length = content_length;
+    } else if (c->req.is_head) {
+        mode = TF_STREAM_DISCARD; /* a HEAD answer has no body to delimit */
+    } else if (c->req.version_minor == 1) {
+        mode = TF_STREAM_CHUNKED;
+        flags |= TF_HEAD_CHUNKED;
+    } else {
+        mode = TF_STREAM_CLOSE; /* HTTP/1.0: the body ends where the connection does */
+        keep = 0;
+    }
+    if (keep)
+        flags |= TF_HEAD_KEEP_ALIVE;
+    char stack[TF_HEAD_STACK];
+    char *head;
+    ssize_t head_len = tf_conn_build_head(c, stack, sizeof(stack), &head, status, headers,
+                                          num_headers, length, flags);
+    if (head_len < 0)
+        return -1;
+    /* queued, not written: it leaves with the first body bytes in one writev */
+    int r = tf_conn_append_out(c, head, (size_t)head_len);
+    if (head != stack)
+        free(head);
+    if (r < 0)
+        return -1;
+    c->responded = 1;
+    c->streaming = mode;
+    c->stream_failed = 0;
+    c->stream_left = length;
+    if (!keep)
+        c->close_after_write = 1;
+    return 0;
+}
+
+/* Blocks (the embedder's lock released) until c can take more bytes, at most
+ * the request timeout. Returns 0, or -1 on a timeout or a quick stop. */
+static int tf_conn_wait_writable(tf_conn *c) {
+    tf_worker *w = c->worker;
+    struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+    int timeout_ms = (int)(w->cfg->request_timeout * 1000.0);
+    int n;
+    w->cb->release(w->cb->ctx);
+    do
+        n = poll(&p, 1, timeout_ms > 0 ? timeout_ms : 1);
+    while (n < 0 && errno == EINTR && !tf_sig_quit);
+    w->cb->acquire(w->cb->ctx);
+    w->now = tf_monotonic();
+    return n > 0 ? 0 : -1;
+}
+
+/* Writes iov behind what is queued and waits until at most TF_STREAM_BUFFER
+ * bytes remain queued, so that a long body is never held whole in memory. */
+static int tf_conn_stream_out(tf_conn *c, struct iovec *iov, int iovcnt) {
+    if (tf_conn_send(c, iov, iovcnt) < 0)
+        return -1;
+    while (tf_conn_pending(c) > TF_STREAM_BUFFER) {
+        if (tf_conn_wait_writable(c) < 0 || tf_conn_flush(c) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int tf_conn_stream_fail(tf_conn *c) {
+    c->stream_failed = 1;
+    c->peer_closed = c->close_after_write = 1;
+    return -1;
+}
+
+int tf_conn_write_body(tf_conn *c, const char *data, size_t len) {
+    if (c->streaming == TF_STREAM_NONE || c->stream_failed)
+        return -1;
+    if (c->streaming == TF_STREAM_DISCARD || len == 0)
+        return 0; /* an empty chunk would end a chunked body */
+    /* bytes written after a queued file must leave after it */
+    while (c->file_left > 0)
+        if (tf_conn_wait_writable(c) < 0 || tf_conn_flush(c) < 0)
+            return tf_conn_stream_fail(c);
+    struct iovec iov[3];
+    int n = 0;
+    char size_line[24];
+    if (c->streaming == TF_STREAM_LENGTH) {
+        if ((int64_t)len > c->stream_left)
+            len = (size_t)c->stream_left; /* never more than the announced length */
+        if (len == 0)
+            return 0;
+        c->stream_left -= (int64_t)len;
+        iov[n++] = (struct iovec){(void *)data, len};
+    } else if (c->streaming == TF_STREAM_CHUNKED) {
+        int k = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+        iov[n++] = (struct iovec){size_line, (size_t)k};
+        iov[n++] = (struct iovec){(void *)data, len};
+        iov[n++] = (struct iovec){(void *)"\r\n", 2};
+    } else {
+        iov[n++] = (struct iovec){(void *)data, len};
+    }
+    if (tf_conn_stream_out(c, iov, n) < 0)
+        return tf_conn_stream_fail(c);
+    return 0;
+}
+
+int tf_conn_sendfile(tf_conn *c, int fd, int64_t offset, int64_t count) {
+    if (c->streaming == TF_STREAM_NONE || c->stream_failed || offset < 0 || count < 0)
+        return -1;
+    if (c->streaming == TF_STREAM_DISCARD || count == 0)
+        return 0;
+    if (c->streaming != TF_STREAM_LENGTH || count > c->stream_left || c->file_left > 0)
+        return -1; /* only a body of announced length, one file at a time */
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return tf_conn_stream_fail(c);
+    c->file_fd = own;
+    c->file_off = (off_t)offset;
+    c->file_left = count;
+    c->stream_left -= count;
+    /* the rest goes out from the event loop on EPOLLOUT */
+    if (tf_conn_flush(c) < 0)
+        return tf_conn_stream_fail(c);
+    return 0;
+}
+
+int tf_conn_respond_end(tf_conn *c, int complete) {
+    if (c->streaming == TF_STREAM_NONE)
+        return -1;
+    int mode = c->streaming;
+    c->streaming = TF_STREAM_NONE;
+    if (c->stream_failed)
+        return -1;
+    if (!complete || (mode == TF_STREAM_LENGTH && c->stream_left > 0)) {
+        /* the body is cut short: closing is the only honest end */
+        c->close_after_write = 1;
+        return complete ? -1 : 0;
+    }
+    if (mode == TF_STREAM_CHUNKED) {
+        struct iovec last = {(void *)"0\r\n\r\n", 5};
+        if (tf_conn_send(c, &last, 1) < 0) {
+            c->peer_closed = c->close_after_write = 1;
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -426,7 +687,7 @@ static int tf_conn_request_ready(tf_conn *c) {
 /* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
 static int tf_conn_process(tf_conn *c) {
     tf_worker *w = c->worker;
-    while (!c->close_after_write && !c->lingering && c->in_len > 0 &&
+    while (!c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
            tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
         int ready = tf_conn_request_ready(c);
         if (ready < 0) {
@@ -436,9 +697,31 @@ static int tf_conn_process(tf_conn *c) {
         if (ready == 0)
             break;
         c->responded = 0;
+        tf_sb_proc *me = tf_sb_me;
+        if (me) {
+            /* the strings first: the state publishes them */
+            tf_sb_copy(me->method, sizeof(me->method), c->req.method, c->req.method_len);
+            tf_sb_copy(me->path, sizeof(me->path), c->req.path, c->req.path_len);
+            me->request_started = w->now;
+            __atomic_store_n(&me->state, TF_W_BUSY, __ATOMIC_RELEASE);
+        }
         int r = w->cb->on_request(w->cb->ctx, c, &c->req, c->in + c->head_len, c->body_len);
+        if (c->streaming != TF_STREAM_NONE)
+            tf_conn_respond_end(c, 0); /* the embedder left it unfinished */
         if (!c->responded)
             tf_conn_error(c, 500);
+        c->served++;
+        if (me) {
+            me->requests++;
+            __atomic_store_n(&me->state, w->draining ? TF_W_DRAINING : TF_W_IDLE,
+                             __ATOMIC_RELEASE);
+            if (w->cfg->max_requests && me->requests >= w->cfg->max_requests &&
+                !w->retire_asked) {
+                w->retire_asked = 1;
+                me->retire = 1;
+                tf_scoreboard_notify();
+            }
+        }
         size_t used = c->head_len + c->body_len;
         memmove(c->in, c->in + used, c->in_len - used);
         c->in_len -= used;
@@ -549,11 +832,18 @@ static int tf_listener_arm(tf_worker *w, int on) {
     return 0;
 }
 
-static void tf_accept_some(tf_worker *w) {
+/* Accepts up to cfg->accepts_per_wakeup queued connections; returns how many. */
+static int tf_accept_some(tf_worker *w) {
+    int accepted = 0;
     for (int i = 0; i < w->cfg->accepts_per_wakeup; i++) {
         if (w->conn_count >= w->cfg->max_connections) {
             tf_listener_arm(w, 0); /* resumes when a connection closes */
-            return;
+            return accepted;
+        }
+        if (w->cfg->balance && tf_scoreboard_over_share(0)) {
+            tf_listener_arm(w, 0); /* resumes once back at the fair share */
+            w->balance_paused = 1;
+            return accepted;
         }
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof(peer);
@@ -563,7 +853,7 @@ static void tf_accept_some(tf_worker *w) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
+                return accepted;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* out of descriptors or memory: stop accepting for a moment
                  * instead of spinning on a ready listener */
@@ -571,11 +861,11 @@ static void tf_accept_some(tf_worker *w) {
                        w->cfg->worker_id, (int)getpid(), strerror(errno));
                 tf_listener_arm(w, 0);
                 w->accept_resume = w->now + 0.1;
-                return;
+                return accepted;
             }
             tf_log("worker %d (pid %d): accept: %s", w->cfg->worker_id, (int)getpid(),
                    strerror(errno));
-            return;
+            return accepted;
         }
         if (peer.ss_family == AF_INET || peer.ss_family == AF_INET6) {
             int one = 1;
@@ -585,7 +875,7 @@ static void tf_accept_some(tf_worker *w) {
         tf_conn *c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
-            return;
+            return accepted;
         }
         c->worker = w;
         c->fd = fd;
@@ -604,7 +894,22 @@ static void tf_accept_some(tf_worker *w) {
             w->conns->prev = c;
         w->conns = c;
         w->conn_count++;
+        accepted++;
+        if (tf_sb_me) {
+            tf_sb_me->accepted++;
+            tf_sb_me->open = w->conn_count;
+        }
     }
+    return accepted;
+}
+
+/* After a wake-up that accepted: to the back of the listener's wait queue, so
+ * that the next connection wakes another idle worker (round robin). */
+static void tf_listener_rotate(tf_worker *w) {
+    if (!w->listening || !tf_sb || tf_sb->workers < 2)
+        return;
+    if (tf_listener_arm(w, 0) == 0 && tf_listener_arm(w, 1) == 0)
+        tf_accept_some(w); /* re-armed: look at what is already queued */
 }
 
 /* ----------------------------------------------------------------- the loop */
@@ -632,17 +937,33 @@ static void tf_worker_start_drain(tf_worker *w) {
     if (w->draining)
         return;
     w->draining = 1;
+    if (tf_sb_me)
+        __atomic_store_n(&tf_sb_me->state, TF_W_DRAINING, __ATOMIC_RELEASE);
     tf_listener_arm(w, 0);
     if (w->listen_fd >= 0) {
         close(w->listen_fd);
         w->listen_fd = -1;
     }
-    /* idle keep-alive connections have nothing in flight: close them now */
+    /* Idle keep-alive connections have nothing in flight: close them now,
+     * after one last look for a request that just arrived. A connection that
+     * has not sent its first request yet was accepted for a client that is
+     * sending one: it is served (with Connection: close) like any other. */
     tf_conn *c = w->conns;
     while (c) {
         tf_conn *next = c->next;
-        if (c->in_len == 0 && !tf_conn_pending(c) && !c->lingering)
-            tf_conn_close(c);
+        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->lingering &&
+            !c->close_after_write) {
+            char probe;
+            ssize_t n = recv(c->fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n > 0)
+                tf_conn_on_readable(c); /* answered with Connection: close */
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                tf_conn_close(c);
+            else {
+                (void)shutdown(c->fd, SHUT_WR); /* a FIN, not a reset */
+                tf_conn_close(c);
+            }
+        }
         c = next;
     }
 }
@@ -705,6 +1026,14 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         goto out;
     }
 
+    if (tf_sb_me) {
+        /* the loop runs from here on: ready, and the primary may retire the
+         * worker this one replaces */
+        tf_sb_me->heartbeat = w.now;
+        __atomic_store_n(&tf_sb_me->state, TF_W_IDLE, __ATOMIC_RELEASE);
+        tf_scoreboard_notify();
+    }
+
     struct epoll_event events[TF_MAX_EVENTS];
     for (;;) {
         if (tf_sig_quit)
@@ -716,11 +1045,15 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         int timeout_ms = 1000;
         if (!w.listening && !w.draining && w.accept_resume > 0)
             timeout_ms = 100;
+        if (w.balance_paused && !w.draining)
+            timeout_ms = 20; /* the others' counts change without waking us */
         cb->release(cb->ctx);
         int n = epoll_wait(w.epfd, events, TF_MAX_EVENTS, timeout_ms);
         int wait_errno = errno;
         cb->acquire(cb->ctx);
         w.now = tf_monotonic();
+        if (tf_sb_me)
+            tf_sb_me->heartbeat = w.now;
         if (n < 0) {
             if (wait_errno == EINTR)
                 continue;
@@ -729,11 +1062,12 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             status = 1;
             break;
         }
+        int accepted = 0;
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
             if (tag == TF_TAG_LISTENER) {
                 if (!w.draining)
-                    tf_accept_some(&w);
+                    accepted += tf_accept_some(&w);
             } else if (tag == TF_TAG_SIGNAL) {
                 tf_worker_drain_signal_pipe(&w);
             } else {
@@ -747,9 +1081,13 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
                     tf_conn_on_readable(c);
             }
         }
+        if (accepted > 0 && cfg->balance && !w.draining)
+            tf_listener_rotate(&w);
         if (!w.listening && !w.draining && w.conn_count < cfg->max_connections &&
-            w.now >= w.accept_resume) {
+            w.now >= w.accept_resume &&
+            !(w.balance_paused && tf_scoreboard_over_share(0))) {
             w.accept_resume = 0;
+            w.balance_paused = 0;
             if (tf_listener_arm(&w, 1) == 0)
                 tf_accept_some(&w); /* a re-armed exclusive waiter misses what is queued */
         }

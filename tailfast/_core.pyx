@@ -7,10 +7,19 @@ become Python objects only when the handler reads them; the response head is
 built in C.
 """
 
+import inspect
+import mimetypes
+import os
+import random
+import stat
 import sys
+import time
 import traceback
+from io import BytesIO
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport errno
+from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp
 
@@ -19,9 +28,24 @@ from tailfast._tf cimport (
     tf_conn,
     tf_conn_peer,
     tf_conn_respond,
+    tf_conn_respond_end,
+    tf_conn_respond_start,
+    tf_conn_sendfile,
+    tf_conn_write_body,
     tf_header,
     tf_request,
     tf_signals_unblock_all,
+    TF_SB_MAX_PROCS,
+    TF_SB_MAX_WORKERS,
+    tf_sb,
+    tf_sb_me,
+    tf_sb_proc,
+    tf_sb_slot,
+    tf_scoreboard,
+    tf_scoreboard_close,
+    tf_scoreboard_create,
+    tf_scoreboard_destroy,
+    tf_scoreboard_open,
     tf_supervise,
     tf_supervisor_callbacks,
     tf_supervisor_config,
@@ -31,7 +55,8 @@ from tailfast._tf cimport (
     tf_worker_run,
 )
 
-from tailfast.headers import Headers
+from tailfast.errors import BadRequest, HTTPError
+from tailfast.headers import Headers, QueryParams
 
 try:
     import orjson as _orjson
@@ -105,6 +130,21 @@ cdef class Response:
         return f"Response(status={self.status}, body={self.body!r:.40})"
 
 
+cdef class FileResponse(Response):
+    """A file sent with sendfile(2): FileResponse(path, status=200, headers=None,
+    content_type=None). The content type is guessed from the name when not given;
+    a missing file is a 404."""
+
+    cdef public object path
+
+    def __init__(self, path, int status=200, headers=None, content_type=None):
+        Response.__init__(self, b"", status, headers, content_type)
+        self.path = os.fspath(path)
+
+    def __repr__(self):
+        return f"FileResponse({self.path!r}, status={self.status})"
+
+
 cdef inline bytes _dump_json(object value):
     if _orjson is not None:
         return _orjson.dumps(value)
@@ -166,44 +206,163 @@ cdef list _header_pairs(object headers):
     return pairs
 
 
-cdef int _send(tf_conn *conn, int status, list pairs, object ctype, bytes body) except -1:
-    """Writes the response through C: head built there, one writev."""
-    cdef Py_ssize_t n = len(pairs) + 1
-    cdef tf_header *hdrs = <tf_header *>malloc(n * sizeof(tf_header))
+# Returned by a handler that answered through Request._respond_whole/_start (WSGI).
+ANSWERED = object()
+
+cdef bint _answered = False  # this request's head has been handed to C
+
+
+cdef Py_ssize_t _fill_headers(tf_header *hdrs, list pairs, object ctype, int *close_after):
+    """Points hdrs at the validated pairs (plus a default Content-Type); the
+    server's own framing headers are dropped. Returns the count."""
+    global _answered
     cdef Py_ssize_t i = 0
-    cdef int close_after = 0
     cdef bint has_ctype = False
     cdef bytes name, value
+    _answered = True
+    for name, value in pairs:
+        lowered = name.lower()
+        if lowered in (b"content-length", b"transfer-encoding", b"date"):
+            continue
+        if lowered == b"connection":
+            if b"close" in value.lower():
+                close_after[0] = 1
+            continue
+        if lowered == b"content-type":
+            has_ctype = True
+        hdrs[i].name = PyBytes_AS_STRING(name)
+        hdrs[i].name_len = PyBytes_GET_SIZE(name)
+        hdrs[i].value = PyBytes_AS_STRING(value)
+        hdrs[i].value_len = PyBytes_GET_SIZE(value)
+        i += 1
+    if not has_ctype and ctype is not None:
+        hdrs[i].name = PyBytes_AS_STRING(H_CONTENT_TYPE)
+        hdrs[i].name_len = PyBytes_GET_SIZE(H_CONTENT_TYPE)
+        hdrs[i].value = PyBytes_AS_STRING(<bytes>ctype)
+        hdrs[i].value_len = PyBytes_GET_SIZE(<bytes>ctype)
+        i += 1
+    return i
+
+
+cdef int _send(tf_conn *conn, int status, list pairs, object ctype, bytes body) except -1:
+    """Writes a whole response through C: head built there, one writev."""
+    cdef tf_header *hdrs = <tf_header *>malloc((len(pairs) + 1) * sizeof(tf_header))
+    cdef int close_after = 0
+    cdef Py_ssize_t n
     if hdrs == NULL:
         raise MemoryError()
     try:
-        for name, value in pairs:
-            lowered = name.lower()
-            if lowered in (b"content-length", b"transfer-encoding", b"date"):
-                continue
-            if lowered == b"connection":
-                if b"close" in value.lower():
-                    close_after = 1
-                continue
-            if lowered == b"content-type":
-                has_ctype = True
-            hdrs[i].name = PyBytes_AS_STRING(name)
-            hdrs[i].name_len = PyBytes_GET_SIZE(name)
-            hdrs[i].value = PyBytes_AS_STRING(value)
-            hdrs[i].value_len = PyBytes_GET_SIZE(value)
-            i += 1
-        if not has_ctype and ctype is not None:
-            hdrs[i].name = PyBytes_AS_STRING(H_CONTENT_TYPE)
-            hdrs[i].name_len = PyBytes_GET_SIZE(H_CONTENT_TYPE)
-            hdrs[i].value = PyBytes_AS_STRING(<bytes>ctype)
-            hdrs[i].value_len = PyBytes_GET_SIZE(<bytes>ctype)
-            i += 1
-        if tf_conn_respond(conn, status, hdrs, i, PyBytes_AS_STRING(body),
+        n = _fill_headers(hdrs, pairs, ctype, &close_after)
+        if tf_conn_respond(conn, status, hdrs, n, PyBytes_AS_STRING(body),
                            PyBytes_GET_SIZE(body), close_after) < 0:
             raise ResponseError("response head too large")
     finally:
         free(hdrs)
     return 0
+
+
+cdef int _start(tf_conn *conn, int status, list pairs, object ctype,
+                int64_t content_length) except -1:
+    """Queues the head of a streamed response (see tf_conn_respond_start)."""
+    cdef tf_header *hdrs = <tf_header *>malloc((len(pairs) + 1) * sizeof(tf_header))
+    cdef int close_after = 0
+    cdef Py_ssize_t n
+    if hdrs == NULL:
+        raise MemoryError()
+    try:
+        n = _fill_headers(hdrs, pairs, ctype, &close_after)
+        if tf_conn_respond_start(conn, status, hdrs, n, content_length, close_after) < 0:
+            raise ResponseError("response head too large")
+    finally:
+        free(hdrs)
+    return 0
+
+
+cdef bint _write(tf_conn *conn, object chunk) except -1:
+    """Writes one body chunk; False when the client is gone."""
+    cdef bytes data
+    if type(chunk) is bytes:
+        data = <bytes>chunk
+    elif type(chunk) is str:
+        data = (<str>chunk).encode("utf-8")
+    elif isinstance(chunk, (bytes, bytearray, memoryview)):
+        data = bytes(chunk)
+    else:
+        raise ResponseError(f"a streamed body must yield bytes or str, got {type(chunk).__name__}")
+    return tf_conn_write_body(conn, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) == 0
+
+
+cdef int _close_iterable(object iterable) except -1:
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
+    return 0
+
+
+cdef object _END = object()
+
+
+cdef int _stream(tf_conn *conn, int status, list pairs, object ctype, object body,
+                 int64_t content_length) except -1:
+    """Streams an iterable body: chunked on HTTP/1.1, until close on HTTP/1.0,
+    never held whole in memory. Its close() is always called."""
+    cdef bint complete = False
+    cdef bint started = False
+    try:
+        it = iter(body)
+        # the first chunk before the head: an error before any output is still a clean 500
+        first = next(it, _END)
+        _start(conn, status, pairs, ctype, content_length)
+        started = True
+        if first is not _END and _write(conn, first):
+            for chunk in it:
+                if not _write(conn, chunk):
+                    break  # the client went away: stop producing
+            else:
+                complete = True
+        elif first is _END:
+            complete = True
+    finally:
+        try:
+            if started:
+                tf_conn_respond_end(conn, complete)
+        finally:
+            _close_iterable(body)
+    return 0
+
+
+cdef int _send_file(tf_conn *conn, FileResponse response, list pairs) except -1:
+    """Sends a file with sendfile(2): the C loop keeps the descriptor and goes on
+    with it on EPOLLOUT after the handler returned."""
+    cdef int fd
+    cdef int64_t size
+    try:
+        fd = os.open(response.path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        _send(conn, 404, [], CT_TEXT, b"404 Not Found\n")
+        return 0
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            _send(conn, 404, [], CT_TEXT, b"404 Not Found\n")
+            return 0
+        size = st.st_size
+        ctype = response.content_type
+        if ctype is None:
+            ctype = mimetypes.guess_type(response.path)[0] or "application/octet-stream"
+        _start(conn, response.status, pairs, _header_bytes(ctype, "value"), size)
+        if tf_conn_sendfile(conn, fd, 0, size) < 0:
+            tf_conn_respond_end(conn, 0)
+        else:
+            tf_conn_respond_end(conn, 1)
+    finally:
+        os.close(fd)
+    return 0
+
+
+cdef inline bint _is_stream(object body):
+    return hasattr(body, "__next__") or (hasattr(body, "__iter__") and not isinstance(
+        body, (bytes, str, dict, list, tuple, bytearray, memoryview)))
 
 
 cdef int _respond(tf_conn *conn, object result) except -1:
@@ -213,7 +372,9 @@ cdef int _respond(tf_conn *conn, object result) except -1:
     cdef int status = 200
     cdef object headers = None
     cdef object explicit_ctype = None
+    cdef object value
     cdef tf_header hdr
+    global _answered
 
     # fast path: the most common answer, a bytes body
     if type(result) is bytes:
@@ -223,13 +384,16 @@ cdef int _respond(tf_conn *conn, object result) except -1:
         hdr.value_len = PyBytes_GET_SIZE(CT_OCTET)
         tf_conn_respond(conn, 200, &hdr, 1, PyBytes_AS_STRING(<bytes>result),
                         PyBytes_GET_SIZE(<bytes>result), 0)
+        _answered = True
         return 0
 
+    if result is ANSWERED:
+        return 0
     if result is None:
         _send(conn, 204, [], None, b"")
         return 0
     if isinstance(result, Response):
-        body = _encode_body((<Response>result).body, ctype)
+        value = (<Response>result).body
         status = (<Response>result).status
         headers = (<Response>result).headers
         explicit_ctype = (<Response>result).content_type
@@ -243,18 +407,43 @@ cdef int _respond(tf_conn *conn, object result) except -1:
         if type(status_obj) is not int:
             raise ResponseError(f"status must be an int, got {status_obj!r}")
         status = status_obj
-        body = _encode_body(value, ctype)
+    elif inspect.iscoroutine(result):
+        result.close()
+        raise ResponseError("the handler returned a coroutine: async def handlers are not supported yet")
     else:
-        body = _encode_body(result, ctype)
+        value = result
     if status < 100 or status > 999:
         raise ResponseError(f"invalid status {status}")
+    pairs = _header_pairs(headers)
+    if isinstance(result, FileResponse):
+        _send_file(conn, <FileResponse>result, pairs)
+        return 0
+    if _is_stream(value):
+        ctype[0] = CT_OCTET
+    else:
+        body = _encode_body(value, ctype)
     if explicit_ctype is not None:
         ctype[0] = _header_bytes(explicit_ctype, "value")
-    _send(conn, status, _header_pairs(headers), ctype[0], body)
+    if _is_stream(value):
+        _stream(conn, status, pairs, ctype[0], value, -1)
+        return 0
+    _send(conn, status, pairs, ctype[0], body)
     return 0
 
 
+def validate_headers(headers):
+    """[(name bytes, value bytes), ...] from a dict or (name, value) pairs;
+    ResponseError for a name that is not a token or a CR, LF or NUL anywhere."""
+    return _header_pairs(headers)
+
+
 # ----------------------------------------------------------------- requests
+
+# header name as sent -> environ key; the common ones interned up front
+cdef dict _ENVIRON_KEYS = {b"Content-Type": "CONTENT_TYPE", b"content-type": "CONTENT_TYPE",
+                           b"Content-Length": "CONTENT_LENGTH",
+                           b"content-length": "CONTENT_LENGTH"}
+
 
 cdef str _method_str(const char *p, size_t n):
     # the common methods as interned constants: no new object per request
@@ -280,7 +469,8 @@ cdef class Request:
     cdef size_t _body_len
     cdef tf_conn *_conn
     cdef object _method, _path, _raw_path, _query_string, _headers, _body, _remote
-    cdef int _version_minor
+    cdef object _query, _cookies
+    cdef int _version_minor, _remote_port
     cdef readonly object worker_id
 
     def __cinit__(self):
@@ -341,9 +531,41 @@ cdef class Request:
             self._body = PyBytes_FromStringAndSize(self._body_ptr, self._body_len)
         return self._body
 
+    @property
+    def query(self):
+        """The query string parsed: QueryParams, multi-valued, blank values kept."""
+        if self._query is None:
+            from urllib.parse import parse_qsl
+            self._query = QueryParams(parse_qsl(self.query_string, keep_blank_values=True))
+        return self._query
+
+    @property
+    def cookies(self):
+        """{name: value} from every Cookie header (the first of a repeated name wins)."""
+        cdef dict jar
+        if self._cookies is None:
+            jar = {}
+            for line in self.headers.get_all("cookie"):
+                for part in line.split(";"):
+                    name, eq, value = part.strip().partition("=")
+                    if eq and name and name not in jar:
+                        value = value.strip()
+                        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+                            value = value[1:len(value) - 1]
+                        jar[name] = value
+            self._cookies = jar
+        return self._cookies
+
     def json(self):
-        """The body parsed as JSON."""
-        return _json.loads(self.body)
+        """The body parsed as JSON. A body that is not valid JSON (or not UTF-8)
+        raises tailfast.BadRequest, which answers 400 when the handler does not
+        catch it."""
+        if self._body_len == 0 and self._body is None:
+            raise BadRequest("the request has no body; JSON was expected")
+        try:
+            return _json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 
     @property
     def remote_addr(self):
@@ -354,13 +576,96 @@ cdef class Request:
                 self._remote = ""
             else:
                 self._remote = host.decode("ascii")
+                self._remote_port = port
         return self._remote
+
+    @property
+    def remote_port(self):
+        self.remote_addr
+        return self._remote_port
+
+    # -- the response side, for the WSGI adapter (tailfast/wsgi.py) ----------
+
+    cdef tf_conn *_live_conn(self) except NULL:
+        if self._conn == NULL:
+            raise RuntimeError("the request has already been answered")
+        return self._conn
+
+    def _respond_whole(self, int status, list pairs, bytes body):
+        """The whole response at once (pairs validated by validate_headers)."""
+        _send(self._live_conn(), status, pairs, None, body)
+
+    def _start(self, int status, list pairs, int64_t content_length=-1):
+        """Queues the head of a streamed response; content_length -1: unknown."""
+        _start(self._live_conn(), status, pairs, None, content_length)
+
+    def _write(self, chunk):
+        """Writes body bytes; False once the client is gone."""
+        return _write(self._live_conn(), chunk)
+
+    def _sendfile(self, int fd, int64_t offset, int64_t count):
+        """Sends count bytes of fd from offset (sendfile); False on failure."""
+        return tf_conn_sendfile(self._live_conn(), fd, offset, count) == 0
+
+    def _end(self, bint complete=True):
+        """Ends a streamed response; False when it could not be completed."""
+        return tf_conn_respond_end(self._live_conn(), complete) == 0
+
+    def _wsgi_environ(self, dict base):
+        """A PEP 3333 environ: base (the constant keys) plus this request's,
+        built straight from the parsed head."""
+        cdef dict env = base.copy()
+        cdef size_t i
+        cdef const tf_header *h
+        cdef bytes raw_name
+        env["REQUEST_METHOD"] = self.method
+        raw = self.raw_path
+        prefix = env["SCRIPT_NAME"]
+        if "%" in raw:
+            from urllib.parse import unquote_to_bytes
+            # PEP 3333: the decoded bytes, carried in a latin-1 str
+            raw = unquote_to_bytes(raw).decode("latin-1")
+        if prefix and (raw == prefix or raw.startswith(prefix + "/")):
+            raw = raw[len(prefix):]
+        env["PATH_INFO"] = raw
+        env["QUERY_STRING"] = self.query_string
+        env["SERVER_PROTOCOL"] = self.http_version
+        env["REMOTE_ADDR"] = self.remote_addr
+        env["REMOTE_PORT"] = str(self._remote_port)
+        for i in range(self._req.num_headers):
+            h = &self._req.headers[i]
+            raw_name = h.name[:h.name_len]
+            key = _ENVIRON_KEYS.get(raw_name)
+            if key is None:
+                if b"_" in raw_name:
+                    continue  # X_Foo would pose as X-Foo: dropped, as nginx and gunicorn do
+                key = "HTTP_" + raw_name.upper().replace(b"-", b"_").decode("latin-1")
+                if len(_ENVIRON_KEYS) < 512:
+                    _ENVIRON_KEYS[raw_name] = key
+            value = h.value[:h.value_len].decode("latin-1")
+            if key in env and key.startswith("HTTP_"):
+                env[key] = env[key] + "," + value
+            else:
+                env[key] = value
+        if self._req.chunked:
+            env["CONTENT_LENGTH"] = str(self._body_len)
+        host = env.get("HTTP_HOST")
+        if host:
+            name, colon, port = host.rpartition(":")
+            if colon and "]" not in port and port.isdigit():
+                env["SERVER_NAME"] = name
+                env["SERVER_PORT"] = port
+            else:
+                env["SERVER_NAME"] = host
+        env["wsgi.input"] = BytesIO(self.body)
+        return env
 
     cdef void _detach(self):
         """Copies every field out of the connection's buffer, which is reused next."""
         if self._req == NULL:
             return
         self.method, self.path, self.query_string, self.headers, self.body, self.remote_addr
+        self.cookies
         self._req = NULL
         self._conn = NULL
         self._body_ptr = NULL
@@ -398,6 +703,18 @@ cdef void _log_handler_error(Request request) noexcept:
         pass
 
 
+cdef void _answer_http_error(tf_conn *conn, Request request, object exc) noexcept:
+    if _answered:
+        _log_handler_error(request)  # too late for another status
+        return
+    try:
+        status = exc.status if type(exc.status) is int and 400 <= exc.status <= 599 else 500
+        message = str(exc) or "error"
+        _send(conn, status, [], CT_TEXT, f"{status} {message}\n".encode("utf-8", "replace"))
+    except BaseException:
+        _log_handler_error(request)
+
+
 cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
                      const char *body, size_t body_len) noexcept:
     cdef Request request = Request.__new__(Request)
@@ -407,8 +724,12 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
     request._body_len = body_len
     request._version_minor = req.version_minor
     request.worker_id = _worker_id
+    global _answered
+    _answered = False
     try:
         _respond(conn, _handler(request))
+    except HTTPError as exc:
+        _answer_http_error(conn, request, exc)
     except BaseException:
         _log_handler_error(request)
         # the C loop answers 500 when nothing was sent; a half-sent answer closes
@@ -431,6 +752,14 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cfg.keepalive_timeout = settings["keepalive_timeout"]
     cfg.request_timeout = settings["request_timeout"]
     cfg.max_body_size = settings["limit_request_body"]
+    cdef long max_requests = settings.get("max_requests", 0)
+    cdef long jitter = settings.get("max_requests_jitter", 0)
+    if max_requests > 0:
+        # jitter spreads the recycling of workers that started together
+        cfg.max_requests = max_requests + (random.randint(0, jitter) if jitter > 0 else 0)
+    cfg.balance = 1 if settings.get("balance", "shared") == "shared" else 0
+    if settings.get("listen_fd_override") is not None:
+        cfg.listen_fd = settings["listen_fd_override"]
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.on_request = _on_request
@@ -441,7 +770,6 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
 # ----------------------------------------------------------- the supervisor
 
 cdef object _child_target = None   # run(worker_id) -> exit status, in each worker
-cdef object _on_worker_start = None
 
 
 cdef void _before_fork(void *ctx) noexcept:
@@ -464,8 +792,6 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
     _worker_id = worker_id
     cdef int status = 0
     try:
-        if _on_worker_start is not None:
-            _on_worker_start(worker_id)
         result = _child_target(worker_id)
         status = result if type(result) is int else 0
     except SystemExit as exc:
@@ -486,12 +812,16 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
     return status
 
 
-cdef int _supervise(int workers, double graceful_timeout, int http) except -1:
+cdef int _supervise(int workers, double graceful_timeout, int http, int listen_fd=-1,
+                    long long max_rss=0) except -1:
     cdef tf_supervisor_config cfg
     cdef tf_supervisor_callbacks cb
     cfg.workers = workers
     cfg.graceful_timeout = graceful_timeout
     cfg.http = http
+    cfg.listen_fd = listen_fd
+    cfg.max_rss = max_rss
+    cfg.boot_timeout = 60.0
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.before_fork = _before_fork
@@ -501,30 +831,161 @@ cdef int _supervise(int workers, double graceful_timeout, int http) except -1:
     return tf_supervise(&cfg, &cb)
 
 
-def run_primary(handler, dict settings, on_worker_start=None):
+def worker_generation():
+    """The code generation this worker was forked for: 0 until the first
+    SIGHUP, None in the primary."""
+    if tf_sb_me == NULL:
+        return None
+    return tf_sb_me.generation
+
+
+def run_primary(handler, dict settings, on_worker_start=None, reload=None, worker_setup=None,
+                on_worker_exit=None, bint preload=True):
     """Forks settings["workers"] HTTP workers serving handler and supervises
-    them until stopped. Returns the primary's exit status."""
-    global _handler, _child_target, _on_worker_start
+    them until stopped. Returns the primary's exit status.
+
+    reload() -> (handler, on_worker_start, on_worker_exit) imports the
+    application as it is on disk now; a worker calls it when it was forked
+    after a SIGHUP, or always without preload (handler is then None).
+    on_worker_start(worker_id) runs in each worker before it accepts, and
+    on_worker_exit(worker_id) after it stopped serving. worker_setup(worker_id)
+    -> fd or None runs in each worker first (e.g. its own SO_REUSEPORT socket).
+    settings["scoreboard_path"] names the scoreboard file (None: anonymous)."""
+    global _handler, _child_target
     _handler = handler
-    _on_worker_start = on_worker_start
 
     def http_worker(int worker_id):
-        return _run_http_worker(worker_id, settings)
+        global _handler
+        start_hook, exit_hook = on_worker_start, on_worker_exit
+        first_load = not preload and (tf_sb_me == NULL or tf_sb_me.generation == 0)
+        if reload is not None and (not preload or (tf_sb_me != NULL and tf_sb_me.generation > 0)):
+            try:
+                _handler, start_hook, exit_hook = reload()
+            except BaseException as exc:
+                if first_load:
+                    # nothing else can serve this code: the primary stops
+                    sys.stderr.write(f"tailfast: worker {worker_id}: {exc}\n")
+                    return TF_EXIT_FATAL
+                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): cannot load "
+                                 "the application; the old workers keep serving\n"
+                                 + traceback.format_exc())
+                return 1
+        if start_hook is not None:
+            try:
+                start_hook(worker_id)
+            except BaseException:
+                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): "
+                                 "on-worker-start hook failed\n" + traceback.format_exc())
+                return 1
+        worker_settings = settings
+        if worker_setup is not None:
+            fd = worker_setup(worker_id)
+            if fd is not None:
+                worker_settings = dict(settings, listen_fd_override=fd)
+        status = _run_http_worker(worker_id, worker_settings)
+        if exit_hook is not None:
+            try:
+                exit_hook(worker_id)
+            except BaseException:
+                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): "
+                                 "on-worker-exit hook failed\n" + traceback.format_exc())
+        return status
 
     _child_target = http_worker
-    return _supervise(settings["workers"], settings["graceful_timeout"], 1)
+    path = settings.get("scoreboard_path")
+    cdef bytes path_b = os.fsencode(path) if path else None
+    cdef bytes listen_b = str(settings.get("listen_url", "")).encode("utf-8", "replace")
+    if tf_scoreboard_create(<const char *>path_b if path_b is not None else NULL,
+                            settings["workers"], listen_b) < 0:
+        raise OSError(errno, f"cannot create the scoreboard {path!r}: {os.strerror(errno)}")
+    try:
+        return _supervise(settings["workers"], settings["graceful_timeout"], 1,
+                          settings.get("queue_fd", -1), settings.get("max_rss", 0))
+    finally:
+        # only the primary gets here: workers leave through _exit
+        tf_scoreboard_destroy(<const char *>path_b if path_b is not None else NULL)
+
+
+_PROC_STATES = {1: "starting", 2: "idle", 3: "busy", 4: "draining"}
+_SLOT_STATES = {0: "unused", 1: "running", 2: "backoff"}
+
+
+cdef str _cstr(const char *text):
+    return (<bytes>text).decode("utf-8", "replace")
+
+
+def read_scoreboard(path):
+    """A snapshot of the scoreboard file at path, as plain Python values."""
+    cdef bytes path_b = os.fsencode(path)
+    cdef const tf_scoreboard *sb = tf_scoreboard_open(path_b)
+    if sb == NULL:
+        raise OSError(f"cannot read the scoreboard {path}")
+    cdef int i
+    cdef const tf_sb_proc *p
+    cdef const tf_sb_slot *sl
+    cdef double mono = time.monotonic()
+    cdef double wall = time.time()
+    try:
+        procs = []
+        hw = min(sb.procs_hw, TF_SB_MAX_PROCS)
+        for i in range(hw):
+            p = &sb.procs[i]
+            if p.state == 0 or p.pid <= 0:
+                continue
+            busy = p.state == 3
+            procs.append({
+                "worker_id": p.worker_id,
+                "pid": p.pid,
+                "state": _PROC_STATES.get(p.state, "unknown"),
+                "ready": p.state in (2, 3),
+                "generation": p.generation,
+                "requests": p.requests,
+                "accepted": p.accepted,
+                "open": p.open,
+                "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
+                "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
+                "request": (f"{_cstr(p.method)} {_cstr(p.path)}"
+                            if busy else None),
+                "request_age": round(mono - p.request_started, 3) if busy else None,
+                "rss": p.rss,
+                "retire": bool(p.retire),
+            })
+        slots = []
+        for i in range(1, min(sb.workers, TF_SB_MAX_WORKERS) + 1):
+            sl = &sb.slots[i]
+            slots.append({
+                "worker_id": i,
+                "state": _SLOT_STATES.get(sl.state, "unknown"),
+                "pid": sl.pid,
+                "restarts": sl.restarts,
+                "crashes": sl.crashes,
+                "next_attempt_in": (round(max(0.0, sl.next_attempt - wall), 3)
+                                    if sl.state == 2 else None),
+            })
+        return {
+            "primary_pid": sb.primary_pid,
+            "listen": _cstr(sb.listen),
+            "workers": sb.workers,
+            "generation": sb.generation,
+            "uptime": round(wall - sb.started, 3),
+            "queue_depth": sb.queue_depth,
+            "queue_max": sb.queue_max,
+            "slots": slots,
+            "processes": procs,
+        }
+    finally:
+        tf_scoreboard_close(sb)
 
 
 def spawn_workers(int n, target, double graceful_timeout=30.0):
     """The cluster manager without HTTP: forks n workers running
     target(worker_id), respawns those that die, and returns the exit status
     once stopped by SIGTERM/SIGINT/SIGQUIT."""
-    global _child_target, _on_worker_start
+    global _child_target
     if not callable(target):
         raise TypeError("target must be callable")
     if n < 1:
         raise ValueError("n must be at least 1")
-    _on_worker_start = None
 
     def run_target(int worker_id):
         tf_signals_unblock_all()

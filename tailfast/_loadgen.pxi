@@ -1,4 +1,5 @@
 # Included at the end of _core.pyx: the Python face of csrc/loadgen.c.
+from libc.errno cimport errno
 from libc.stdlib cimport free as _lg_free, malloc as _lg_malloc
 
 from tailfast._tf cimport (
@@ -52,10 +53,6 @@ def run_load(str host, str port, bytes request, int connections=10, int threads=
         return _load_result_dict(res)
     finally:
         _lg_free(res)
-
-
-cdef extern from "<errno.h>":
-    int errno
 
 
 cdef int _lg_errno() noexcept:

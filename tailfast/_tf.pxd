@@ -1,6 +1,6 @@
 # cython: language_level=3
 # Declarations of the C core (csrc/tailfast.h). Extern only: no code here.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.time cimport time_t
 
 
@@ -59,12 +59,19 @@ cdef extern from "tailfast.h" nogil:
         double request_timeout
         int64_t max_body_size
         tf_limits limits
+        uint64_t max_requests
+        int balance
 
     void tf_worker_config_default(tf_worker_config *cfg)
     int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb)
     int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                         size_t num_headers, const char *body, size_t body_len,
                         int close_after)
+    int tf_conn_respond_start(tf_conn *conn, int status, const tf_header *headers,
+                              size_t num_headers, int64_t content_length, int close_after)
+    int tf_conn_write_body(tf_conn *conn, const char *data, size_t len)
+    int tf_conn_sendfile(tf_conn *conn, int fd, int64_t offset, int64_t count)
+    int tf_conn_respond_end(tf_conn *conn, int complete)
     int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port)
 
     ctypedef struct tf_supervisor_callbacks:
@@ -79,13 +86,64 @@ cdef extern from "tailfast.h" nogil:
         int workers
         double graceful_timeout
         int http
+        int listen_fd
+        uint64_t max_rss
+        double boot_timeout
 
     int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks *cb)
     int tf_signals_unblock_all()
 
-# ---------------------------------------------------- load generator (csrc/loadgen.c)
-from libc.stdint cimport uint64_t
+    int TF_SB_MAX_WORKERS
+    int TF_SB_MAX_PROCS
+    int TF_W_FREE, TF_W_STARTING, TF_W_IDLE, TF_W_BUSY, TF_W_DRAINING
+    int TF_SLOT_UNUSED, TF_SLOT_RUNNING, TF_SLOT_BACKOFF
 
+    ctypedef struct tf_sb_proc:
+        int32_t pid
+        int32_t worker_id
+        uint32_t generation
+        int32_t state
+        uint64_t requests
+        uint64_t accepted
+        int32_t open
+        int32_t retire
+        double started
+        double heartbeat
+        double request_started
+        uint64_t rss
+        char method[16]
+        char path[112]
+
+    ctypedef struct tf_sb_slot:
+        int32_t state
+        int32_t pid
+        uint32_t restarts
+        uint32_t crashes
+        double next_attempt
+
+    ctypedef struct tf_scoreboard:
+        uint64_t magic
+        uint32_t version
+        uint32_t max_procs
+        int32_t primary_pid
+        int32_t workers
+        uint32_t generation
+        int32_t procs_hw
+        int32_t queue_depth
+        int32_t queue_max
+        double started
+        char listen[128]
+        tf_sb_slot slots[1025]
+        tf_sb_proc procs[2048]
+
+    tf_scoreboard *tf_sb
+    tf_sb_proc *tf_sb_me
+    int tf_scoreboard_create(const char *path, int workers, const char *listen)
+    void tf_scoreboard_destroy(const char *path)
+    const tf_scoreboard *tf_scoreboard_open(const char *path)
+    void tf_scoreboard_close(const tf_scoreboard *sb)
+
+# ---------------------------------------------------- load generator (csrc/loadgen.c)
 
 cdef extern from "tailfast.h" nogil:
     int TF_LOAD_ERR_CONNECT

@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import sys
+import sysconfig
 from collections.abc import Callable
 from typing import Any
 
@@ -55,12 +56,61 @@ def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:
     if requested != "auto":
         return requested
     try:
-        params = inspect.signature(app).parameters.values()
+        params = list(inspect.signature(app).parameters.values())
     except (TypeError, ValueError):
-        return "native"
-    positional = [
+        return "native"  # no signature to read (some builtins): assume handler(request)
+    required = [
         p
         for p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    return "wsgi" if len(positional) == 2 else "native"
+    optional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
+    ]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    if len(required) == 2:
+        return "wsgi"
+    if len(required) == 1 or (not required and optional and not varargs):
+        return "native"
+    name = getattr(app, "__qualname__", type(app).__name__)
+    raise AppImportError(
+        f"cannot tell how to call {name}{inspect.signature(app)}: expected handler(request) "
+        "or a WSGI app(environ, start_response); choose with --interface native|wsgi"
+    )
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs)
+
+
+def app_reloader(spec: str) -> Callable[[], Callable[..., Any]]:
+    """A function that imports spec again as it is on disk now.
+
+    Call it before the first import_app(spec): modules imported after that
+    point, except the standard library, installed packages and tailfast
+    itself, are the application's, and are dropped from sys.modules before
+    importing again, so a deploy's changed modules are all read fresh."""
+    baseline = set(sys.modules)
+    libraries = _library_dirs()
+
+    def is_application(name: str, module: object) -> bool:
+        if name in baseline or name == "tailfast" or name.startswith("tailfast."):
+            return False
+        filename = getattr(module, "__file__", None)
+        if not filename:
+            return False
+        real = os.path.realpath(filename)
+        return not real.startswith(libraries)
+
+    def reload() -> Callable[..., Any]:
+        for name, module in list(sys.modules.items()):
+            if is_application(name, module):
+                del sys.modules[name]
+        importlib.invalidate_caches()
+        return import_app(spec)
+
+    return reload

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tailfast.errors import TailfastError
 
@@ -30,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("app", metavar="MODULE:CALLABLE", help="the application, e.g. myapp:app")
     add_arguments(run)
     run.set_defaults(setting_names=[s.name for s in SETTINGS])
+    status = commands.add_parser(
+        "status",
+        help="show a running server's workers (from its shared-memory scoreboard)",
+        description="Show a running server's workers: state, requests, connections, "
+        "restarts, memory, and the listen queue depth.",
+    )
+    which = status.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pid", type=int, help="the primary's pid")
+    which.add_argument("--pid-file", help="the file given to `run --pid-file`")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     from tailfast.bench.cli import add_bench_parser
 
     add_bench_parser(commands)
@@ -37,15 +48,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from tailfast.app import detect_interface, import_app
+    from tailfast.app import app_reloader, detect_interface, import_app
     from tailfast.config import load_config
     from tailfast.server import export_file_environ, run
 
     config = load_config({name: getattr(args, name) for name in args.setting_names})
     export_file_environ(config)
+    import_fresh = app_reloader(args.app)
+
+    def hook(spec: str) -> Callable[[int], Any] | None:
+        return import_app(spec) if spec else None
+
+    def load() -> tuple[Callable[..., Any], Callable[[int], Any] | None,
+                        Callable[[int], Any] | None]:
+        # hooks after the app: a reload has just dropped the app's modules
+        app = import_fresh()
+        detect_interface(app, config.interface)  # rejects async handlers
+        return app, hook(config.on_worker_start), hook(config.on_worker_exit)
+
+    if not config.preload:
+        return run(None, config, reload=load)
     app = import_app(args.app)
     detect_interface(app, config.interface)  # rejects async handlers before any fork
-    return run(app, config)
+    start_hook, exit_hook = hook(config.on_worker_start), hook(config.on_worker_exit)
+    return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from tailfast.status import format_table, read_status
+
+    snapshot = read_status(pid=args.pid, pid_file=args.pid_file)
+    if args.json:
+        import json
+
+        print(json.dumps(snapshot, indent=2))
+    else:
+        print(format_table(snapshot))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_command(args)
+        if args.command == "status":
+            return status_command(args)
         if args.command == "bench":
             return int(args.bench_main(args))
     except TailfastError as exc:

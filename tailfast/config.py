@@ -186,6 +186,30 @@ def _parse_mode(value: str) -> str:
     return value
 
 
+def _parse_script_name(value: str) -> str:
+    text = value.strip().rstrip("/")
+    if text and (not text.startswith("/") or any(c in text for c in "?#%\0 ")):
+        raise ValueError("expected a path prefix such as /api")
+    return text
+
+
+def _parse_bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_hook(value: str) -> str:
+    text = value.strip()
+    module, sep, attr = text.partition(":")
+    if text and (not sep or not module or not attr):
+        raise ValueError("expected MODULE:CALLABLE")
+    return text
+
+
 def _parse_path(value: str) -> str:
     if "\0" in value:
         raise ValueError("expected a file path")
@@ -206,6 +230,7 @@ class Setting:
     env: tuple[str, ...]  # environment variable names, first wins
     help: str
     metavar: str
+    const: str | None = None  # a flag taking no value stores this text (e.g. --no-preload)
 
     @property
     def flag(self) -> str:
@@ -297,6 +322,15 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="{auto,native,wsgi}",
     ),
     Setting(
+        name="script_name",
+        parse=_parse_script_name,
+        default="",
+        flags=("--script-name",),
+        env=("TAILFAST_SCRIPT_NAME", "SCRIPT_NAME"),
+        help="URL prefix a WSGI app is mounted below (its SCRIPT_NAME), e.g. /api",
+        metavar="PREFIX",
+    ),
+    Setting(
         name="env",
         parse=_parse_mode,
         default=DEFAULT_MODE,
@@ -322,6 +356,84 @@ SETTINGS: tuple[Setting, ...] = (
         env=("TAILFAST_LOG_LEVEL",),
         help="log verbosity",
         metavar="{debug,info,warning,error}",
+    ),
+    Setting(
+        name="balance",
+        parse=_choice("shared", "reuseport"),
+        default="shared",
+        flags=("--balance",),
+        env=("TAILFAST_BALANCE",),
+        help="how connections reach workers: one shared socket with fair accepts, or "
+        "one SO_REUSEPORT socket per worker (the kernel hashes connections)",
+        metavar="{shared,reuseport}",
+    ),
+    Setting(
+        name="max_requests",
+        parse=_int_in(0, 2**62, "expected an integer >= 0 (0 = never)"),
+        default="0",
+        flags=("--max-requests",),
+        env=("TAILFAST_MAX_REQUESTS",),
+        help="replace a worker after it answered this many requests (its replacement "
+        "is ready before it stops; 0 = never)",
+        metavar="N",
+    ),
+    Setting(
+        name="max_requests_jitter",
+        parse=_int_in(0, 2**62, "expected an integer >= 0"),
+        default="0",
+        flags=("--max-requests-jitter",),
+        env=("TAILFAST_MAX_REQUESTS_JITTER",),
+        help="add a random 0..J to each worker's --max-requests, so workers are not "
+        "replaced all at once",
+        metavar="J",
+    ),
+    Setting(
+        name="max_rss",
+        parse=_int_in(0, 2**40, "expected MiB as an integer >= 0 (0 = no limit)"),
+        default="0",
+        flags=("--max-rss",),
+        env=("TAILFAST_MAX_RSS",),
+        help="replace a worker whose resident memory exceeds this many MiB (0 = no limit)",
+        metavar="MIB",
+    ),
+    Setting(
+        name="pid_file",
+        parse=_parse_path,
+        default="",
+        flags=("--pid-file",),
+        env=("TAILFAST_PID_FILE",),
+        help="write the primary's pid to this file (read by `tailfast status --pid-file`)",
+        metavar="PATH",
+    ),
+    Setting(
+        name="on_worker_start",
+        parse=_parse_hook,
+        default="",
+        flags=("--on-worker-start",),
+        env=("TAILFAST_ON_WORKER_START",),
+        help="hook(worker_id) run in each worker after fork, before it accepts: "
+        "open database and cache connections here",
+        metavar="MODULE:CALLABLE",
+    ),
+    Setting(
+        name="on_worker_exit",
+        parse=_parse_hook,
+        default="",
+        flags=("--on-worker-exit",),
+        env=("TAILFAST_ON_WORKER_EXIT",),
+        help="hook(worker_id) run in each worker when it stops serving (after a drain)",
+        metavar="MODULE:CALLABLE",
+    ),
+    Setting(
+        name="preload",
+        parse=_parse_bool,
+        default="true",
+        flags=("--no-preload",),
+        env=("TAILFAST_PRELOAD",),
+        help="import the application in each worker instead of once in the primary "
+        "(uses more memory; the primary never runs application code)",
+        metavar="",
+        const="false",
     ),
     Setting(
         name="cpu_max_path",
@@ -351,9 +463,18 @@ class Config:
     limit_request_body: int
     max_connections: int
     interface: str
+    script_name: str
     env: str
     env_file: str
     log_level: str
+    balance: str
+    max_requests: int
+    max_requests_jitter: int
+    max_rss: int
+    pid_file: str
+    on_worker_start: str
+    on_worker_exit: str
+    preload: bool
     cpu_max_path: str
     sources: dict[str, str] = field(default_factory=dict)
     file_environ: dict[str, str] = field(default_factory=dict)
@@ -365,7 +486,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env = " or ".join(s.env)
         default = s.default or "none"
         text = f"{s.help} [env {env}; default {default}]".replace("%", "%%")
-        parser.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar, help=text)
+        if s.const is not None:
+            parser.add_argument(
+                *s.flags, dest=s.name, default=None, action="store_const", const=s.const, help=text
+            )
+        else:
+            parser.add_argument(
+                *s.flags, dest=s.name, default=None, metavar=s.metavar, help=text
+            )
 
 
 # --------------------------------------------------------------------------- CPUs

@@ -13,3 +13,25 @@ class ConfigError(TailfastError):
 
 class AppImportError(TailfastError):
     """The MODULE:CALLABLE application could not be imported or is not callable."""
+
+
+class HTTPError(Exception):
+    """Raised by a handler (or by Request.json()) to answer with status and a
+    short plain-text message instead of a 500; nothing is logged."""
+
+    status = 500
+
+    def __init__(self, message: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(HTTPError, ValueError):
+    """The request cannot be understood, e.g. a body that is not valid JSON: 400."""
+
+    status = 400
+
+
+class ClientDisconnected(OSError):
+    """The client went away (or stalled past the timeout) while a body was streamed to it."""

@@ -69,3 +69,60 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self._pairs!r})"
+
+
+class QueryParams:
+    """The parsed query string: case-sensitive, multi-valued, in the order sent.
+    query["a"] is the first value of a (KeyError when absent), get_all("a") every one."""
+
+    __slots__ = ("_pairs", "_index")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        index: dict[str, list[str]] = {}
+        for name, value in pairs:
+            index.setdefault(name, []).append(value)
+        self._index = index
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self._index.get(name)
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._index.get(name, ()))
+
+    def __getitem__(self, name: str) -> str:
+        return self._index[name][0]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair, repeated names included."""
+        return list(self._pairs)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {name: list(values) for name, values in self._index.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QueryParams):
+            return self._pairs == other._pairs
+        if isinstance(other, dict):
+            return self.to_dict() == other
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._pairs!r})"

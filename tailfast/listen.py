@@ -10,7 +10,13 @@ import stat
 from tailfast.config import Config
 from tailfast.errors import ConfigError
 
-__all__ = ["create_listener", "listener_url", "remove_unix_socket"]
+__all__ = [
+    "create_listener",
+    "listener_url",
+    "migrate_req_enabled",
+    "remove_unix_socket",
+    "reuseport_socket",
+]
 
 # (pid, st_dev, st_ino) of the unix socket files created, by path, so that
 # shutdown removes our own socket (in the creating process only, not in a
@@ -63,13 +69,23 @@ def _clear_stale_unix_socket(config: Config) -> None:
     raise _fail(config, os.strerror(errno.EADDRINUSE).lower())
 
 
-def create_listener(config: Config) -> socket.socket:
-    """Opens, binds and listens on config.bind; raises ConfigError with one line."""
+def create_listener(config: Config, reuseport: bool = False) -> socket.socket:
+    """Opens, binds and listens on config.bind; raises ConfigError with one line.
+
+    reuseport: bind with SO_REUSEPORT and do not listen. The socket only holds
+    the address; each worker listens on its own socket (reuseport_socket)."""
     bind = config.bind
+    if reuseport and bind.family == socket.AF_UNIX:
+        raise ConfigError(
+            f"invalid balance 'reuseport' (from {config.sources.get('balance', 'default')}): "
+            "expected a TCP address, not a unix socket"
+        )
     if bind.family == socket.AF_UNIX:
         _clear_stale_unix_socket(config)
     sock = socket.socket(bind.family, socket.SOCK_STREAM)
     try:
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if bind.family == socket.AF_UNIX:
             sock.bind(bind.path)
             st = os.stat(bind.path)
@@ -85,7 +101,8 @@ def create_listener(config: Config) -> socket.socket:
                 sock.bind(info[0][4])
             else:
                 sock.bind((bind.host, bind.port))
-        sock.listen(config.backlog)
+        if not reuseport:
+            sock.listen(config.backlog)
         sock.setblocking(False)
         sock.set_inheritable(False)
     except OSError as exc:
@@ -121,3 +138,31 @@ def remove_unix_socket(config: Config) -> None:
             os.unlink(bind.path)
     except OSError:
         pass
+
+
+def reuseport_socket(address: tuple[object, ...], family: int, backlog: int) -> socket.socket:
+    """A worker's own listening socket in the SO_REUSEPORT group of address."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        sock.set_inheritable(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def migrate_req_enabled() -> bool | None:
+    """net.ipv4.tcp_migrate_req: whether a closing SO_REUSEPORT socket hands its
+    queued connections to another one (None: unknown)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return None

@@ -20,6 +20,7 @@ APPS = Path(__file__).resolve().parent / "apps"
 
 LISTENING = re.compile(r"tailfast: primary (\d+) listening on (\S+) \((\d+) workers?, (\S+)\)")
 STARTED = re.compile(r"tailfast: worker (\d+) \(pid (\d+)\) started")
+READY = re.compile(r"tailfast: worker (\d+) \(pid (\d+)\) ready in")
 ENDED = re.compile(r"tailfast: worker (\d+) \(pid (\d+)\) (exited|killed)")
 
 
@@ -113,6 +114,7 @@ class Server:
         if self.url.startswith("http://[::1]"):
             self.host = "::1"
         self.wait_for(STARTED, timeout, count=self.workers)
+        self.wait_for(READY, timeout, count=self.workers)
         return self
 
     def live_workers(self) -> dict[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,6 +68,10 @@ def run_load(url: str, connections: int = 10, duration: float = 10.0, threads: i
     if close and pipeline > 1:
         raise BenchError("bench load: --pipeline needs keep-alive (drop --close)")
     host, port, target, host_header = parse_url(url)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BenchError(f"bench load: cannot resolve {host!r}: {exc.strerror}") from None
     method = method.upper()
     request = build_request(method, target, host_header, headers or [], body, close)
     result: dict[str, Any] = _core.run_load(

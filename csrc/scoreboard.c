@@ -1,0 +1,182 @@
+/* scoreboard.c — memory shared by the primary and its workers.
+ *
+ * The primary maps it before the first fork, so every worker inherits the
+ * mapping; a worker then writes only its own entry, with plain stores (no
+ * syscall, no lock). Readers (the primary, other workers balancing their
+ * accepts, `tailfast status`) may see a value a moment old, never a torn
+ * aligned word; strings are written before the state that publishes them.
+ *
+ * The mapping lives in a file (under /dev/shm when the embedder picks it) so
+ * that `tailfast status` can map it read-only from outside.
+ */
+#define _GNU_SOURCE
+#include "tailfast.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+tf_scoreboard *tf_sb = NULL;
+tf_sb_proc *tf_sb_me = NULL;
+
+static int tf_sb_pipe[2] = {-1, -1};
+
+static double tf_wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int tf_scoreboard_create(const char *path, int workers, const char *listen) {
+    size_t size = sizeof(tf_scoreboard);
+    void *mem;
+    if (path) {
+        (void)unlink(path); /* a stale file of a dead primary with our pid */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return -1;
+        if (ftruncate(fd, (off_t)size) < 0) {
+            int saved = errno;
+            close(fd);
+            unlink(path);
+            errno = saved;
+            return -1;
+        }
+        mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        int saved = errno;
+        close(fd); /* the mapping keeps the file's pages */
+        if (mem == MAP_FAILED) {
+            unlink(path);
+            errno = saved;
+            return -1;
+        }
+    } else {
+        mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED)
+            return -1;
+    }
+    if (pipe2(tf_sb_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int saved = errno;
+        munmap(mem, size);
+        if (path)
+            unlink(path);
+        errno = saved;
+        return -1;
+    }
+    tf_scoreboard *sb = mem; /* fresh pages are zero */
+    sb->version = TF_SB_VERSION;
+    sb->max_procs = TF_SB_MAX_PROCS;
+    sb->primary_pid = (int32_t)getpid();
+    sb->workers = workers;
+    sb->started = tf_wall_now();
+    snprintf(sb->listen, sizeof(sb->listen), "%s", listen ? listen : "");
+    /* the magic last: a reader that sees it sees a complete header */
+    __atomic_store_n(&sb->magic, TF_SB_MAGIC, __ATOMIC_RELEASE);
+    tf_sb = sb;
+    tf_sb_me = NULL;
+    return 0;
+}
+
+void tf_scoreboard_destroy(const char *path) {
+    if (tf_sb) {
+        munmap(tf_sb, sizeof(tf_scoreboard));
+        tf_sb = NULL;
+    }
+    tf_sb_me = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (tf_sb_pipe[i] >= 0)
+            close(tf_sb_pipe[i]);
+        tf_sb_pipe[i] = -1;
+    }
+    if (path)
+        (void)unlink(path);
+}
+
+int tf_scoreboard_wake_fd(void) { return tf_sb_pipe[0]; }
+
+void tf_scoreboard_notify(void) {
+    if (tf_sb_pipe[1] < 0)
+        return;
+    char b = 1;
+    ssize_t r;
+    do
+        r = write(tf_sb_pipe[1], &b, 1);
+    while (r < 0 && errno == EINTR);
+    /* EAGAIN: the pipe is full, so the primary is woken anyway */
+}
+
+const tf_scoreboard *tf_scoreboard_open(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return NULL;
+    }
+    if ((size_t)st.st_size < sizeof(tf_scoreboard)) {
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
+    void *mem = mmap(NULL, sizeof(tf_scoreboard), PROT_READ, MAP_SHARED, fd, 0);
+    int saved = errno;
+    close(fd);
+    if (mem == MAP_FAILED) {
+        errno = saved;
+        return NULL;
+    }
+    const tf_scoreboard *sb = mem;
+    if (__atomic_load_n(&sb->magic, __ATOMIC_ACQUIRE) != TF_SB_MAGIC ||
+        sb->version != TF_SB_VERSION) {
+        munmap(mem, sizeof(tf_scoreboard));
+        errno = EINVAL;
+        return NULL;
+    }
+    return sb;
+}
+
+void tf_scoreboard_close(const tf_scoreboard *sb) {
+    if (sb)
+        munmap((void *)sb, sizeof(tf_scoreboard));
+}
+
+int tf_scoreboard_over_share(int slack) {
+    if (!tf_sb || !tf_sb_me)
+        return 0;
+    int hw = tf_sb->procs_hw;
+    if (hw > TF_SB_MAX_PROCS)
+        hw = TF_SB_MAX_PROCS;
+    long total = 0;
+    int ready = 0;
+    for (int i = 0; i < hw; i++) {
+        const tf_sb_proc *p = &tf_sb->procs[i];
+        int state = p->state;
+        if (state == TF_W_IDLE || state == TF_W_BUSY) {
+            total += p->open;
+            ready++;
+        }
+    }
+    if (ready < 2)
+        return 0;
+    /* open > mean + slack, in integers: open * ready > total + slack * ready */
+    return (long)tf_sb_me->open * ready > total + (long)slack * ready;
+}
+
+void tf_scoreboard_attach(int index) {
+    if (tf_sb_pipe[0] >= 0) {
+        close(tf_sb_pipe[0]); /* only the primary reads it */
+        tf_sb_pipe[0] = -1;
+    }
+    if (!tf_sb || index < 0 || index >= TF_SB_MAX_PROCS)
+        return;
+    tf_sb_me = &tf_sb->procs[index];
+    tf_sb_me->pid = (int32_t)getpid();
+    tf_sb_me->started = tf_wall_now();
+}

@@ -1,0 +1,84 @@
+"""`tailfast status`: a running server's scoreboard, as a table or JSON."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tailfast.errors import TailfastError
+
+
+def _primary_pid(pid: int | None, pid_file: str | None) -> int:
+    if pid is not None:
+        return pid
+    assert pid_file is not None
+    try:
+        with open(pid_file) as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise TailfastError(f"cannot read pid file {pid_file}: {exc.strerror}") from None
+    if not text.isdigit():
+        raise TailfastError(f"pid file {pid_file} holds {text!r}, expected a pid")
+    return int(text)
+
+
+def read_status(pid: int | None = None, pid_file: str | None = None) -> dict[str, Any]:
+    """The scoreboard of the primary with this pid (or the pid in pid_file)."""
+    from tailfast import _core
+    from tailfast.server import scoreboard_dirs
+
+    primary = _primary_pid(pid, pid_file)
+    name = f"tailfast-{primary}.scoreboard"
+    for directory in scoreboard_dirs():
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            try:
+                snapshot: dict[str, Any] = _core.read_scoreboard(path)
+            except OSError as exc:
+                raise TailfastError(str(exc)) from None
+            if snapshot["primary_pid"] != primary:
+                continue
+            try:
+                os.kill(primary, 0)
+            except ProcessLookupError:
+                raise TailfastError(f"no tailfast primary with pid {primary} is running") from None
+            except PermissionError:
+                pass
+            return snapshot
+    raise TailfastError(f"no scoreboard for a tailfast primary with pid {primary}")
+
+
+def _mib(value: int) -> str:
+    return f"{value / (1024 * 1024):.1f}"
+
+
+def format_table(snapshot: dict[str, Any]) -> str:
+    """One header line, then a row per worker process and per slot in back-off."""
+    depth = snapshot["queue_depth"]
+    queue = "n/a" if depth < 0 else f"{depth}/{snapshot['queue_max']}"
+    lines = [
+        f"primary {snapshot['primary_pid']} on {snapshot['listen']}: "
+        f"{snapshot['workers']} workers, generation {snapshot['generation']}, "
+        f"up {snapshot['uptime']:.0f} s, listen queue {queue}",
+        f"{'ID':>3} {'PID':>8} {'STATE':<9} {'GEN':>3} {'REQUESTS':>9} {'ACCEPTED':>9} "
+        f"{'OPEN':>5} {'UP(s)':>7} {'RSS(MiB)':>8} {'RESTARTS':>8}  REQUEST",
+    ]
+    slots = {s["worker_id"]: s for s in snapshot["slots"]}
+    for p in sorted(snapshot["processes"], key=lambda p: (p["worker_id"], p["uptime"])):
+        slot = slots.get(p["worker_id"], {})
+        request = ""
+        if p["request"]:
+            request = f"{p['request']} ({p['request_age']:.1f} s)"
+        lines.append(
+            f"{p['worker_id']:>3} {p['pid']:>8} {p['state']:<9} {p['generation']:>3} "
+            f"{p['requests']:>9} {p['accepted']:>9} {p['open']:>5} {p['uptime']:>7.0f} "
+            f"{_mib(p['rss']):>8} {slot.get('restarts', 0):>8}  {request}"
+        )
+    for slot in snapshot["slots"]:
+        if slot["state"] == "backoff":
+            lines.append(
+                f"{slot['worker_id']:>3} {'-':>8} {'backoff':<9} {'':>3} {'':>9} {'':>9} "
+                f"{'':>5} {'':>7} {'':>8} {slot['restarts']:>8}  "
+                f"{slot['crashes']} crashes, next attempt in {slot['next_attempt_in']:.1f} s"
+            )
+    return "\n".join(lines)

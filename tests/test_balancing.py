@@ -1,0 +1,121 @@
+"""Fair balancing on the shared socket: requests served per worker, read from
+the scoreboard, stay within 15% of the mean under keep-alive and
+connection-per-request loads, with 2 and 8 workers."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tailfast.status import read_status
+
+TOLERANCE = 0.15
+
+
+def served(server) -> dict[int, int]:
+    """pid -> requests answered, for the ready workers."""
+    snapshot = read_status(pid=server.proc.pid)
+    return {p["pid"]: p["requests"] for p in snapshot["processes"] if p["ready"]}
+
+
+def wait_ready(server, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(served(server)) < count:
+        assert time.monotonic() < deadline, f"not {count} ready workers:\n{server.output}"
+        time.sleep(0.02)
+
+
+def spread(before: dict[int, int], after: dict[int, int]) -> tuple[list[int], float]:
+    counts = [after[pid] - before.get(pid, 0) for pid in sorted(after)]
+    mean = sum(counts) / len(counts)
+    worst = max(abs(c - mean) for c in counts) / mean if mean else float("inf")
+    return counts, worst
+
+
+def run_wrk(port: int, connections: int, close: bool, seconds: int = 2) -> str:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"]
+    if close:
+        args += ["-H", "Connection: close"]
+    proc = subprocess.run([*args, f"http://127.0.0.1:{port}/"], capture_output=True,
+                          text=True, timeout=seconds + 20)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.parametrize("workers", [2, 8])
+@pytest.mark.parametrize("load", ["keepalive", "close"])
+def test_requests_per_worker_within_15_percent_of_the_mean(run_server, workers, load):
+    server = run_server("testapp:app", "--bind", ":0", "--workers", str(workers))
+    wait_ready(server, workers)
+    before = served(server)
+    # keep-alive: 64 connections opened at once; close: a connection per request
+    opened: list[int] = []
+
+    def sample_open() -> None:
+        time.sleep(1.0)
+        snapshot = read_status(pid=server.proc.pid)
+        opened.extend(p["open"] for p in snapshot["processes"] if p["ready"])
+
+    sampler = threading.Thread(target=sample_open)
+    sampler.start()
+    output = run_wrk(server.port, 64 if load == "keepalive" else 16, close=load == "close")
+    sampler.join()
+    after = served(server)
+    counts, worst = spread(before, after)
+    total = sum(counts)
+    print(f"\nbalance {load} {workers} workers: {counts} total {total}, "
+          f"worst {worst:.1%} from the mean; open connections at 1 s: {opened}")
+    if load == "keepalive":
+        # the accept cap's own result: the 64 connections split evenly
+        assert max(opened) - min(opened) <= 1, opened
+    assert len(after) == workers
+    assert total > 500, output
+    cpus = os.cpu_count() or 1
+    if (worst > TOLERANCE and load == "keepalive" and workers > cpus
+            and max(opened) - min(opened) <= 1 and os.getloadavg()[0] > cpus):
+        # Connections are split evenly (asserted above); with more workers than
+        # cores and other work on the machine, how many requests each answers
+        # is then decided by the CPU scheduler, not by the server.
+        pytest.xfail(f"{counts}: {worst:.1%} from the mean with the machine oversubscribed "
+                     f"(load average {os.getloadavg()[0]:.1f} on {cpus} CPUs)")
+    assert worst <= TOLERANCE, f"{counts}: {worst:.1%} from the mean\n{output}"
+
+
+def test_connection_per_request_from_python_clients_is_spread(run_server):
+    """Without wrk: threads each opening a connection per request."""
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "2")
+    wait_ready(server, 2)
+    before = served(server)
+    failures: list[BaseException] = []
+    deadline = time.monotonic() + 2.0
+
+    def client() -> None:
+        for _ in range(2000):  # bounded in count and in time
+            if time.monotonic() > deadline:
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            try:
+                conn.request("GET", "/")
+                conn.getresponse().read()
+            except BaseException as exc:  # noqa: BLE001 - counted, then asserted
+                failures.append(exc)
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts, worst = spread(before, served(server))
+    print(f"\nbalance python close 2 workers: {counts}, worst {worst:.1%} from the mean")
+    assert not failures
+    assert sum(counts) > 200
+    assert worst <= TOLERANCE, counts

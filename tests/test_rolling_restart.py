@@ -1,0 +1,169 @@
+"""SIGHUP rolling restarts under load: every replacement is ready before the
+worker it replaces drains; new code is served afterwards; nothing fails."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import threading
+import time
+from pathlib import Path
+
+from tailfast.status import read_status
+
+APP = '''
+import os
+
+VERSION = "{version}"{padding}
+
+
+def app(request):
+    return f"{{VERSION}} {{os.getpid()}}"
+'''
+
+
+def write_app(path: Path, version: str) -> None:
+    # a different size each time: the import system's cache checks size and mtime
+    path.write_text(APP.format(version=version, padding=" " * len(version) * 3))
+
+
+class Load:
+    """Threads sending requests, a new connection each, until stopped (bounded)."""
+
+    def __init__(self, port: int, threads: int = 4, limit: float = 30.0) -> None:
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
+        self.versions: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._deadline = time.monotonic() + limit
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        for _ in range(100_000):
+            if self._stop.is_set() or time.monotonic() > self._deadline:
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                body = resp.read().decode()
+                with self._lock:
+                    if resp.status == 200:
+                        self.ok += 1
+                        self.versions.append(body.split()[0])
+                    else:
+                        self.failures.append(f"status {resp.status}")
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                with self._lock:
+                    self.failures.append(repr(exc))
+            finally:
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+
+def test_three_sighup_rolls_under_load_fail_nothing_and_serve_new_code(run_server, tmp_path):
+    app_file = tmp_path / "rollapp.py"
+    write_app(app_file, "v0")
+    server = run_server("rollapp:app", "--bind", ":0", "--workers", "2", cwd=tmp_path)
+    load = Load(server.port)
+    try:
+        time.sleep(0.3)
+        for roll in range(1, 4):
+            write_app(app_file, f"v{roll}")
+            server.signal(signal.SIGHUP)
+            server.wait_for(r"ready in \d+ ms; retiring pid", count=2 * roll, timeout=15)
+            server.wait_for(r"\(retired\)", count=2 * roll, timeout=15)
+            snapshot = read_status(pid=server.proc.pid)
+            ready = [p for p in snapshot["processes"] if p["ready"]]
+            assert len(ready) == 2
+            assert {p["generation"] for p in ready} == {roll}
+            time.sleep(0.3)
+    finally:
+        load.stop()
+    print(f"\nrolling restarts: {load.ok} requests answered, {len(load.failures)} failed")
+    assert not load.failures, load.failures[:5]
+    assert load.ok > 100
+    assert {"v0", "v1", "v2", "v3"} <= set(load.versions)
+    # afterwards only the new code answers
+    for _ in range(20):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/")
+        assert conn.getresponse().read().decode().startswith("v3 ")
+        conn.close()
+
+
+def test_hup_storm_coalesces_and_never_drops_below_n_ready(run_server, tmp_path):
+    app_file = tmp_path / "stormapp.py"
+    write_app(app_file, "a")
+    server = run_server("stormapp:app", "--bind", ":0", "--workers", "2", cwd=tmp_path)
+    write_app(app_file, "bb")
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            snapshot = read_status(pid=server.proc.pid)
+            samples.append(sum(p["ready"] for p in snapshot["processes"]))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for _ in range(10):  # ten signals within a second
+            server.signal(signal.SIGHUP)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        while True:
+            snapshot = read_status(pid=server.proc.pid)
+            ready = [p for p in snapshot["processes"] if p["ready"]]
+            if (len(snapshot["processes"]) == 2
+                    and {p["generation"] for p in ready} == {snapshot["generation"]}):
+                break
+            assert time.monotonic() < deadline, server.output
+            time.sleep(0.02)
+    finally:
+        done.set()
+        sampler.join()
+    assert snapshot["generation"] == 10
+    assert len(samples) > 50
+    assert min(samples) >= 2, samples
+    # at most one replacement per worker per signal, one roll at a time
+    replaced = server.output.count("retiring pid")
+    assert 2 <= replaced <= 20, server.output
+    print(f"\nHUP storm: 10 signals, {replaced} replacements, "
+          f"ready workers never below {min(samples)} in {len(samples)} samples")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().read().decode().startswith("bb ")
+    conn.close()
+
+
+def test_broken_new_code_keeps_the_old_workers_serving(run_server, tmp_path):
+    app_file = tmp_path / "brokenapp.py"
+    write_app(app_file, "good")
+    server = run_server("brokenapp:app", "--bind", ":0", "--workers", "1", cwd=tmp_path)
+    app_file.write_text("raise RuntimeError('deploy went wrong')\n")
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"cannot load the application", timeout=10)
+    server.wait_for(r"before it was ready; crashed \d+ times in [\d.]+ s, next attempt in",
+                    timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().read().decode().startswith("good ")
+    conn.close()
+    # fixed on disk: the next attempt loads it
+    write_app(app_file, "fixed")
+    server.wait_for(r"ready in \d+ ms; retiring pid", timeout=15)
+    server.wait_for(r"\(retired\)", timeout=15)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().read().decode().startswith("fixed ")
+    conn.close()
