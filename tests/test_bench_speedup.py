@@ -45,6 +45,13 @@ def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
         assert row["requests_per_cpu_second"] > 0
         assert len(row["worker_cpu_share"]) == row["workers"]
         assert abs(sum(row["worker_cpu_share"].values()) - 1.0) < 1e-6
+        # From the scoreboard: what the workers answered during the measured run,
+        # which is what the generator counted plus at most one request in flight
+        # per connection (8) at the end.
+        per_worker = row["requests_per_worker"]
+        assert per_worker is not None and len(per_worker) == row["workers"]
+        assert all(n > 0 for n in per_worker.values()), per_worker
+        assert 0 <= sum(per_worker.values()) - row["requests"] <= 8, (per_worker, row["requests"])
         assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
     if len(os.sched_getaffinity(0)) < 3:
         # 2 workers + the generator do not fit in 2 CPUs: the report must say so.

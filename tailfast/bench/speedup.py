@@ -48,17 +48,27 @@ def _cpu_list(cpus: list[int]) -> str:
     return ",".join(map(str, cpus))
 
 
-def requests_per_worker(server: BenchServer) -> dict[int, int] | None:
-    """Requests served by each worker, from the scoreboard. The scoreboard
-    (issue 5) is not in this build yet: until it is, this returns None and the
-    report shows each worker's share of the server's CPU time instead."""
-    from tailfast import _core
+def worker_requests(server: BenchServer) -> dict[int, int] | None:
+    """Requests answered so far by each worker id, from the server's scoreboard
+    (`tailfast status`); None when it cannot be read (an older server)."""
+    from tailfast.errors import TailfastError
+    from tailfast.status import read_status
 
-    read = getattr(_core, "scoreboard_requests", None)
-    if read is None:
+    try:
+        snapshot = read_status(pid=server.pid)
+    except (TailfastError, OSError):
         return None
-    counts = read(server.pid)
-    return {int(k): int(v) for k, v in counts.items()} if counts else None
+    counts: dict[int, int] = {}
+    for proc in snapshot["processes"]:
+        counts[proc["worker_id"]] = counts.get(proc["worker_id"], 0) + int(proc["requests"])
+    return counts
+
+
+def _delta(before: dict[int, int] | None,
+           after: dict[int, int] | None) -> dict[str, int] | None:
+    if before is None or after is None:
+        return None
+    return {str(w): after[w] - before.get(w, 0) for w in sorted(after)}
 
 
 class Progress:
@@ -135,11 +145,12 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
             progress.step(f"workers={workers} run {i + 1}/{args.repeat}", args.duration)
             pids = server.pids()
             cpu_before = {pid: cpu_seconds(pid) for pid in pids}
+            served_before = worker_requests(server)
             result = _load_pinned(load_cpus, duration=args.duration, **load)
             cpu_after = {pid: cpu_seconds(pid) for pid in pids}
+            result["per_worker"] = _delta(served_before, worker_requests(server))
             result["server_cpu"] = {pid: cpu_after[pid] - cpu_before[pid] for pid in pids}
             runs.append(result)
-        per_worker_requests = requests_per_worker(server)
         worker_pids = dict(server.worker_pids)
     rates = [r["requests_per_sec"] for r in runs]
     median_rate = statistics.median_low(rates)
@@ -160,7 +171,7 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
         "server_cpu_use": cpu_total / (run["elapsed"] * min(workers, len(server_cpus or cpus))),
         "requests_per_cpu_second": run["requests"] / cpu_total if cpu_total > 0 else None,
         "worker_cpu_share": {str(w): c / worker_cpu_sum for w, c in worker_cpu.items()},
-        "requests_per_worker": per_worker_requests,
+        "requests_per_worker": run["per_worker"],
         "pinning": pinning,
         "shared_cores": pinning.startswith("shared"),
     }
@@ -195,11 +206,17 @@ def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
             "speedup between rows is not the server's alone (it can even exceed the worker "
             "count). Requests per server CPU-second does not depend on that; compare it."
         )
-    if not any(r["requests_per_worker"] for r in rows):
+    if any(r["requests_per_worker"] for r in rows):
         notes.append(
-            "Requests per worker: the scoreboard (shared-memory per-worker counters) is not in "
-            "this build, so the per-worker column shows each worker's share of the server's CPU "
-            "time instead, which shows imbalance the same way."
+            "Requests per worker are read from the server's scoreboard before and after the "
+            "run, so they include requests still in flight at the end; the figure in "
+            "brackets is the busiest worker against the mean (1.00 = even)."
+        )
+    else:
+        notes.append(
+            "Requests per worker: the server's scoreboard could not be read, so the per-worker "
+            "column shows each worker's share of the server's CPU time instead, which shows "
+            "imbalance the same way."
         )
     if not base:
         notes.append("Speedup and efficiency need a 1-worker run (--workers 1,...).")
@@ -241,7 +258,11 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for r in report["rows"]:
         if r["requests_per_worker"]:
-            per_worker = " / ".join(str(v) for _, v in sorted(r["requests_per_worker"].items()))
+            counts = [v for _, v in sorted(r["requests_per_worker"].items(),
+                                           key=lambda kv: int(kv[0]))]
+            mean = sum(counts) / len(counts)
+            per_worker = " / ".join(f"{v:,}" for v in counts)
+            per_worker += f" ({max(counts) / mean:.2f})" if mean else ""
         else:
             per_worker = " / ".join(f"{v * 100:.0f}%" for v in r["worker_cpu_share"].values())
             per_worker += " CPU"
