@@ -78,8 +78,8 @@ def test_timeout_counted(run_server) -> None:
     server = run_server("testapp:app", "--workers", "1", "--bind", "127.0.0.1:0")
     result = run_load(f"http://127.0.0.1:{server.port}/slow?2", connections=1, duration=0.8,
                       timeout=0.3)
-    assert result["requests"] == 0
-    assert result["errors"]["timeout"] >= 1
+    assert result["requests"] == 0, result
+    assert result["errors"]["timeout"] >= 1, result["errors"]
 
 
 def test_histogram_buckets_are_within_one_64th() -> None:
