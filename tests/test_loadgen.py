@@ -76,7 +76,9 @@ def test_connect_refused_counted() -> None:
 
 def test_timeout_counted(run_server) -> None:
     server = run_server("testapp:app", "--workers", "1", "--bind", "127.0.0.1:0")
-    result = run_load(f"http://127.0.0.1:{server.port}/slow?2", connections=1, duration=0.8,
+    # The handler sleeps 3 s; the first timeout is due at 0.3 s, the run lasts
+    # 1.5 s so a briefly starved generator thread still sees it.
+    result = run_load(f"http://127.0.0.1:{server.port}/slow?3", connections=1, duration=1.5,
                       timeout=0.3)
     assert result["requests"] == 0, result
     assert result["errors"]["timeout"] >= 1, result["errors"]
