@@ -10,8 +10,16 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("TAILFAST_DEBUG") == "1"
-C_SOURCES = ["csrc/http.c", "csrc/worker.c", "csrc/supervisor.c", "csrc/scoreboard.c", "csrc/log.c",
-             "csrc/observe.c", "csrc/accesslog.c"]
+C_SOURCES = [
+    "csrc/http.c",
+    "csrc/worker.c",
+    "csrc/supervisor.c",
+    "csrc/scoreboard.c",
+    "csrc/log.c",
+    "csrc/observe.c",
+    "csrc/accesslog.c",
+    "csrc/loadgen.c",
+]
 
 extension = Extension(
     "tailfast._core",

@@ -384,4 +384,57 @@ void tf_accesslog_line(const tf_request *req, const char *peer, int status,
 /* Writes what is buffered and closes the file. */
 void tf_accesslog_close(void);
 
+/* ---------------------------------------------------------- load generator */
+
+/* Errors by kind (tf_load_result.errors). */
+#define TF_LOAD_ERR_CONNECT 0 /* refused, unreachable */
+#define TF_LOAD_ERR_READ 1    /* reset, closed mid-response, malformed response */
+#define TF_LOAD_ERR_WRITE 2   /* reset or broken pipe while sending */
+#define TF_LOAD_ERR_TIMEOUT 3 /* no progress for cfg.timeout seconds */
+#define TF_LOAD_ERR_STATUS 4  /* a complete response whose status is not 2xx */
+#define TF_LOAD_NUM_ERRORS 5
+
+/* Log-linear latency histogram in nanoseconds: 2^SUB_BITS buckets per power
+ * of two, so a bucket's midpoint is within 1/64 of any value in it. */
+#define TF_LOAD_HIST_SUB_BITS 5
+#define TF_LOAD_HIST_BUCKETS ((64 - TF_LOAD_HIST_SUB_BITS + 1) << TF_LOAD_HIST_SUB_BITS)
+
+typedef struct {
+    const char *host;    /* name or address, resolved with getaddrinfo */
+    const char *port;
+    const char *request; /* one complete request, sent as is */
+    size_t request_len;
+    int connections;     /* spread over the threads */
+    int threads;
+    int pipeline;        /* requests sent back to back before reading (>= 1) */
+    double duration;     /* seconds */
+    double timeout;      /* seconds without progress before a connection is dropped */
+    int close_each;      /* a new connection per request batch */
+    int head;            /* responses have no body (HEAD requests) */
+} tf_load_config;
+
+typedef struct {
+    uint64_t requests;          /* complete responses, whatever their status */
+    uint64_t status_classes[6]; /* [2] = 2xx, ..., [5] = 5xx */
+    uint64_t bytes_read;
+    uint64_t connects;          /* connections opened */
+    uint64_t errors[TF_LOAD_NUM_ERRORS];
+    uint64_t latency_min_ns;
+    uint64_t latency_max_ns;
+    uint64_t latency_sum_ns;
+    double elapsed;             /* seconds, first connect to last thread's end */
+    uint64_t hist[TF_LOAD_HIST_BUCKETS];
+} tf_load_result;
+
+/* Runs the load for cfg->duration seconds on cfg->threads threads (blocking;
+ * call it without any embedder lock held). Returns 0, or -1 with errno when
+ * the load could not run (bad address, no descriptors, threads). Errors of
+ * the server are counted in out->errors, not returned. */
+int tf_load_run(const tf_load_config *cfg, tf_load_result *out);
+
+size_t tf_load_hist_index(uint64_t value);
+uint64_t tf_load_hist_value(size_t index);
+/* The latency (ns) at percentile q (0..100) of the histogram in res. */
+uint64_t tf_load_percentile(const tf_load_result *res, double q);
+
 #endif

@@ -1128,3 +1128,4 @@ FATAL_EXIT_STATUS = TF_EXIT_FATAL
 
 
 include "_wsgi.pxi"
+include "_loadgen.pxi"

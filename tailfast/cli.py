@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--pid", type=int, help="the primary's pid")
     which.add_argument("--pid-file", help="the file given to `run --pid-file`")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from tailfast.bench.cli import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 
@@ -91,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args)
         if args.command == "status":
             return status_command(args)
+        if args.command == "bench":
+            return int(args.bench_main(args))
     except TailfastError as exc:
         print(f"tailfast: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""`tailfast bench`: the load generator (`load`) and the 1..N worker speedup report (`speedup`)."""

@@ -1,0 +1,82 @@
+"""`tailfast bench speedup` end to end, with tiny durations: the report files and their shape."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import APPS, ROOT, pid_alive
+
+
+def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app",
+         "--workers", "1,2", "-d", "0.5", "--warmup", "0.2", "--repeat", "1",
+         "-c", "8", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The Markdown table goes to stdout and to report.md.
+    assert "| workers | requests/s | speedup |" in proc.stdout
+    md = (out / "report.md").read_text()
+    assert "| workers | requests/s | speedup |" in md
+    rows_md = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows_md) == 2, md
+    # Progress goes to stderr, one line per step when stderr is not a terminal.
+    assert "workers=2 run 1/1" in proc.stderr
+
+    report = json.loads((out / "report.json").read_text())
+    assert [row["workers"] for row in report["rows"]] == [1, 2]
+    assert report["settings"]["repeat"] == 1
+    assert report["machine"]["cpus"] == len(os.sched_getaffinity(0))
+    one, two = report["rows"]
+    assert one["speedup"] == 1.0 and one["efficiency"] == 1.0
+    assert abs(two["speedup"] - two["requests_per_sec"] / one["requests_per_sec"]) < 1e-9
+    for row in report["rows"]:
+        assert row["requests"] > 0 and sum(row["errors"].values()) == 0
+        assert row["server_cpu_seconds"] > 0
+        assert 0 < row["server_cpu_use"] <= 1.05  # clock-tick rounding
+        assert row["requests_per_cpu_second"] > 0
+        assert len(row["worker_cpu_share"]) == row["workers"]
+        assert abs(sum(row["worker_cpu_share"].values()) - 1.0) < 1e-6
+        # From the scoreboard: what the workers answered during the measured run,
+        # which is what the generator counted plus at most one request in flight
+        # per connection (8) at the end.
+        per_worker = row["requests_per_worker"]
+        assert per_worker is not None and len(per_worker) == row["workers"]
+        assert all(n > 0 for n in per_worker.values()), per_worker
+        assert 0 <= sum(per_worker.values()) - row["requests"] <= 8, (per_worker, row["requests"])
+        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+    if len(os.sched_getaffinity(0)) < 3:
+        # 2 workers + the generator do not fit in 2 CPUs: the report must say so.
+        assert two["shared_cores"]
+        assert "shared cores" in md
+    has_mpl = importlib.util.find_spec("matplotlib") is not None
+    assert (out / "speedup.png").exists() == has_mpl
+    if not has_mpl:
+        assert "matplotlib is not installed" in md
+
+
+def test_speedup_leaves_no_server_behind(tmp_path: Path) -> None:
+    """The servers it starts are gone when it returns, even when it fails."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app",
+         "--workers", "1", "-d", "0.3", "--warmup", "0", "--repeat", "1", "--quiet"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    children = subprocess.run(["pgrep", "-f", "countapp:app"], capture_output=True, text=True)
+    leftover = [int(p) for p in children.stdout.split() if pid_alive(int(p))]
+    assert not leftover, leftover
+    bad = subprocess.run(
+        [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app", "--workers", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 2 and "--workers" in bad.stderr
