@@ -227,6 +227,27 @@ ANSWERED = object()
 cdef bint _answered = False  # this request's head has been handed to C
 
 
+DEF _H_OTHER = 0
+DEF _H_FRAMING = 1       # written by the server itself: dropped
+DEF _H_CONNECTION = 2
+DEF _H_CONTENT_TYPE = 3
+
+
+cdef inline int _header_kind(bytes name):
+    """What the server does with a response header, from its name (no copy)."""
+    cdef const char *p = PyBytes_AS_STRING(name)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    if n == 12 and strncasecmp(p, b"content-type", 12) == 0:
+        return _H_CONTENT_TYPE
+    if ((n == 14 and strncasecmp(p, b"content-length", 14) == 0)
+            or (n == 17 and strncasecmp(p, b"transfer-encoding", 17) == 0)
+            or (n == 4 and strncasecmp(p, b"date", 4) == 0)):
+        return _H_FRAMING
+    if n == 10 and strncasecmp(p, b"connection", 10) == 0:
+        return _H_CONNECTION
+    return _H_OTHER
+
+
 cdef Py_ssize_t _fill_headers(tf_header *hdrs, list pairs, object ctype, int *close_after):
     """Points hdrs at the validated pairs (plus a default Content-Type); the
     server's own framing headers are dropped. Returns the count."""
@@ -235,15 +256,16 @@ cdef Py_ssize_t _fill_headers(tf_header *hdrs, list pairs, object ctype, int *cl
     cdef bint has_ctype = False
     cdef bytes name, value
     _answered = True
+    cdef int kind
     for name, value in pairs:
-        lowered = name.lower()
-        if lowered in (b"content-length", b"transfer-encoding", b"date"):
+        kind = _header_kind(name)
+        if kind == _H_FRAMING:
             continue
-        if lowered == b"connection":
+        if kind == _H_CONNECTION:
             if b"close" in value.lower():
                 close_after[0] = 1
             continue
-        if lowered == b"content-type":
+        if kind == _H_CONTENT_TYPE:
             has_ctype = True
         hdrs[i].name = PyBytes_AS_STRING(name)
         hdrs[i].name_len = PyBytes_GET_SIZE(name)

@@ -46,7 +46,7 @@ cdef class _EmptyInput:
 
 cdef _EmptyInput _EMPTY_INPUT = _EmptyInput()
 
-# validated response headers: (name, value) as given -> (name bytes, value bytes,
+# validated response headers: (name, value) as given -> ((name bytes, value bytes),
 # Content-Length as int or -1); most applications send the same few again and again
 cdef dict _HEADER_CACHE = {}
 cdef Py_ssize_t _HEADER_CACHE_MAX = 512
@@ -71,7 +71,7 @@ cdef tuple _checked_header(object item):
         if not text.isdigit() or len(text) > 18:
             raise ValueError(f"invalid Content-Length {value!r}")
         length = int(text)
-    result = (name_b, value_b, length)
+    result = ((name_b, value_b), length)
     if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
         _HEADER_CACHE.clear()
     _HEADER_CACHE[item] = result
@@ -123,9 +123,9 @@ cdef class _Exchange:
             raise TypeError(f"headers must be a list, got {type(headers).__name__}")
         for item in <list>headers:
             checked = _checked_header(item)
-            pairs.append(checked[:2])
-            if <long long>checked[2] >= 0:
-                length = checked[2]
+            pairs.append(checked[0])
+            if <long long>checked[1] >= 0:
+                length = checked[1]
         self.status = code
         self.pairs = pairs
         self.length = length
