@@ -1072,3 +1072,4 @@ FATAL_EXIT_STATUS = TF_EXIT_FATAL
 
 
 include "_wsgi.pxi"
+include "_parsebench.pxi"
