@@ -1151,3 +1151,4 @@ FATAL_EXIT_STATUS = TF_EXIT_FATAL
 
 include "_wsgi.pxi"
 include "_loadgen.pxi"
+include "_parsebench.pxi"

@@ -7,7 +7,6 @@ cheap to reach; timeout and connection-cap tests start their own.
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 from collections.abc import Iterator
@@ -149,152 +148,8 @@ def handler_calls(port: int) -> int:
     return int(response.body)
 
 
-# ------------------------------------------------------- rejected requests
-
-SMUGGLE = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
-
-REJECTED = {
-    # framing: every disagreement a proxy could have with us is refused
-    "cl_and_te": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLE, 400),
-    "te_and_cl": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-                  b"Content-Length: 40\r\n\r\n0\r\n\r\n" + SMUGGLE, 400),
-    "duplicate_cl_same": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
-                          b"Content-Length: 3\r\n\r\nabc", 400),
-    "duplicate_cl_differ": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
-                            b"Content-Length: 30\r\n\r\nabc", 400),
-    "cl_list": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
-    "cl_plus": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\nabc", 400),
-    "cl_minus": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -3\r\n\r\nabc", 400),
-    "cl_inner_space": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1 3\r\n\r\nabc", 400),
-    "cl_hex": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x3\r\n\r\nabc", 400),
-    "cl_overflow": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775808\r\n\r\n",
-                    400),
-    "te_in_http10": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    "te_twice": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-                 b"Transfer-Encoding: identity\r\n\r\n0\r\n\r\n", 400),
-    "te_chunked_not_last": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n"
-                            b"\r\n0\r\n\r\n", 400),
-    "te_chunked_twice": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n"
-                         b"\r\n0\r\n\r\n", 400),
-    "te_space_before_colon": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n"
-                              b"\r\n0\r\n\r\n", 400),
-    "te_obfuscated_value": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \"chunked\"\r\n"
-                            b"\r\n0\r\n\r\n", 400),
-    "te_empty": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n\r\n", 400),
-    "te_gzip": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n"
-                b"\r\n0\r\n\r\n", 501),
-    "te_xchunked": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
-    # chunked bodies
-    "chunk_size_not_hex": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"zz\r\nabc\r\n0\r\n\r\n", 400),
-    "chunk_size_overflow": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                            b"10000000000000003\r\nabc\r\n0\r\n\r\n", 400),
-    "chunk_size_negative": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                            b"-3\r\nabc\r\n0\r\n\r\n", 400),
-    "chunk_size_prefix_0x": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             b"0x3\r\nabc\r\n0\r\n\r\n", 400),
-    "chunk_line_bare_lf": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"3\nabc\r\n0\r\n\r\n", 400),
-    "chunk_data_too_long": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                            b"3\r\nabcd\r\n0\r\n\r\n", 400),
-    "chunk_final_bare_lf": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                            b"3\r\nabc\r\n0\r\n\n", 400),
-    # field syntax
-    "obs_fold": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n two\r\n\r\n", 400),
-    "obs_fold_tab": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n\ttwo\r\n\r\n", 400),
-    "space_before_colon": (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),
-    "empty_name": (b"GET / HTTP/1.1\r\nHost: h\r\n: v\r\n\r\n", 400),
-    "no_colon": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A\r\n\r\n", 400),
-    "bare_lf_request_line": (b"GET / HTTP/1.1\nHost: h\r\n\r\n", 400),
-    "bare_lf_field": (b"GET / HTTP/1.1\r\nHost: h\nX-A: b\r\n\r\n", 400),
-    "bare_lf_end": (b"GET / HTTP/1.1\r\nHost: h\r\n\n", 400),
-    "bare_cr_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n", 400),
-    "nul_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n", 400),
-    "ctl_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x1bb\r\n\r\n", 400),
-    "del_value": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x7fb\r\n\r\n", 400),
-    # Host
-    "missing_host": (b"GET / HTTP/1.1\r\n\r\n", 400),
-    "duplicate_host": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-    "duplicate_host_http10": (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400),
-    # request line
-    "lowercase_version": (b"GET / http/1.1\r\nHost: h\r\n\r\n", 400),
-    "version_garbage": (b"GET / HTTX/1.1\r\nHost: h\r\n\r\n", 400),
-    "two_spaces": (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    "method_not_token": (b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    "target_relative": (b"GET index.html HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    "asterisk_not_options": (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    "version_2": (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
-    "version_1_2": (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
-    "version_0_9ish": (b"GET / HTTP/0.9\r\nHost: h\r\n\r\n", 505),
-    # limits (the shared server's are small: see LIMIT_ARGS)
-    "line_414": (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
-    "field_431": (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b"v" * 300 + b"\r\n\r\n", 431),
-    "fields_431": (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X-A: v\r\n" * 20 + b"\r\n", 431),
-    "body_413": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4097\r\n\r\n", 413),
-    "chunked_413": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"800\r\n" + b"x" * 2048 + b"\r\n801\r\n" + b"x" * 2049 + b"\r\n0\r\n\r\n",
-                    413),
-    "expect_other_417": (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n"
-                         b"Content-Length: 1\r\n\r\nx", 417),
-}
-
-
-@pytest.mark.parametrize("case", sorted(REJECTED))
-def test_rejected_requests_get_their_status_and_the_connection_closes(shared, case):
-    data, status = REJECTED[case]
-    # anything pipelined behind a rejected request must never be answered
-    response, closed = one_exchange(shared.port, data + get(path="/after"))
-    assert response.status == status, response.body
-    assert response.headers["connection"] == "close"
-    assert response.body.startswith(str(status).encode())
-    assert closed, "the server answered more, or kept the connection open"
-
-
-def test_rejections_never_reach_the_handler(shared):
-    before = handler_calls(shared.port)
-    for data, _ in list(REJECTED.values())[:10]:
-        one_exchange(shared.port, data)
-    assert handler_calls(shared.port) == before + 1  # only the /count above
-
-
-# -------------------------------------------------------- accepted requests
-
-ACCEPTED = {
-    "limits_exact": (
-        b"GET /" + b"a" * (256 - len("GET / HTTP/1.1")) + b" HTTP/1.1\r\nHost: h\r\n"
-        + b"X-A: " + b"v" * (256 - 5) + b"\r\n" + b"X-B: v\r\n" * 18 + b"\r\n",
-        {"x-header-count": "20"},
-    ),
-    "http10_without_host": (b"GET / HTTP/1.0\r\n\r\n", {"x-version": "HTTP/1.0"}),
-    "leading_empty_lines": (b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", {"x-method": "GET"}),
-    "absolute_form": (b"GET http://h/p?q=1 HTTP/1.1\r\nHost: h\r\n\r\n", {"x-target": "/p?q=1"}),
-    "options_asterisk": (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", {"x-method": "OPTIONS"}),
-    "ows_and_obs_text": (b"GET / HTTP/1.1\r\nHost:h\r\nX-A: \t caf\xe9 \t\r\n\r\n",
-                         {"x-header-count": "2"}),
-    "body_at_limit": (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4096\r\n\r\n" + b"b" * 4096,
-                      {"x-body-length": "4096"}),
-    "chunked_ext_trailer": (
-        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"
-        b"3;name=value\r\nabc\r\n0A \t;x\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n",
-        {"x-body-length": "13", "x-header-count": "2"},  # trailers are not headers
-    ),
-    "chunked_zero": (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                     {"x-body-length": "0"}),
-    "content_length_leading_zeros": (
-        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0003\r\n\r\nabc", {"x-body-length": "3"}),
-}
-
-
-@pytest.mark.parametrize("case", sorted(ACCEPTED))
-def test_accepted_requests(shared, case):
-    data, expected = ACCEPTED[case]
-    with connect(shared.port) as s:
-        s.sendall(data)
-        response = Reader(s).response()
-    assert response.status == 200, response.body
-    for name, value in expected.items():
-        assert response.headers[name] == value
+# Accepted and rejected requests, whole and split, are the corpus in
+# tests/http_corpus/ (tests/test_http_corpus.py).
 
 
 def test_chunked_body_is_decoded_for_the_handler(shared):
@@ -437,18 +292,6 @@ def test_a_request_sent_one_byte_at_a_time(shared):
             time.sleep(0.001)
         response = Reader(s).response()
         assert (response.status, response.body) == (200, b"wikipedia")
-
-
-def test_an_invalid_request_split_gets_the_same_status(shared):
-    data = REJECTED["cl_and_te"][0]
-    for cut in (5, 30, 60, len(data) - 3):
-        with connect(shared.port) as s:
-            s.sendall(data[:cut])
-            time.sleep(0.005)
-            s.sendall(data[cut:])
-            reader = Reader(s)
-            assert reader.response().status == 400
-            assert reader.closed()
 
 
 def test_a_body_cut_short_never_reaches_the_handler(shared):
@@ -635,31 +478,3 @@ def test_settings_reach_the_worker_through_the_environment():
 def test_no_worker_died_during_these_tests(shared):
     assert pid_alive(worker_pid(shared))
     assert "exited" not in shared.output and "killed" not in shared.output
-
-
-def _send_in_pieces(s: socket.socket, data: bytes, rng: random.Random) -> None:
-    cuts = sorted(rng.sample(range(1, len(data)), min(4, len(data) - 1)))
-    for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
-        s.sendall(data[a:b])
-        time.sleep(0.001)  # separate reads
-
-
-@pytest.mark.parametrize("case", sorted(REJECTED))
-def test_rejected_requests_split_at_random_points_get_the_same_status(shared, case):
-    data, status = REJECTED[case]
-    with connect(shared.port) as s:
-        _send_in_pieces(s, data, random.Random(case))
-        reader = Reader(s)
-        assert reader.response().status == status
-        assert reader.closed()
-
-
-@pytest.mark.parametrize("case", sorted(ACCEPTED))
-def test_accepted_requests_split_at_random_points_parse_the_same(shared, case):
-    data, expected = ACCEPTED[case]
-    with connect(shared.port) as s:
-        _send_in_pieces(s, data, random.Random(case))
-        response = Reader(s).response()
-    assert response.status == 200
-    for name, value in expected.items():
-        assert response.headers[name] == value
