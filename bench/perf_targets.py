@@ -155,7 +155,7 @@ def main() -> int:
         finally:
             for name, (proc, _) in servers.items():
                 proc.send_signal(signal.SIGQUIT if name == "nginx" else
-                                 signal.SIGINT if name == "bjoern" else signal.SIGTERM)
+                                 signal.SIGTERM)
                 try:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
