@@ -294,7 +294,7 @@ typedef struct {
     char method[16];        /* of the request in progress, NUL-terminated */
     char path[112];
     tf_sb_stats stats;
-} tf_sb_proc;
+} __attribute__((aligned(64))) tf_sb_proc; /* own cache lines: workers never write a shared one */
 
 typedef struct {
     int32_t state;       /* TF_SLOT_* */
