@@ -233,21 +233,31 @@ static void tf_backoff(tf_supervisor *s, int id, double delay) {
     }
 }
 
+/* Forks a process for worker id; a failed fork (EAGAIN, ENOMEM) counts as a
+ * crash of the slot and backs off instead of taking the primary down.
+ * Returns the process index, or -1. */
+static int tf_fork_or_back_off(tf_supervisor *s, int id) {
+    int idx = tf_fork(s, id);
+    if (idx >= 0)
+        return idx;
+    int err = errno;
+    tf_slot *slot = &s->slots[id];
+    double delay = tf_count_crash(s, id, 0);
+    if (delay < TF_BACKOFF_FIRST)
+        delay = TF_BACKOFF_FIRST;
+    tf_log("worker %d: fork failed: %s; %d failures in %.1f s, next attempt in %.1f s", id,
+           strerror(err), slot->crashes, tf_now() - slot->first_crash, delay);
+    tf_backoff(s, id, delay);
+    return -1;
+}
+
 /* Forks the process serving for an empty slot; backs off when fork fails. */
 static void tf_slot_spawn(tf_supervisor *s, int id) {
     tf_slot *slot = &s->slots[id];
     slot->respawn_at = 0;
-    int idx = tf_fork(s, id);
-    if (idx < 0) {
-        int err = errno;
-        double delay = tf_count_crash(s, id, 0);
-        if (delay < TF_BACKOFF_FIRST)
-            delay = TF_BACKOFF_FIRST;
-        tf_log("worker %d: fork failed: %s; %d failures in %.1f s, next attempt in %.1f s", id,
-               strerror(err), slot->crashes, tf_now() - slot->first_crash, delay);
-        tf_backoff(s, id, delay);
+    int idx = tf_fork_or_back_off(s, id);
+    if (idx < 0)
         return;
-    }
     slot->current = idx;
     tf_sb_slot *e = tf_sb_slot_of(id);
     e->state = TF_SLOT_RUNNING;
@@ -440,16 +450,9 @@ static void tf_roll(tf_supervisor *s) {
         slot->respawn_at = 0;
         tf_log("worker %d (pid %d): %s; starting its replacement", id,
                (int)s->procs[slot->current].pid, why);
-        int idx = tf_fork(s, id);
-        if (idx < 0) {
-            int err = errno;
-            double delay = tf_count_crash(s, id, 0);
-            if (delay < TF_BACKOFF_FIRST)
-                delay = TF_BACKOFF_FIRST;
-            tf_log("worker %d: fork failed: %s; next attempt in %.1f s", id, strerror(err), delay);
-            tf_backoff(s, id, delay);
+        int idx = tf_fork_or_back_off(s, id);
+        if (idx < 0)
             continue;
-        }
         slot->next = idx;
         s->replacing++;
         tf_sb->restarts_by_cause[cause]++;

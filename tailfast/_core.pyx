@@ -281,37 +281,44 @@ cdef Py_ssize_t _fill_headers(tf_header *hdrs, list pairs, object ctype, int *cl
     return i
 
 
+DEF _STACK_HEADERS = 16  # most responses: no allocation for the header array
+
+
 cdef int _send(tf_conn *conn, int status, list pairs, object ctype, bytes body) except -1:
     """Writes a whole response through C: head built there, one writev."""
-    cdef tf_header *hdrs = <tf_header *>malloc((len(pairs) + 1) * sizeof(tf_header))
-    cdef int close_after = 0
-    cdef Py_ssize_t n
-    if hdrs == NULL:
-        raise MemoryError()
-    try:
-        n = _fill_headers(hdrs, pairs, ctype, &close_after)
-        if tf_conn_respond(conn, status, hdrs, n, PyBytes_AS_STRING(body),
-                           PyBytes_GET_SIZE(body), close_after) < 0:
-            raise ResponseError("response head too large")
-    finally:
-        free(hdrs)
-    return 0
+    return _hand_to_c(conn, status, pairs, ctype, body, -1)
 
 
 cdef int _start(tf_conn *conn, int status, list pairs, object ctype,
                 int64_t content_length) except -1:
     """Queues the head of a streamed response (see tf_conn_respond_start)."""
-    cdef tf_header *hdrs = <tf_header *>malloc((len(pairs) + 1) * sizeof(tf_header))
+    return _hand_to_c(conn, status, pairs, ctype, None, content_length)
+
+
+cdef int _hand_to_c(tf_conn *conn, int status, list pairs, object ctype, bytes body,
+                    int64_t content_length) except -1:
+    """The whole response when body is given, else the head of a streamed one."""
+    cdef tf_header stack[_STACK_HEADERS]
+    cdef tf_header *hdrs = stack
     cdef int close_after = 0
+    cdef int r
     cdef Py_ssize_t n
-    if hdrs == NULL:
-        raise MemoryError()
+    if len(pairs) + 1 > _STACK_HEADERS:
+        hdrs = <tf_header *>malloc((len(pairs) + 1) * sizeof(tf_header))
+        if hdrs == NULL:
+            raise MemoryError()
     try:
         n = _fill_headers(hdrs, pairs, ctype, &close_after)
-        if tf_conn_respond_start(conn, status, hdrs, n, content_length, close_after) < 0:
+        if body is not None:
+            r = tf_conn_respond(conn, status, hdrs, n, PyBytes_AS_STRING(body),
+                                PyBytes_GET_SIZE(body), close_after)
+        else:
+            r = tf_conn_respond_start(conn, status, hdrs, n, content_length, close_after)
+        if r < 0:
             raise ResponseError("response head too large")
     finally:
-        free(hdrs)
+        if hdrs != stack:
+            free(hdrs)
     return 0
 
 

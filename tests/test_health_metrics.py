@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import http_request, pid_alive
+from conftest import http_request, pid_alive, wait_until
 
 from tailfast.status import read_status
 
@@ -30,15 +30,6 @@ def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         for sample in family.samples:
             samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return samples
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def one(samples: dict, name: str, **labels: str) -> float:

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import http_request, pid_alive
+from conftest import http_request, pid_alive, wait_until
 from test_rolling_restart import Load
 
 from tailfast.status import read_status
@@ -51,15 +51,6 @@ def fd_count(pid: int) -> int:
 
 def ready_pids(server) -> set[int]:
     return {p["pid"] for p in read_status(pid=server.proc.pid)["processes"] if p["ready"]}
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:

@@ -10,16 +10,7 @@ import sys
 import threading
 import time
 
-from conftest import APPS, ROOT, http_request, pid_alive
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+from conftest import APPS, ROOT, http_request, pid_alive, wait_until
 
 
 def test_killed_worker_is_replaced_in_its_slot(run_server):
