@@ -169,6 +169,27 @@ int tf_scoreboard_over_share(int slack) {
     return (long)tf_sb_me->open * ready > total + (long)slack * ready;
 }
 
+int tf_scoreboard_ahead_of_mean(double margin) {
+    if (!tf_sb || !tf_sb_me)
+        return 0;
+    int hw = tf_sb->procs_hw;
+    if (hw > TF_SB_MAX_PROCS)
+        hw = TF_SB_MAX_PROCS;
+    uint64_t total = 0;
+    int ready = 0;
+    for (int i = 0; i < hw; i++) {
+        const tf_sb_proc *p = &tf_sb->procs[i];
+        int state = p->state;
+        if (state == TF_W_IDLE || state == TF_W_BUSY) {
+            total += p->requests;
+            ready++;
+        }
+    }
+    if (ready < 2)
+        return 0;
+    return (double)tf_sb_me->requests * ready > (double)total * (1.0 + margin);
+}
+
 void tf_scoreboard_attach(int index) {
     if (tf_sb_pipe[0] >= 0) {
         close(tf_sb_pipe[0]); /* only the primary reads it */
