@@ -241,10 +241,15 @@ static const char *tf_log_time(void) {
     return text;
 }
 
-void tf_accesslog_line(const tf_request *req, const char *peer, int status,
+void tf_accesslog_line(const tf_conn *conn, const tf_request *req, int status,
                        uint64_t body_bytes, double seconds) {
     if (tf_log_fd < 0)
         return;
+    /* the peer's text is made here, so that it costs nothing without a log */
+    char peer[64];
+    int port = 0;
+    if (tf_conn_peer(conn, peer, sizeof(peer), &port) < 0 || !peer[0])
+        strcpy(peer, "-");
     if (TF_LOG_BUF - tf_log_len < TF_LOG_LINE_MAX)
         tf_log_flush();
     if (tf_log_len == 0)

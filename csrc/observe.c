@@ -88,9 +88,5 @@ void tf_observe_response(const tf_conn *conn, const tf_request *req, int status,
         me->stats.latency[tf_latency_bucket(seconds)]++;
         me->stats.latency_sum += seconds;
     }
-    char host[64];
-    int port = 0;
-    if (tf_conn_peer(conn, host, sizeof(host), &port) < 0 || !host[0])
-        strcpy(host, "-");
-    tf_accesslog_line(req, host, status, body_bytes, seconds);
+    tf_accesslog_line(conn, req, status, body_bytes, seconds);
 }

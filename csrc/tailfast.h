@@ -380,8 +380,9 @@ int tf_accesslog_open(const char *path, int format);
 /* From the worker loop, at least once a second: writes lines older than a
  * second, reopens the file after SIGUSR1. now: monotonic seconds. */
 void tf_accesslog_tick(double now);
-/* Buffers one line; written when the buffer fills or by tf_accesslog_tick. */
-void tf_accesslog_line(const tf_request *req, const char *peer, int status,
+/* Buffers one line for a response on conn (nothing when no log is open);
+ * written when the buffer fills or by tf_accesslog_tick. */
+void tf_accesslog_line(const tf_conn *conn, const tf_request *req, int status,
                        uint64_t body_bytes, double seconds);
 /* Writes what is buffered and closes the file. */
 void tf_accesslog_close(void);

@@ -716,17 +716,28 @@ cdef void _acquire_gil(void *ctx) noexcept:
     _saved_thread = NULL
 
 
-cdef void _log_handler_error(Request request) noexcept:
+cdef void _log(str line, bint with_traceback=False) noexcept:
+    """Writes "tailfast: <line>" (and the exception being handled) to stderr;
+    called from C callbacks, so it never raises."""
     try:
-        try:
-            what = f"{request.method} {request.raw_path}"
-        except BaseException:
-            what = "a request"
-        sys.stderr.write(f"tailfast: worker {_worker_id}: error in handler for {what}\n"
-                         + traceback.format_exc())
+        text = f"tailfast: {line}\n"
+        if with_traceback:
+            text += traceback.format_exc()
+        sys.stderr.write(text)
         sys.stderr.flush()
     except BaseException:
         pass
+
+
+cdef str _describe(Request request):
+    try:
+        return f"{request.method} {request.raw_path}"
+    except BaseException:
+        return "a request"
+
+
+cdef void _log_handler_error(Request request) noexcept:
+    _log(f"worker {_worker_id}: error in handler for {_describe(request)}", True)
 
 
 cdef void _answer_http_error(tf_conn *conn, Request request, object exc) noexcept:
@@ -766,15 +777,10 @@ cdef void _answer_timeout(tf_conn *conn, Request request) noexcept:
     if _answered:
         _log_handler_error(request)  # a streamed answer is under way: it is cut instead
         return
+    elapsed = (time.monotonic() - tf_sb_me.request_started) if tf_sb_me != NULL else _timeout
+    _log(f"worker {_worker_id} (pid {os.getpid()}): {_describe(request)} timed out "
+         f"after {elapsed:.2f} s (timeout {_timeout:g} s); answered 503")
     try:
-        try:
-            what = f"{request.method} {request.raw_path}"
-        except BaseException:
-            what = "a request"
-        elapsed = (time.monotonic() - tf_sb_me.request_started) if tf_sb_me != NULL else _timeout
-        sys.stderr.write(f"tailfast: worker {_worker_id} (pid {os.getpid()}): {what} timed out "
-                         f"after {elapsed:.2f} s (timeout {_timeout:g} s); answered 503\n")
-        sys.stderr.flush()
         _send(conn, 503, [], CT_TEXT, BODY_503)
     except BaseException:
         pass  # nothing sent: the C loop answers 500
@@ -820,11 +826,7 @@ cdef int _on_metrics(void *ctx, tf_conn *conn) noexcept:
         _send(conn, 200, [(b"Cache-Control", b"no-store")], CT_METRICS,
               render(scoreboard_snapshot()).encode("utf-8"))
     except BaseException:
-        try:
-            sys.stderr.write(f"tailfast: worker {_worker_id}: error in the metrics endpoint\n"
-                             + traceback.format_exc())
-        except BaseException:
-            pass
+        _log(f"worker {_worker_id}: error in the metrics endpoint", True)
     return 0
 
 
@@ -913,11 +915,7 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
         code = exc.code
         status = code if type(code) is int else (0 if code is None else 1)
     except BaseException:
-        try:
-            sys.stderr.write(f"tailfast: worker {worker_id}: uncaught exception\n"
-                             + traceback.format_exc())
-        except BaseException:
-            pass
+        _log(f"worker {worker_id}: uncaught exception", True)
         status = 1
     try:
         sys.stdout.flush()
@@ -986,18 +984,16 @@ def run_primary(handler, dict settings, on_worker_start=None, reload=None, worke
             except BaseException as exc:
                 if first_load:
                     # nothing else can serve this code: the primary stops
-                    sys.stderr.write(f"tailfast: worker {worker_id}: {exc}\n")
+                    _log(f"worker {worker_id}: {exc}")
                     return TF_EXIT_FATAL
-                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): cannot load "
-                                 "the application; the old workers keep serving\n"
-                                 + traceback.format_exc())
+                _log(f"worker {worker_id} (pid {os.getpid()}): cannot load the application; "
+                     "the old workers keep serving", True)
                 return 1
         if start_hook is not None:
             try:
                 start_hook(worker_id)
             except BaseException:
-                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): "
-                                 "on-worker-start hook failed\n" + traceback.format_exc())
+                _log(f"worker {worker_id} (pid {os.getpid()}): on-worker-start hook failed", True)
                 return 1
         worker_settings = settings
         if worker_setup is not None:
@@ -1009,8 +1005,7 @@ def run_primary(handler, dict settings, on_worker_start=None, reload=None, worke
             try:
                 exit_hook(worker_id)
             except BaseException:
-                sys.stderr.write(f"tailfast: worker {worker_id} (pid {os.getpid()}): "
-                                 "on-worker-exit hook failed\n" + traceback.format_exc())
+                _log(f"worker {worker_id} (pid {os.getpid()}): on-worker-exit hook failed", True)
         return status
 
     _child_target = http_worker
