@@ -108,7 +108,7 @@ struct tf_worker {
     int draining;
     int stop_now;
     int balance_paused; /* stepped out of accepting: above the fair share */
-    int oversubscribed; /* more workers than CPUs this process may use */
+    int cpus;           /* CPUs this process may use */
     int retire_asked;   /* max_requests reached, the primary was told */
     int conn_count;
     tf_conn *conns; /* all connections, most recently accepted first */
@@ -1094,8 +1094,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
     w.signal_pipe[0] = w.signal_pipe[1] = -1;
     w.now = w.last_sweep = tf_monotonic();
     cpu_set_t cpus;
-    w.oversubscribed = tf_sb && sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
-                       tf_sb->workers > CPU_COUNT(&cpus);
+    w.cpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
     /* sweep often enough that a timeout fires within a quarter of itself
      * (at most 1 s late, at least 10 ms between sweeps) */
     w.sweep_every = cfg->header_timeout;
@@ -1154,7 +1153,8 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         cb->release(cb->ctx);
         /* With more workers than cores the scheduler, not the server, decides
          * who runs: a worker ahead of the others' mean lets them go first. */
-        if (cfg->balance && w.oversubscribed && tf_scoreboard_ahead_of_mean(0.05))
+        int oversubscribed = tf_sb && tf_sb->workers > w.cpus; /* TTIN/TTOU change it */
+        if (cfg->balance && oversubscribed && tf_scoreboard_ahead_of_mean(0.05))
             sched_yield();
         int n = epoll_wait(w.epfd, events, TF_MAX_EVENTS, timeout_ms);
         int wait_errno = errno;
