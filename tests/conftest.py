@@ -34,6 +34,27 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def fd_count(pid: int) -> int:
+    """Open file descriptors of pid."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of pid in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of pid, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
                interval: float = 0.01) -> bool:
     """Polls predicate until it is true or timeout seconds pass; returns the last answer."""

@@ -3,14 +3,11 @@ running out of descriptors on accept neither kills nor spins it."""
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import time
 
-from conftest import Server
-
-TICKS = os.sysconf("SC_CLK_TCK")
+from conftest import Server, cpu_seconds, fd_count, rss_kib
 
 # What a client sends before it goes away: the four states of a connection.
 STATES = [
@@ -21,24 +18,6 @@ STATES = [
 ]
 BATCH = 500  # connections open at once per batch (2 cores: bounded)
 KEEP = 3  # batches left open for the server's timeouts before the client drops them
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def worker_pid(server: Server) -> int:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Server, pid_alive
+from conftest import Server, pid_alive, rss_kib
 
 # Small limits, so that each is reached with a few kilobytes.
 LIMIT_ARGS = [
@@ -133,14 +133,6 @@ def get(host: str = "h", path: str = "/", extra: str = "", version: str = "1.1")
 def worker_pid(server: Server) -> int:
     (pid,) = server.live_workers().values()
     return pid
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def handler_calls(port: int) -> int:

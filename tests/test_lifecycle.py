@@ -14,19 +14,10 @@ import threading
 import time
 
 import pytest
-from conftest import http_request, pid_alive, wait_until
+from conftest import cpu_seconds, fd_count, http_request, pid_alive, wait_until
 from test_rolling_restart import Load
 
 from tailfast.status import read_status
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of pid, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def children(pid: int) -> dict[int, str]:
@@ -43,10 +34,6 @@ def children(pid: int) -> dict[int, str]:
         if int(fields[1]) == pid:
             found[int(entry)] = fields[0]
     return found
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def ready_pids(server) -> set[int]:

@@ -12,20 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, http_request, raw_exchange
+from conftest import APPS, ROOT, http_request, raw_exchange, rss_kib
 
 
 @pytest.fixture
 def server(run_server):
     return run_server("nativeapp:app", "--bind", ":0", "--workers", "1")
-
-
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _split(reply: bytes) -> tuple[bytes, dict[str, str], bytes]:
@@ -170,7 +162,7 @@ def test_first_chunk_arrives_before_the_generator_finishes(server):
 
 def test_50_mb_stream_is_not_buffered_whole(server):
     pid = server.live_workers()[1]
-    before = _rss_kb(pid)
+    before = rss_kib(pid)
     peak = before
     received = 0
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
@@ -188,7 +180,7 @@ def test_50_mb_stream_is_not_buffered_whole(server):
             received += len(chunk)
             reads += 1
             if reads % 64 == 0:
-                peak = max(peak, _rss_kb(pid))
+                peak = max(peak, rss_kib(pid))
                 time.sleep(0.001)  # a slowish reader: the worker must wait, not buffer
     assert received == 50 << 20
     assert peak - before < 12 * 1024, f"worker RSS grew by {peak - before} kB"
