@@ -67,14 +67,6 @@ cdef int _supervise(int workers, double graceful_timeout, int http, int listen_f
     return tf_supervise(&cfg, &cb)
 
 
-def worker_generation():
-    """The code generation this worker was forked for: 0 until the first
-    SIGHUP, None in the primary."""
-    if tf_sb_me == NULL:
-        return None
-    return tf_sb_me.generation
-
-
 def run_primary(handler, dict settings, on_worker_start=None, reload=None, worker_setup=None,
                 on_worker_exit=None, bint preload=True):
     """Forks settings["workers"] HTTP workers serving handler and supervises
@@ -156,6 +148,3 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
 
     _child_target = run_target
     return _supervise(n, graceful_timeout, 0)
-
-
-FATAL_EXIT_STATUS = TF_EXIT_FATAL
