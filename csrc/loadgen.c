@@ -6,8 +6,10 @@
  * next batch at once (keep-alive), or closes and reconnects (close_each, or
  * when the server answered "Connection: close"). The clock of a batch starts
  * at its first write; each response's latency goes into a log-linear
- * histogram. Nothing here knows about Python: _loadgen.pxi calls tf_load_run
- * with the GIL released.
+ * histogram. Response heads are read by http.c's tf_parse_response_head and
+ * chunked bodies by its tf_chunked_decode: one HTTP parser for both sides.
+ * Nothing here knows about Python: tailfast/_bench.pyx calls tf_load_run with
+ * the GIL released.
  */
 #define _GNU_SOURCE
 #include "tailfast.h"
@@ -19,7 +21,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -81,9 +82,8 @@ uint64_t tf_load_percentile(const tf_load_result *res, double q)
 
 enum { ST_CONNECTING, ST_WRITING, ST_READING };
 
-/* Where the parser is within the current response. */
-enum { RS_HEAD, RS_LENGTH, RS_CHUNK_SIZE, RS_CHUNK_EXT, RS_CHUNK_DATA, RS_CHUNK_DATA_END,
-       RS_TRAILER_START, RS_TRAILER_LINE, RS_UNTIL_CLOSE };
+/* Where the reader is within the current response. */
+enum { RS_HEAD, RS_LENGTH, RS_CHUNKED, RS_UNTIL_CLOSE };
 
 typedef struct {
     int fd;
@@ -94,13 +94,13 @@ typedef struct {
     int close_after; /* the server said Connection: close */
     uint64_t batch_start;
     uint64_t last_activity;
-    /* response parser */
+    /* response reader */
     int rstate;
     int status;
     uint64_t body_left;
+    tf_chunked_decoder chunks;
     char buf[TF_LOAD_BUF];
     size_t buf_len;
-    size_t scanned; /* bytes of buf already searched for the blank line */
 } tf_load_conn;
 
 typedef struct {
@@ -157,7 +157,6 @@ static int conn_open(tf_load_thread *t, int ep, tf_load_conn *c)
     c->close_after = 0;
     c->rstate = RS_HEAD;
     c->buf_len = 0;
-    c->scanned = 0;
     c->last_activity = now_ns();
     c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                    ai->ai_protocol);
@@ -232,89 +231,26 @@ static int start_batch(tf_load_thread *t, int ep, tf_load_conn *c)
     return conn_write(t, ep, c);
 }
 
-static int name_is(const char *p, size_t n, const char *name)
+/* A complete response head: how its body is read. */
+static void on_head(tf_load_thread *t, tf_load_conn *c, const tf_response_head *head)
 {
-    size_t len = strlen(name);
-    return n == len && strncasecmp(p, name, len) == 0;
-}
-
-/* Does the comma-separated value contain token (case-insensitive)? */
-static int has_token(const char *v, size_t n, const char *token)
-{
-    size_t len = strlen(token);
-    for (size_t i = 0; i + len <= n; i++) {
-        if (strncasecmp(v + i, token, len) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* Parses a complete head buf[0..head_len). Returns 0, or -1 when malformed. */
-static int parse_head(tf_load_thread *t, tf_load_conn *c, size_t head_len)
-{
-    const char *p = c->buf;
-    const char *end = c->buf + head_len;
-    if (head_len < 14 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ')
-        return -1;
-    int minor = p[7] - '0';
-    if (p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
-        return -1;
-    c->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-    int64_t length = -1;
-    int chunked = 0;
-    int keep_alive = minor >= 1;
-    const char *line = memchr(p, '\n', (size_t)(end - p));
-    while (line && ++line < end) {
-        const char *eol = memchr(line, '\n', (size_t)(end - line));
-        if (!eol)
-            break;
-        const char *colon = memchr(line, ':', (size_t)(eol - line));
-        if (colon) {
-            const char *v = colon + 1;
-            const char *ve = eol;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            size_t name_len = (size_t)(colon - line);
-            size_t vlen = (size_t)(ve - v);
-            if (name_is(line, name_len, "content-length")) {
-                if (vlen == 0 || vlen > 18)
-                    return -1;
-                length = 0;
-                for (size_t i = 0; i < vlen; i++) {
-                    if (v[i] < '0' || v[i] > '9')
-                        return -1;
-                    length = length * 10 + (v[i] - '0');
-                }
-            } else if (name_is(line, name_len, "transfer-encoding")) {
-                chunked = has_token(v, vlen, "chunked");
-            } else if (name_is(line, name_len, "connection")) {
-                if (has_token(v, vlen, "close"))
-                    keep_alive = 0;
-                else if (has_token(v, vlen, "keep-alive"))
-                    keep_alive = 1;
-            }
-        }
-        line = eol;
-    }
-    if (!keep_alive)
+    c->status = head->status;
+    if (!head->keep_alive)
         c->close_after = 1;
     int bodiless = t->cfg->head || c->status < 200 || c->status == 204 || c->status == 304;
+    c->body_left = 0;
     if (bodiless) {
-        c->body_left = 0;
         c->rstate = RS_LENGTH;
-    } else if (chunked) {
-        c->body_left = 0;
-        c->rstate = RS_CHUNK_SIZE;
-    } else if (length >= 0) {
-        c->body_left = (uint64_t)length;
+    } else if (head->chunked) {
+        memset(&c->chunks, 0, sizeof c->chunks);
+        c->rstate = RS_CHUNKED;
+    } else if (head->content_length >= 0) {
+        c->body_left = (uint64_t)head->content_length;
         c->rstate = RS_LENGTH;
     } else {
         c->rstate = RS_UNTIL_CLOSE;
         c->close_after = 1;
     }
-    return 0;
 }
 
 /* One response finished: record it. */
@@ -341,6 +277,22 @@ static void response_done(tf_load_thread *t, tf_load_conn *c, uint64_t now)
     c->rstate = RS_HEAD;
 }
 
+/* Skips chunked body bytes at p (decoded in place, then dropped). Returns the
+ * bytes of buf to drop from p, or -1 when the body is malformed. The body's
+ * end leaves what follows it right after the dropped bytes. */
+static ssize_t skip_chunks(tf_load_conn *c, char *p, size_t avail)
+{
+    size_t decoded = avail;
+    ssize_t rest = tf_chunked_decode(&c->chunks, p, &decoded);
+    if (rest == TF_PARSE_ERROR)
+        return -1;
+    if (rest == TF_PARSE_INCOMPLETE)
+        return (ssize_t)avail; /* every raw byte is consumed: nothing is carried */
+    c->buf_len = (size_t)(p - c->buf) + decoded + (size_t)rest;
+    c->rstate = RS_LENGTH; /* body_left is 0: done on the next turn */
+    return (ssize_t)decoded;
+}
+
 /* Consumes buf: completes as many responses as it holds. Returns 0, or -1
  * when the response is malformed. */
 static int consume(tf_load_thread *t, tf_load_conn *c, uint64_t now)
@@ -349,28 +301,17 @@ static int consume(tf_load_thread *t, tf_load_conn *c, uint64_t now)
     while (pos < c->buf_len || c->rstate == RS_LENGTH) {
         char *p = c->buf + pos;
         size_t avail = c->buf_len - pos;
+        ssize_t n;
         switch (c->rstate) {
         case RS_HEAD: {
-            size_t from = c->scanned > 3 ? c->scanned - 3 : 0;
-            if (from >= avail)
-                from = 0;
-            const char *blank = memmem(p + from, avail - from, "\r\n\r\n", 4);
-            if (!blank) {
-                c->scanned = avail;
-                goto out;
-            }
-            size_t head_len = (size_t)(blank - p) + 4;
-            /* parse_head reads c->buf: move the head to the front first */
-            if (pos > 0) {
-                memmove(c->buf, p, avail);
-                c->buf_len = avail;
-                pos = 0;
-                p = c->buf;
-            }
-            c->scanned = 0;
-            if (parse_head(t, c, head_len) < 0)
+            tf_response_head head;
+            n = tf_parse_response_head(p, avail, &head);
+            if (n == TF_PARSE_INCOMPLETE)
+                goto out; /* parsed again from its start when more arrives */
+            if (n < 0)
                 return -1;
-            pos += head_len;
+            on_head(t, c, &head);
+            pos += (size_t)n;
             break;
         }
         case RS_LENGTH: {
@@ -384,66 +325,11 @@ static int consume(tf_load_thread *t, tf_load_conn *c, uint64_t now)
                 goto out; /* the batch (or the connection) is over */
             break;
         }
-        case RS_CHUNK_SIZE: {
-            char ch = *p;
-            pos++;
-            if (ch >= '0' && ch <= '9')
-                c->body_left = c->body_left * 16 + (uint64_t)(ch - '0');
-            else if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
-                c->body_left = c->body_left * 16 + (uint64_t)((ch | 0x20) - 'a' + 10);
-            else if (ch == ';')
-                c->rstate = RS_CHUNK_EXT;
-            else if (ch == '\n')
-                c->rstate = c->body_left ? RS_CHUNK_DATA : RS_TRAILER_START;
-            else if (ch != '\r' && ch != ' ' && ch != '\t')
+        case RS_CHUNKED:
+            if ((n = skip_chunks(c, p, avail)) < 0)
                 return -1;
-            if (c->body_left > (1ull << 56))
-                return -1;
+            pos += (size_t)n;
             break;
-        }
-        case RS_CHUNK_EXT: {
-            const char *lf = memchr(p, '\n', avail);
-            if (!lf) {
-                pos += avail;
-                break;
-            }
-            pos += (size_t)(lf - p) + 1;
-            c->rstate = c->body_left ? RS_CHUNK_DATA : RS_TRAILER_START;
-            break;
-        }
-        case RS_CHUNK_DATA: {
-            uint64_t take = c->body_left < avail ? c->body_left : avail;
-            pos += take;
-            c->body_left -= take;
-            if (c->body_left == 0)
-                c->rstate = RS_CHUNK_DATA_END;
-            break;
-        }
-        case RS_CHUNK_DATA_END:
-            pos++;
-            if (*p == '\n')
-                c->rstate = RS_CHUNK_SIZE;
-            else if (*p != '\r')
-                return -1;
-            break;
-        case RS_TRAILER_START:
-            pos++;
-            if (*p == '\n') {
-                c->rstate = RS_LENGTH; /* body_left is 0: done on the next turn */
-            } else if (*p != '\r') {
-                c->rstate = RS_TRAILER_LINE;
-            }
-            break;
-        case RS_TRAILER_LINE: {
-            const char *lf = memchr(p, '\n', avail);
-            if (!lf) {
-                pos += avail;
-                break;
-            }
-            pos += (size_t)(lf - p) + 1;
-            c->rstate = RS_TRAILER_START;
-            break;
-        }
         case RS_UNTIL_CLOSE:
             pos += avail; /* the body ends when the server closes */
             break;
