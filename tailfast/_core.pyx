@@ -131,6 +131,4 @@ include "_worker.pxi"
 include "_primary.pxi"
 include "_scoreboard.pxi"
 include "_wsgi.pxi"
-include "_loadgen.pxi"
-include "_parsebench.pxi"
 

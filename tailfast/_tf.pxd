@@ -40,6 +40,9 @@ cdef extern from "tailfast.h" nogil:
         size_t max_header_field
 
     void tf_limits_default(tf_limits *limits)
+    int TF_PARSE_ERROR, TF_PARSE_INCOMPLETE
+    ssize_t tf_parse_request(const char *buf, size_t len, const tf_limits *limits,
+                             tf_request *req, int *error_status)
     void tf_log(const char *fmt, ...)
 
     ctypedef struct tf_conn:
@@ -174,45 +177,3 @@ cdef extern from "tailfast.h" nogil:
     int TF_LOG_COMMON, TF_LOG_COMBINED
     int tf_accesslog_open(const char *path, int format)
     void tf_accesslog_close()
-
-
-# ---------------------------------------------------- load generator (csrc/loadgen.c)
-
-cdef extern from "tailfast.h" nogil:
-    int TF_LOAD_ERR_CONNECT
-    int TF_LOAD_ERR_READ
-    int TF_LOAD_ERR_WRITE
-    int TF_LOAD_ERR_TIMEOUT
-    int TF_LOAD_ERR_STATUS
-    enum: TF_LOAD_NUM_ERRORS
-    enum: TF_LOAD_HIST_BUCKETS
-
-    ctypedef struct tf_load_config:
-        const char *host
-        const char *port
-        const char *request
-        size_t request_len
-        int connections
-        int threads
-        int pipeline
-        double duration
-        double timeout
-        int close_each
-        int head
-
-    ctypedef struct tf_load_result:
-        uint64_t requests
-        uint64_t status_classes[6]
-        uint64_t bytes_read
-        uint64_t connects
-        uint64_t errors[TF_LOAD_NUM_ERRORS]
-        uint64_t latency_min_ns
-        uint64_t latency_max_ns
-        uint64_t latency_sum_ns
-        double elapsed
-        uint64_t hist[TF_LOAD_HIST_BUCKETS]
-
-    int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
-    size_t tf_load_hist_index(uint64_t value)
-    uint64_t tf_load_hist_value(size_t index)
-    uint64_t tf_load_percentile(const tf_load_result *res, double q)
