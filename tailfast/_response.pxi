@@ -304,13 +304,8 @@ cdef inline bint _is_stream(object body):
 
 cdef int _respond(tf_conn *conn, object result) except -1:
     """Turns a handler's return value into a response and sends it."""
-    cdef list ctype = [None]
-    cdef bytes body
-    cdef int status = 200
-    cdef object headers = None
-    cdef object explicit_ctype = None
-    cdef object value
     cdef tf_header hdr
+    cdef Response response
     global _answered
 
     # fast path: the most common answer, a bytes body
@@ -329,40 +324,61 @@ cdef int _respond(tf_conn *conn, object result) except -1:
     if result is None:
         _send(conn, 204, [], None, b"")
         return 0
+    if isinstance(result, FileResponse):
+        response = <Response>result
+        _check_status(response.status)
+        _send_file(conn, <FileResponse>result, _header_pairs(response.headers))
+        return 0
     if isinstance(result, Response):
-        value = (<Response>result).body
-        status = (<Response>result).status
-        headers = (<Response>result).headers
-        explicit_ctype = (<Response>result).content_type
-    elif type(result) is tuple:
-        if len(result) == 2:
-            value, status_obj = result
-        elif len(result) == 3:
-            value, status_obj, headers = result
-        else:
-            raise ResponseError(f"a returned tuple must be (body, status) or (body, status, headers), got {len(result)} items")
-        if type(status_obj) is not int:
-            raise ResponseError(f"status must be an int, got {status_obj!r}")
-        status = status_obj
-    elif inspect.iscoroutine(result):
+        response = <Response>result
+        return _send_value(conn, response.body, response.status, response.headers,
+                           response.content_type)
+    if type(result) is tuple:
+        return _send_tuple(conn, <tuple>result)
+    if inspect.iscoroutine(result):
         result.close()
-        raise ResponseError("the handler returned a coroutine: async def handlers are not supported yet")
-    else:
-        value = result
+        raise ResponseError("the handler returned a coroutine: "
+                            "async def handlers are not supported yet")
+    return _send_value(conn, result, 200, None, None)
+
+
+cdef inline int _check_status(int status) except -1:
     if status < 100 or status > 999:
         raise ResponseError(f"invalid status {status}")
+    return 0
+
+
+cdef int _send_tuple(tf_conn *conn, tuple result) except -1:
+    """Sends a (body, status) or (body, status, headers) answer."""
+    headers = None
+    if len(result) == 2:
+        value, status_obj = result
+    elif len(result) == 3:
+        value, status_obj, headers = result
+    else:
+        raise ResponseError("a returned tuple must be (body, status) or (body, status, headers), "
+                            f"got {len(result)} items")
+    if type(status_obj) is not int:
+        raise ResponseError(f"status must be an int, got {status_obj!r}")
+    return _send_value(conn, value, status_obj, headers, None)
+
+
+cdef int _send_value(tf_conn *conn, object value, int status, object headers,
+                     object explicit_ctype) except -1:
+    """Sends a body value (bytes, str, dict/list as JSON, an iterable streamed)."""
+    cdef list ctype = [None]
+    cdef bytes body = None
+    _check_status(status)
     pairs = _header_pairs(headers)
-    if isinstance(result, FileResponse):
-        _send_file(conn, <FileResponse>result, pairs)
-        return 0
-    if _is_stream(value):
+    cdef bint stream = _is_stream(value)
+    if stream:
         ctype[0] = CT_OCTET
     else:
         body = _encode_body(value, ctype)
     if explicit_ctype is not None:
         ctype[0] = _header_bytes(explicit_ctype, "value")
-    if _is_stream(value):
+    if stream:
         _stream(conn, status, pairs, ctype[0], value, -1)
-        return 0
-    _send(conn, status, pairs, ctype[0], body)
+    else:
+        _send(conn, status, pairs, ctype[0], body)
     return 0

@@ -28,52 +28,56 @@ cdef dict _stats(const tf_sb_stats *st):
     }
 
 
+cdef dict _proc_dict(const tf_sb_proc *p, double mono, double wall):
+    """One worker process's entry."""
+    cdef bint busy = p.state == TF_W_BUSY
+    return {
+        "worker_id": p.worker_id,
+        "pid": p.pid,
+        "state": _PROC_STATES.get(p.state, "unknown"),
+        "ready": p.state == TF_W_IDLE or p.state == TF_W_BUSY,
+        "generation": p.generation,
+        "requests": p.requests,
+        "accepted": p.accepted,
+        "open": p.open,
+        "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
+        "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
+        "request": f"{_cstr(p.method)} {_cstr(p.path)}" if busy else None,
+        "request_age": round(mono - p.request_started, 3) if busy else None,
+        "rss": p.rss,
+        "retire": bool(p.retire),
+        "stats": _stats(&p.stats),
+    }
+
+
+cdef dict _slot_dict(int worker_id, const tf_sb_slot *sl, double wall):
+    """One worker id's slot."""
+    return {
+        "worker_id": worker_id,
+        "state": _SLOT_STATES.get(sl.state, "unknown"),
+        "pid": sl.pid,
+        "restarts": sl.restarts,
+        "crashes": sl.crashes,
+        "next_attempt_in": (round(max(0.0, sl.next_attempt - wall), 3)
+                            if sl.state == TF_SLOT_BACKOFF else None),
+    }
+
+
 cdef dict _snapshot(const tf_scoreboard *sb):
     """The scoreboard sb as plain Python values."""
     cdef int i
-    cdef const tf_sb_proc *p
     cdef const tf_sb_slot *sl
     cdef double mono = time.monotonic()
     cdef double wall = time.time()
-    procs = []
-    hw = min(sb.procs_hw, TF_SB_MAX_PROCS)
-    for i in range(hw):
-        p = &sb.procs[i]
-        if p.state == TF_W_FREE or p.pid <= 0:
-            continue
-        busy = p.state == TF_W_BUSY
-        procs.append({
-            "worker_id": p.worker_id,
-            "pid": p.pid,
-            "state": _PROC_STATES.get(p.state, "unknown"),
-            "ready": p.state == TF_W_IDLE or p.state == TF_W_BUSY,
-            "generation": p.generation,
-            "requests": p.requests,
-            "accepted": p.accepted,
-            "open": p.open,
-            "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
-            "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
-            "request": (f"{_cstr(p.method)} {_cstr(p.path)}"
-                        if busy else None),
-            "request_age": round(mono - p.request_started, 3) if busy else None,
-            "rss": p.rss,
-            "retire": bool(p.retire),
-            "stats": _stats(&p.stats),
-        })
+    procs = [_proc_dict(&sb.procs[i], mono, wall)
+             for i in range(min(sb.procs_hw, TF_SB_MAX_PROCS))
+             if sb.procs[i].state != TF_W_FREE and sb.procs[i].pid > 0]
     slots = []
     retired = []
     for i in range(1, TF_SB_MAX_WORKERS + 1):
         sl = &sb.slots[i]
         if i <= min(sb.workers, TF_SB_MAX_WORKERS):
-            slots.append({
-                "worker_id": i,
-                "state": _SLOT_STATES.get(sl.state, "unknown"),
-                "pid": sl.pid,
-                "restarts": sl.restarts,
-                "crashes": sl.crashes,
-                "next_attempt_in": (round(max(0.0, sl.next_attempt - wall), 3)
-                                    if sl.state == TF_SLOT_BACKOFF else None),
-            })
+            slots.append(_slot_dict(i, sl, wall))
         retired_statuses = [sl.retired.status[k] for k in range(_status_classes(&sl.retired))]
         if sl.retired_requests or any(retired_statuses):
             # exited processes of this id (also ids above the current count)
