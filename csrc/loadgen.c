@@ -451,6 +451,43 @@ static void check_timeouts(tf_load_thread *t, int ep, tf_load_conn *conns, uint6
     }
 }
 
+/* A thread's event loop, until the deadline or a failure of the machine's
+ * (recorded in t->failed_errno). */
+static void run_loop(tf_load_thread *t, int ep, tf_load_conn *conns, struct epoll_event *events)
+{
+    uint64_t next_tick = now_ns() + TF_LOAD_TICK_MS * 1000000ull;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= t->deadline)
+            return;
+        uint64_t wait_ns = (next_tick > now ? next_tick : now) - now;
+        if (t->deadline - now < wait_ns)
+            wait_ns = t->deadline - now;
+        int n = epoll_wait(ep, events, t->nconns, (int)(wait_ns / 1000000) + 1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            t->failed_errno = errno;
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            tf_load_conn *c = events[i].data.ptr;
+            if (c->fd < 0)
+                continue;
+            if (on_event(t, ep, c, events[i].events) == REOPEN && conn_reopen(t, ep, c) < 0) {
+                t->failed_errno = errno;
+                return;
+            }
+        }
+        now = now_ns();
+        /* Past the deadline nothing reopens: connections closed by it stay closed. */
+        if (now >= next_tick && now < t->deadline) {
+            check_timeouts(t, ep, conns, now);
+            next_tick = now + TF_LOAD_TICK_MS * 1000000ull;
+        }
+    }
+}
+
 static void *thread_main(void *arg)
 {
     tf_load_thread *t = arg;
@@ -469,39 +506,7 @@ static void *thread_main(void *arg)
             goto done;
         }
     }
-    uint64_t next_tick = now_ns() + TF_LOAD_TICK_MS * 1000000ull;
-    for (;;) {
-        uint64_t now = now_ns();
-        if (now >= t->deadline)
-            break;
-        uint64_t wait_ns = (next_tick > now ? next_tick : now) - now;
-        if (t->deadline - now < wait_ns)
-            wait_ns = t->deadline - now;
-        int n = epoll_wait(ep, events, t->nconns, (int)(wait_ns / 1000000) + 1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            t->failed_errno = errno;
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            tf_load_conn *c = events[i].data.ptr;
-            if (c->fd < 0)
-                continue;
-            if (on_event(t, ep, c, events[i].events) == REOPEN) {
-                if (conn_reopen(t, ep, c) < 0) {
-                    t->failed_errno = errno;
-                    goto done;
-                }
-            }
-        }
-        now = now_ns();
-        /* Past the deadline nothing reopens: connections closed by it stay closed. */
-        if (now >= next_tick && now < t->deadline) {
-            check_timeouts(t, ep, conns, now);
-            next_tick = now + TF_LOAD_TICK_MS * 1000000ull;
-        }
-    }
+    run_loop(t, ep, conns, events);
 done:
     if (conns) {
         for (int i = 0; i < t->nconns; i++)
@@ -514,6 +519,53 @@ done:
     return NULL;
 }
 
+/* Adds one thread's figures to the total. */
+static void merge_result(tf_load_result *out, const tf_load_result *r)
+{
+    out->requests += r->requests;
+    out->bytes_read += r->bytes_read;
+    out->connects += r->connects;
+    out->latency_sum_ns += r->latency_sum_ns;
+    if (r->latency_max_ns > out->latency_max_ns)
+        out->latency_max_ns = r->latency_max_ns;
+    if (r->latency_min_ns && (!out->latency_min_ns || r->latency_min_ns < out->latency_min_ns))
+        out->latency_min_ns = r->latency_min_ns;
+    for (int k = 0; k < TF_LOAD_NUM_ERRORS; k++)
+        out->errors[k] += r->errors[k];
+    for (size_t k = 0; k < sizeof out->status_classes / sizeof out->status_classes[0]; k++)
+        out->status_classes[k] += r->status_classes[k];
+    for (size_t k = 0; k < TF_LOAD_HIST_BUCKETS; k++)
+        out->hist[k] += r->hist[k];
+}
+
+/* Runs the threads of ts, waits for them and adds up their figures. start:
+ * the clock the deadline was set from. Returns 0 or an errno value. */
+static int run_threads(tf_load_thread *ts, int threads, uint64_t start, tf_load_result *out)
+{
+    pthread_t *tids = calloc((size_t)threads, sizeof *tids);
+    if (!tids)
+        return ENOMEM;
+    int started = 0;
+    int failed = 0;
+    for (; started < threads; started++) {
+        int err = pthread_create(&tids[started], NULL, thread_main, &ts[started]);
+        if (err != 0) {
+            failed = err;
+            break;
+        }
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    out->elapsed = (double)(now_ns() - start) / 1e9;
+    for (int i = 0; i < started; i++) {
+        merge_result(out, &ts[i].res);
+        if (!failed && ts[i].failed_errno)
+            failed = ts[i].failed_errno;
+    }
+    free(tids);
+    return failed;
+}
+
 int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
 {
     memset(out, 0, sizeof *out);
@@ -524,8 +576,7 @@ int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
     }
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
     struct addrinfo *addr = NULL;
-    int gai = getaddrinfo(cfg->host, cfg->port, &hints, &addr);
-    if (gai != 0) {
+    if (getaddrinfo(cfg->host, cfg->port, &hints, &addr) != 0) {
         errno = EADDRNOTAVAIL;
         return -1;
     }
@@ -533,64 +584,27 @@ int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
     size_t batch_len = cfg->request_len * (size_t)cfg->pipeline;
     char *batch = malloc(batch_len);
     tf_load_thread *ts = calloc((size_t)threads, sizeof *ts);
-    pthread_t *tids = calloc((size_t)threads, sizeof *tids);
-    int rc = -1;
-    int started = 0;
-    if (!batch || !ts || !tids) {
-        errno = ENOMEM;
-        goto out;
-    }
-    for (int i = 0; i < cfg->pipeline; i++)
-        memcpy(batch + (size_t)i * cfg->request_len, cfg->request, cfg->request_len);
-    uint64_t start = now_ns();
-    uint64_t deadline = start + (uint64_t)(cfg->duration * 1e9);
-    for (int i = 0; i < threads; i++) {
-        ts[i].cfg = cfg;
-        ts[i].addr = addr;
-        ts[i].batch = batch;
-        ts[i].batch_len = batch_len;
-        ts[i].nconns = cfg->connections / threads + (i < cfg->connections % threads);
-        ts[i].deadline = deadline;
-    }
-    for (; started < threads; started++) {
-        int err = pthread_create(&tids[started], NULL, thread_main, &ts[started]);
-        if (err != 0) {
-            errno = err;
-            break;
+    int failed = ENOMEM;
+    if (batch && ts) {
+        for (int i = 0; i < cfg->pipeline; i++)
+            memcpy(batch + (size_t)i * cfg->request_len, cfg->request, cfg->request_len);
+        uint64_t start = now_ns();
+        for (int i = 0; i < threads; i++) {
+            ts[i].cfg = cfg;
+            ts[i].addr = addr;
+            ts[i].batch = batch;
+            ts[i].batch_len = batch_len;
+            ts[i].nconns = cfg->connections / threads + (i < cfg->connections % threads);
+            ts[i].deadline = start + (uint64_t)(cfg->duration * 1e9);
         }
+        failed = run_threads(ts, threads, start, out);
     }
-    for (int i = 0; i < started; i++)
-        pthread_join(tids[i], NULL);
-    out->elapsed = (double)(now_ns() - start) / 1e9;
-    int failed = started < threads ? errno : 0;
-    for (int i = 0; i < started; i++) {
-        const tf_load_result *r = &ts[i].res;
-        out->requests += r->requests;
-        out->bytes_read += r->bytes_read;
-        out->connects += r->connects;
-        out->latency_sum_ns += r->latency_sum_ns;
-        if (r->latency_max_ns > out->latency_max_ns)
-            out->latency_max_ns = r->latency_max_ns;
-        if (r->latency_min_ns && (!out->latency_min_ns || r->latency_min_ns < out->latency_min_ns))
-            out->latency_min_ns = r->latency_min_ns;
-        for (int k = 0; k < TF_LOAD_NUM_ERRORS; k++)
-            out->errors[k] += r->errors[k];
-        for (int k = 0; k < 6; k++)
-            out->status_classes[k] += r->status_classes[k];
-        for (size_t k = 0; k < TF_LOAD_HIST_BUCKETS; k++)
-            out->hist[k] += r->hist[k];
-        if (!failed && ts[i].failed_errno)
-            failed = ts[i].failed_errno;
-    }
-    if (failed) {
-        errno = failed;
-        goto out;
-    }
-    rc = 0;
-out:
     freeaddrinfo(addr);
     free(batch);
     free(ts);
-    free(tids);
-    return rc;
+    if (failed) {
+        errno = failed;
+        return -1;
+    }
+    return 0;
 }
