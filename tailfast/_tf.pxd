@@ -40,7 +40,6 @@ cdef extern from "tailfast.h" nogil:
         size_t max_header_field
 
     void tf_limits_default(tf_limits *limits)
-    int TF_PARSE_ERROR, TF_PARSE_INCOMPLETE
     ssize_t tf_parse_request(const char *buf, size_t len, const tf_limits *limits,
                              tf_request *req, int *error_status)
     void tf_log(const char *fmt, ...)
