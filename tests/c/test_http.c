@@ -706,89 +706,6 @@ static void test_chunked(void) {
     }
 }
 
-/* ---------------------------------------------------------- response heads */
-
-static void test_date(void) {
-    CHECK(strcmp(tf_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT") == 0, "%s", tf_http_date(0));
-    CHECK(strcmp(tf_http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT") == 0, "%s",
-          tf_http_date(784111777));
-    CHECK(strcmp(tf_http_date(951782400), "Tue, 29 Feb 2000 00:00:00 GMT") == 0, "%s",
-          tf_http_date(951782400));
-    CHECK(strcmp(tf_http_date(4102444799), "Thu, 31 Dec 2099 23:59:59 GMT") == 0, "%s",
-          tf_http_date(4102444799));
-    const char *a = tf_http_date(784111777);
-    const char *b = tf_http_date(784111777);
-    CHECK(a == b && strlen(a) == 29, "cached");
-}
-
-static void test_reasons(void) {
-    static const int codes[] = {100, 101, 200, 201, 202, 203, 204, 205, 206, 301, 302, 303, 304,
-                                305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409,
-                                410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 428, 429,
-                                431, 451, 500, 501, 502, 503, 504, 505};
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
-        CHECK(strcmp(tf_status_reason(codes[i]), "Unknown") != 0, "reason of %d", codes[i]);
-    CHECK(strcmp(tf_status_reason(200), "OK") == 0, "200");
-    CHECK(strcmp(tf_status_reason(404), "Not Found") == 0, "404");
-    CHECK(strcmp(tf_status_reason(599), "Unknown") == 0, "599");
-    CHECK(strcmp(tf_status_reason(-1), "Unknown") == 0, "-1");
-}
-
-/* Writes a head and compares it with want, where "DATE" stands for the Date. */
-static void check_head(int status, const tf_header *h, size_t nh, int64_t cl, int flags,
-                       int minor, const char *want_tmpl) {
-    char want[1024];
-    char out[1024];
-    ssize_t n = -1;
-    const char *date = "";
-    /* the second may tick between the two calls: retry once */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        n = tf_write_response_head(out, sizeof(out), status, h, nh, cl, flags, minor);
-        date = tf_http_date(time(NULL));
-        if (n >= 0 && memmem(out, (size_t)n, date, 29))
-            break;
-    }
-    const char *d = strstr(want_tmpl, "DATE");
-    snprintf(want, sizeof(want), "%.*s%s%s", (int)(d - want_tmpl), want_tmpl, date, d + 4);
-    CHECK(n == (ssize_t)strlen(want) && memcmp(out, want, (size_t)n) == 0,
-          "head: got '%.*s' want '%s'", (int)(n > 0 ? n : 0), out, want);
-    /* every smaller buffer is refused, and nothing is written past cap */
-    size_t len = strlen(want);
-    int ok = 1;
-    for (size_t cap = 0; cap < len; cap++) {
-        char *b = malloc(cap ? cap : 1);
-        if (tf_write_response_head(b, cap, status, h, nh, cl, flags, minor) != -1)
-            ok = 0;
-        free(b);
-    }
-    CHECK(ok, "small buffers refused");
-}
-
-static void test_response_head(void) {
-    tf_header h[2] = {{"Content-Type", 12, "text/plain", 10}, {"X-Empty", 7, "", 0}};
-    check_head(200, h, 1, 5, TF_HEAD_KEEP_ALIVE, 1,
-               "HTTP/1.1 200 OK\r\nServer: tailfast\r\nDate: DATE\r\n"
-               "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n");
-    check_head(404, h, 2, 0, 0, 1,
-               "HTTP/1.1 404 Not Found\r\nServer: tailfast\r\nDate: DATE\r\n"
-               "Content-Type: text/plain\r\nX-Empty: \r\nContent-Length: 0\r\n"
-               "Connection: close\r\n\r\n");
-    check_head(200, NULL, 0, -1, TF_HEAD_KEEP_ALIVE | TF_HEAD_CHUNKED, 0,
-               "HTTP/1.1 200 OK\r\nServer: tailfast\r\nDate: DATE\r\n"
-               "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n");
-    check_head(204, NULL, 0, -1, 0, 0,
-               "HTTP/1.1 204 No Content\r\nServer: tailfast\r\nDate: DATE\r\n\r\n");
-    check_head(500, NULL, 0, INT64_MAX, TF_HEAD_KEEP_ALIVE, 1,
-               "HTTP/1.1 500 Internal Server Error\r\nServer: tailfast\r\nDate: DATE\r\n"
-               "Content-Length: 9223372036854775807\r\n\r\n");
-    check_head(299, NULL, 0, 1, TF_HEAD_KEEP_ALIVE, 1,
-               "HTTP/1.1 299 Unknown\r\nServer: tailfast\r\nDate: DATE\r\n"
-               "Content-Length: 1\r\n\r\n");
-    char out[256];
-    CHECK(tf_write_response_head(out, sizeof(out), 99, NULL, 0, 0, 0, 1) == -1, "status 99");
-    CHECK(tf_write_response_head(out, sizeof(out), 1000, NULL, 0, 0, 0, 1) == -1, "status 1000");
-}
-
 /* ---------------------------------------------------- response-head parser */
 
 typedef struct {
@@ -949,6 +866,89 @@ static void test_response_round_trip(void) {
           "round trip, chunked HTTP/1.0 keep-alive");
 }
 
+/* ---------------------------------------------------------- response heads */
+
+static void test_date(void) {
+    CHECK(strcmp(tf_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT") == 0, "%s", tf_http_date(0));
+    CHECK(strcmp(tf_http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT") == 0, "%s",
+          tf_http_date(784111777));
+    CHECK(strcmp(tf_http_date(951782400), "Tue, 29 Feb 2000 00:00:00 GMT") == 0, "%s",
+          tf_http_date(951782400));
+    CHECK(strcmp(tf_http_date(4102444799), "Thu, 31 Dec 2099 23:59:59 GMT") == 0, "%s",
+          tf_http_date(4102444799));
+    const char *a = tf_http_date(784111777);
+    const char *b = tf_http_date(784111777);
+    CHECK(a == b && strlen(a) == 29, "cached");
+}
+
+static void test_reasons(void) {
+    static const int codes[] = {100, 101, 200, 201, 202, 203, 204, 205, 206, 301, 302, 303, 304,
+                                305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409,
+                                410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 426, 428, 429,
+                                431, 451, 500, 501, 502, 503, 504, 505};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        CHECK(strcmp(tf_status_reason(codes[i]), "Unknown") != 0, "reason of %d", codes[i]);
+    CHECK(strcmp(tf_status_reason(200), "OK") == 0, "200");
+    CHECK(strcmp(tf_status_reason(404), "Not Found") == 0, "404");
+    CHECK(strcmp(tf_status_reason(599), "Unknown") == 0, "599");
+    CHECK(strcmp(tf_status_reason(-1), "Unknown") == 0, "-1");
+}
+
+/* Writes a head and compares it with want, where "DATE" stands for the Date. */
+static void check_head(int status, const tf_header *h, size_t nh, int64_t cl, int flags,
+                       int minor, const char *want_tmpl) {
+    char want[1024];
+    char out[1024];
+    ssize_t n = -1;
+    const char *date = "";
+    /* the second may tick between the two calls: retry once */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        n = tf_write_response_head(out, sizeof(out), status, h, nh, cl, flags, minor);
+        date = tf_http_date(time(NULL));
+        if (n >= 0 && memmem(out, (size_t)n, date, 29))
+            break;
+    }
+    const char *d = strstr(want_tmpl, "DATE");
+    snprintf(want, sizeof(want), "%.*s%s%s", (int)(d - want_tmpl), want_tmpl, date, d + 4);
+    CHECK(n == (ssize_t)strlen(want) && memcmp(out, want, (size_t)n) == 0,
+          "head: got '%.*s' want '%s'", (int)(n > 0 ? n : 0), out, want);
+    /* every smaller buffer is refused, and nothing is written past cap */
+    size_t len = strlen(want);
+    int ok = 1;
+    for (size_t cap = 0; cap < len; cap++) {
+        char *b = malloc(cap ? cap : 1);
+        if (tf_write_response_head(b, cap, status, h, nh, cl, flags, minor) != -1)
+            ok = 0;
+        free(b);
+    }
+    CHECK(ok, "small buffers refused");
+}
+
+static void test_response_head(void) {
+    tf_header h[2] = {{"Content-Type", 12, "text/plain", 10}, {"X-Empty", 7, "", 0}};
+    check_head(200, h, 1, 5, TF_HEAD_KEEP_ALIVE, 1,
+               "HTTP/1.1 200 OK\r\nServer: tailfast\r\nDate: DATE\r\n"
+               "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n");
+    check_head(404, h, 2, 0, 0, 1,
+               "HTTP/1.1 404 Not Found\r\nServer: tailfast\r\nDate: DATE\r\n"
+               "Content-Type: text/plain\r\nX-Empty: \r\nContent-Length: 0\r\n"
+               "Connection: close\r\n\r\n");
+    check_head(200, NULL, 0, -1, TF_HEAD_KEEP_ALIVE | TF_HEAD_CHUNKED, 0,
+               "HTTP/1.1 200 OK\r\nServer: tailfast\r\nDate: DATE\r\n"
+               "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n");
+    check_head(204, NULL, 0, -1, 0, 0,
+               "HTTP/1.1 204 No Content\r\nServer: tailfast\r\nDate: DATE\r\n\r\n");
+    check_head(500, NULL, 0, INT64_MAX, TF_HEAD_KEEP_ALIVE, 1,
+               "HTTP/1.1 500 Internal Server Error\r\nServer: tailfast\r\nDate: DATE\r\n"
+               "Content-Length: 9223372036854775807\r\n\r\n");
+    check_head(299, NULL, 0, 1, TF_HEAD_KEEP_ALIVE, 1,
+               "HTTP/1.1 299 Unknown\r\nServer: tailfast\r\nDate: DATE\r\n"
+               "Content-Length: 1\r\n\r\n");
+    char out[256];
+    CHECK(tf_write_response_head(out, sizeof(out), 99, NULL, 0, 0, 0, 1) == -1, "status 99");
+    CHECK(tf_write_response_head(out, sizeof(out), 1000, NULL, 0, 0, 0, 1) == -1, "status 1000");
+}
+
 /* --------------------------------------------------------------------- log */
 
 static void test_log(void) {
@@ -994,12 +994,12 @@ int main(void) {
     test_guard_page();
     test_limits();
     test_chunked();
-    test_date();
-    test_reasons();
-    test_response_head();
     test_response_parser_cases();
     test_response_parser_guard_page();
     test_response_round_trip();
+    test_date();
+    test_reasons();
+    test_response_head();
     test_log();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
