@@ -12,7 +12,8 @@
  */
 #define _GNU_SOURCE /* MAP_ANONYMOUS, pipe2 */
 
-#include "tailfast.h"
+#include "http.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
