@@ -126,6 +126,7 @@ int tf_accesslog_open(const char *path, int format) {
     if (sigaction(SIGUSR1, &sa, NULL) < 0)
         return -1;
     tf_al_len = 0;
+    tf_al_failed = 0; /* a newly opened log reports its own first failure */
     if (!path || !path[0])
         return 0;
     if (strcmp(path, "-") == 0) {

@@ -60,8 +60,6 @@ static void tf_log_write(const char *fmt, va_list ap) {
 
 void tf_log_set_level(int level) { tf_log_level = level; }
 
-int tf_log_enabled(int level) { return level >= tf_log_level; }
-
 void tf_log_at(int level, const char *fmt, ...) {
     if (level < tf_log_level)
         return;

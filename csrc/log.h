@@ -12,9 +12,6 @@
  * TF_LOG_ERROR (a lost request, a failed syscall that changes behaviour). */
 void tf_log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Whether a message at level would be written (to skip costly formatting). */
-int tf_log_enabled(int level);
-
 #pragma GCC visibility pop
 
 #endif
