@@ -1,4 +1,4 @@
-/* dispatch.c — routes a complete request: health and readiness answered in C, metrics to its callback, the rest to the app.
+/* dispatch.c — routes a complete request: probes answered in C, metrics to its callback, the rest to the app.
  *
  * What a load balancer sees of a worker: the liveness path answers 200 while
  * the loop runs; the readiness path answers 503 once the worker or the

@@ -1,5 +1,6 @@
-/* http.c — the HTTP/1.1 request parser, chunked body decoder and response-head
- * writer. No allocation; the caller owns every buffer.
+/* http.c — HTTP/1.1 on the wire: the request parser, chunked body decoder and response-head writer.
+ *
+ * No allocation; the caller owns every buffer.
  *
  * The parser is strict (RFC 9112), chosen so that no two readings of one
  * request can disagree — disagreement between parsers is how request

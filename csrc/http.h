@@ -4,6 +4,8 @@
 
 #include "tailfast.h"
 
+#include <time.h>
+
 #pragma GCC visibility push(hidden) /* direct calls inside the extension, no PLT */
 
 /* Incremental in-place decoder of a chunked body. Zero it before the first call. */

@@ -1,4 +1,4 @@
-/* serve.c — turns a connection's input into answered requests: read, parse, assemble the body, dispatch, keep-alive.
+/* serve.c — turns a connection's input into answered requests: read, parse, body, dispatch, keep-alive.
  *
  * Requests on one connection are answered in order (pipelining); reading
  * stops while TF_OUT_HIGH_WATER bytes wait for the peer. Each dispatched

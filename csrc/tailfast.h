@@ -114,7 +114,7 @@ typedef struct {
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
     int balance;               /* 1: cap accepts by the fair share in the scoreboard */
-    /* Paths answered without the application (NULL or "": off); see observe.c. */
+    /* Paths answered without the application (NULL or "": off); see dispatch.c. */
     const char *health_path;  /* liveness: 200 while the loop runs */
     const char *ready_path;   /* readiness: 200, or 503 once the server is stopping */
     const char *metrics_path; /* handed to cb->on_metrics */

@@ -1,4 +1,4 @@
-/* worker_internal.h — what the worker's files share: the connection and worker types, cross-file calls, hot-path inlines.
+/* worker_internal.h — what the worker's files share: types, cross-file calls, hot-path inlines.
  *
  * The worker is split by concern, each file readable alone:
  *   accept.c   accepting on the shared socket, fair balancing across workers
