@@ -14,6 +14,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "outbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -790,6 +791,29 @@ static void test_response_head(void) {
     CHECK(tf_write_response_head(out, sizeof(out), 1000, NULL, 0, 0, 0, 1) == -1, "status 1000");
 }
 
+/* ------------------------------------------------------------------ outbuf */
+
+/* The one output cursor: cuts at the end, records the overflow, adds nothing after. */
+static void test_outbuf(void) {
+    char buf[8];
+    tf_out o = tf_out_init(buf, sizeof(buf));
+    tf_out_puts(&o, "ab");
+    tf_out_put_uint(&o, 1234);
+    tf_out_putc(&o, '-');
+    CHECK(!o.overflow && tf_out_len(&o, buf) == 7 && memcmp(buf, "ab1234-", 7) == 0, "fits");
+    tf_out_put(&o, "xyz", 3);
+    CHECK(o.overflow && tf_out_len(&o, buf) == 8 && buf[7] == 'x', "cut at the end");
+    tf_out_putc(&o, 'q');
+    tf_out_put_uint(&o, 0);
+    CHECK(o.overflow && tf_out_len(&o, buf) == 8, "nothing after the end");
+    tf_out z = tf_out_init(buf, 0);
+    tf_out_put_uint(&z, 0);
+    CHECK(z.overflow && tf_out_len(&z, buf) == 0, "no room at all");
+    tf_out u = tf_out_init(buf, sizeof(buf));
+    tf_out_put_uint(&u, 0);
+    CHECK(tf_out_len(&u, buf) == 1 && buf[0] == '0', "zero");
+}
+
 /* --------------------------------------------------------------------- log */
 
 static void test_log(void) {
@@ -886,6 +910,7 @@ int main(void) {
     test_date();
     test_reasons();
     test_response_head();
+    test_outbuf();
     test_log();
     test_log_levels();
     printf("%d passed, %d failed\n", passed, failed);
