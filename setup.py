@@ -13,6 +13,11 @@ DEBUG = os.environ.get("TAILFAST_DEBUG") == "1"
 C_SOURCES = [
     "csrc/http.c",
     "csrc/worker.c",
+    "csrc/accept.c",
+    "csrc/conn.c",
+    "csrc/serve.c",
+    "csrc/dispatch.c",
+    "csrc/respond.c",
     "csrc/supervisor.c",
     "csrc/scoreboard.c",
     "csrc/log.c",
