@@ -347,8 +347,8 @@ void tf_scoreboard_notify(void);
 const tf_scoreboard *tf_scoreboard_open(const char *path);
 void tf_scoreboard_close(const tf_scoreboard *sb);
 /* Worker: 1 while its open connections are above the fair share (the mean of
- * the ready workers' open connections plus slack), so it should not accept. */
-int tf_scoreboard_over_share(int slack);
+ * the ready workers' open connections), so it should not accept. */
+int tf_scoreboard_over_share(void);
 /* Worker: has it answered more than (1 + margin) times the ready workers' mean? */
 int tf_scoreboard_ahead_of_mean(double margin);
 /* Primary: adds the counters of procs[index] (an exited process) to its

@@ -926,7 +926,7 @@ static int tf_accept_some(tf_worker *w) {
             tf_listener_arm(w, 0); /* resumes when a connection closes */
             return accepted;
         }
-        if (w->cfg->balance && !w->draining && tf_scoreboard_over_share(0)) {
+        if (w->cfg->balance && !w->draining && tf_scoreboard_over_share()) {
             tf_listener_arm(w, 0); /* resumes once back at the fair share */
             w->balance_paused = 1;
             return accepted;
@@ -1193,7 +1193,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             tf_listener_rotate(&w);
         if (!w.listening && !w.draining && w.conn_count < cfg->max_connections &&
             w.now >= w.accept_resume &&
-            !(w.balance_paused && tf_scoreboard_over_share(0))) {
+            !(w.balance_paused && tf_scoreboard_over_share())) {
             w.accept_resume = 0;
             w.balance_paused = 0;
             if (tf_listener_arm(&w, 1) == 0)
