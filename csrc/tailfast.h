@@ -245,7 +245,9 @@ int tf_signals_unblock_all(void);
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
-/* State of a worker process. Ready means idle or busy. */
+/* State of a worker process. Ready means idle or busy. The primary writes
+ * starting and free (and idle for a process without an HTTP loop); a
+ * worker's loop writes its own idle, busy and draining. */
 enum {
     TF_W_FREE = 0,     /* entry unused */
     TF_W_STARTING = 1, /* forked, not yet serving */
@@ -254,7 +256,8 @@ enum {
     TF_W_DRAINING = 4  /* told to stop: finishing what it accepted */
 };
 
-/* State of a worker id (a slot that should have a worker). */
+/* State of a worker id (a slot that should have a worker), written by the
+ * primary alone. */
 enum { TF_SLOT_UNUSED = 0, TF_SLOT_RUNNING = 1, TF_SLOT_BACKOFF = 2 };
 
 /* Request latency histogram: upper bounds in seconds (tf_latency_bounds),
