@@ -5,7 +5,7 @@
  * tf_sv_publish_slots). What it reads back from the scoreboard is what a
  * worker reports of itself (ready or busy, requests answered, the request it
  * runs, asking to retire) and what the primary wrote there itself (a
- * process's generation and sampled RSS, how many entries are in use).
+ * process's generation and sampled RSS), never an index into its tables.
  *
  *   supervisor.c          the loop: set up, wait for signals and wake-ups, tear down
  *   supervisor_procs.c    the tables: fork, respawn, back-off, process states, publishing
@@ -60,6 +60,8 @@ typedef struct {
     const tf_supervisor_config *cfg;
     const tf_supervisor_callbacks *cb;
     tf_proc procs[TF_MAX_PROCS];
+    int procs_hw; /* entries [0, procs_hw) may be in use; published, never read back
+                     (workers can write the scoreboard) */
     tf_slot slots[TF_MAX_WORKERS + 1]; /* index = worker id, from 1 */
     int slots_hw;  /* highest worker id ever wanted */
     int wanted;    /* worker count asked for (TTIN/TTOU change it) */

@@ -24,10 +24,9 @@ void tf_sv_proc_free(tf_supervisor *s, int idx) {
     tf_sv_proc_set_state(s, idx, TF_W_FREE); /* first: readers skip the entry from here on */
     memset(&s->procs[idx], 0, sizeof(s->procs[idx]));
     memset(&tf_sb->procs[idx], 0, sizeof(tf_sb->procs[idx]));
-    int hw = tf_sb->procs_hw;
-    while (hw > 0 && s->procs[hw - 1].state == TF_W_FREE)
-        hw--;
-    tf_sb->procs_hw = hw;
+    while (s->procs_hw > 0 && s->procs[s->procs_hw - 1].state == TF_W_FREE)
+        s->procs_hw--;
+    tf_sb->procs_hw = s->procs_hw;
 }
 
 /* Writes every slot's scoreboard entry from the slot table: the only writer
@@ -70,8 +69,9 @@ static int tf_sv_proc_take(tf_supervisor *s, int id) {
     e->generation = s->generation;
     s->procs[idx].id = id;
     tf_sv_proc_set_state(s, idx, TF_W_STARTING);
-    if (idx + 1 > tf_sb->procs_hw)
-        tf_sb->procs_hw = idx + 1;
+    if (idx + 1 > s->procs_hw)
+        s->procs_hw = idx + 1;
+    tf_sb->procs_hw = s->procs_hw;
     return idx;
 }
 

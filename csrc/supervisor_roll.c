@@ -7,7 +7,7 @@
 /* Starting workers that marked themselves ready: a replacement takes over its
  * slot and the worker it replaces is told to drain. */
 void tf_sv_check_ready(tf_supervisor *s) {
-    for (int i = 0; i < tf_sb->procs_hw; i++) {
+    for (int i = 0; i < s->procs_hw; i++) {
         tf_proc *p = &s->procs[i];
         if (p->state != TF_W_STARTING)
             continue;

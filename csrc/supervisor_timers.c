@@ -40,7 +40,7 @@ int tf_sv_next_timeout(const tf_supervisor *s) {
  * listen queue's depth, into the scoreboard. */
 static void tf_sv_sample(tf_supervisor *s) {
     long page = sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < tf_sb->procs_hw; i++) {
+    for (int i = 0; i < s->procs_hw; i++) {
         tf_proc *p = &s->procs[i];
         if (p->state == TF_W_FREE)
             continue;
@@ -71,7 +71,7 @@ static void tf_sv_sample(tf_supervisor *s) {
  * count of slots whose worker has now been up long enough. */
 static void tf_sv_tick(tf_supervisor *s, double now) {
     tf_sv_sample(s);
-    for (int i = 0; i < tf_sb->procs_hw; i++) {
+    for (int i = 0; i < s->procs_hw; i++) {
         tf_proc *p = &s->procs[i];
         if (p->state == TF_W_STARTING && s->cfg->boot_timeout > 0 &&
             now - p->started > s->cfg->boot_timeout) {
@@ -121,7 +121,7 @@ void tf_sv_on_timers(tf_supervisor *s) {
  * is at most one timeout away. Returns the monotonic time of the next look. */
 double tf_sv_check_timeouts(tf_supervisor *s, double now) {
     double next = now + s->cfg->timeout;
-    for (int i = 0; i < tf_sb->procs_hw; i++) {
+    for (int i = 0; i < s->procs_hw; i++) {
         tf_proc *p = &s->procs[i];
         if (p->state == TF_W_FREE || p->stuck)
             continue;
