@@ -52,6 +52,7 @@ typedef struct {
     double respawn_at; /* > 0: in back-off until then */
     int crashes;       /* consecutive early deaths (or failed forks) */
     double first_crash;
+    double last_crash;
     int started_once;
     uint32_t restarts; /* processes started for this id after the first */
 } tf_slot;

@@ -124,6 +124,7 @@ double tf_sv_count_crash(tf_supervisor *s, int id, double uptime) {
     } else {
         slot->crashes++;
     }
+    slot->last_crash = now;
     if (slot->crashes <= 1)
         return 0;
     double delay = TF_BACKOFF_FIRST;

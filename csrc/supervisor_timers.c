@@ -81,10 +81,12 @@ static void tf_sv_tick(tf_supervisor *s, double now) {
         }
     }
     for (int id = 1; id <= s->wanted; id++) {
+        /* only a process started after the last crash proves the slot stable:
+         * failed replacements of a long-serving worker keep counting */
         tf_slot *slot = &s->slots[id];
-        if (slot->crashes && slot->current >= 0 &&
-            s->procs[slot->current].state == TF_W_IDLE &&
-            now - s->procs[slot->current].started >= TF_STABLE_SECONDS)
+        const tf_proc *cur = slot->current >= 0 ? &s->procs[slot->current] : NULL;
+        if (slot->crashes && cur && cur->state == TF_W_IDLE && cur->started >= slot->last_crash &&
+            now - cur->started >= TF_STABLE_SECONDS)
             slot->crashes = 0;
     }
 }

@@ -3,11 +3,18 @@ workers, failing forks, and workers that do not finish draining."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import signal
+import subprocess
 import textwrap
 from pathlib import Path
 
-from conftest import http_request, pid_alive
+import pytest
+from conftest import http_request, pid_alive, wait_until
+
+from tailfast.status import read_status
 
 # A worker can write anywhere in the scoreboard: this app writes a huge
 # procs_hw (the count of entries in use) into the header, as a buggy or
@@ -47,3 +54,57 @@ def test_primary_survives_a_worker_scribbling_procs_hw(run_server, tmp_path: Pat
     server.signal(signal.SIGTERM)
     assert server.wait() == 0
     assert not pid_alive(old)
+
+
+# Fault injection from outside: fork() fails with EAGAIN while the file named
+# by $TF_TEST_FORK_FAILS exists (as under a pids cgroup limit or ENOMEM).
+FAILING_FORK = textwrap.dedent("""
+    #define _GNU_SOURCE
+    #include <dlfcn.h>
+    #include <errno.h>
+    #include <stdlib.h>
+    #include <unistd.h>
+
+    pid_t fork(void) {
+        const char *flag = getenv("TF_TEST_FORK_FAILS");
+        if (flag && access(flag, F_OK) == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        pid_t (*real_fork)(void) = (pid_t (*)(void))dlsym(RTLD_NEXT, "fork");
+        return real_fork();
+    }
+""")
+
+
+def _failing_fork_library(tmp_path: Path) -> Path:
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)),
+              None)
+    if cc is None:
+        pytest.skip("no C compiler found")
+    source, library = tmp_path / "failfork.c", tmp_path / "failfork.so"
+    source.write_text(FAILING_FORK)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(source), "-o", str(library), "-ldl"],
+                   check=True, capture_output=True, timeout=120)
+    return library
+
+
+def test_failed_replacement_forks_back_off_longer_and_longer(run_server, tmp_path: Path) -> None:
+    flag = tmp_path / "forks-fail"
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1",
+                        env={"LD_PRELOAD": str(_failing_fork_library(tmp_path)),
+                             "TF_TEST_FORK_FAILS": str(flag)})
+    old = server.live_workers()[1]
+    # the bug needs a worker up longer than the primary's 30 s stability window
+    assert wait_until(lambda: read_status(pid=server.proc.pid)["processes"][0]["uptime"] > 31,
+                      timeout=45, interval=0.5)
+    flag.touch()
+    server.signal(signal.SIGHUP)
+    # 0.1, 0.1, 0.2, 0.4, 0.8, then 1.6 s: 1.6 s after the first failure
+    server.wait_for(r"worker 1: fork failed: .*next attempt in 1\.6 s", timeout=8)
+    delays = [float(m.group(1)) for m in
+              re.finditer(r"worker 1: fork failed: .*next attempt in ([\d.]+) s", server.output)]
+    assert delays == sorted(delays), delays
+    assert http_request(server.port)[0] == 200  # the old worker kept serving
+    flag.unlink()
+    server.wait_for(rf"worker 1 \(pid \d+\) ready in \d+ ms; retiring pid {old}", timeout=10)
