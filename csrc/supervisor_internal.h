@@ -41,6 +41,7 @@ typedef struct {
     double started;   /* monotonic time of the fork */
     double timed_out; /* request_started of the request sent TF_TIMEOUT_SIGNAL */
     int stuck;        /* killed: its request ran past the timeout and the grace */
+    double drain_deadline; /* > 0: retired, SIGKILL at this monotonic time */
 } tf_proc;            /* index = scoreboard entry */
 
 /* One worker id. Its published state (TF_SLOT_*) is derived from these

@@ -176,9 +176,11 @@ void tf_sv_signal_workers(tf_supervisor *s, int sig) {
             tf_sv_signal_proc(s, i, sig);
 }
 
-/* Tells a process to drain and exit; its worker publishes draining itself
- * when it handles the signal. */
+/* Tells a process to drain and exit within the graceful timeout, as at a
+ * stop (tf_sv_kill_overdue enforces it); its worker publishes draining
+ * itself when it handles the signal. */
 void tf_sv_retire(tf_supervisor *s, int idx) {
     tf_sv_proc_set_state(s, idx, TF_W_DRAINING);
+    s->procs[idx].drain_deadline = tf_sv_clock_precise() + s->cfg->graceful_timeout;
     tf_sv_signal_proc(s, idx, SIGTERM);
 }

@@ -29,6 +29,9 @@ int tf_sv_next_timeout(const tf_supervisor *s) {
     }
     if (s->cfg->timeout > 0 && !s->killed)
         TF_SOONER(s->next_timeout_check);
+    for (int i = 0; i < s->procs_hw && !s->killed; i++)
+        if (s->procs[i].state == TF_W_DRAINING)
+            TF_SOONER(s->procs[i].drain_deadline);
 #undef TF_SOONER
     if (next < 0)
         return -1;
@@ -91,6 +94,22 @@ static void tf_sv_tick(tf_supervisor *s, double now) {
     }
 }
 
+/* Retired processes (replaced, or removed by SIGTTOU) past their graceful
+ * timeout get SIGKILL: neither a client that does not read nor a replacement
+ * stuck while starting may keep one alive, and reloads never pile them up. */
+static void tf_sv_kill_overdue(tf_supervisor *s, double now) {
+    for (int i = 0; i < s->procs_hw; i++) {
+        tf_proc *p = &s->procs[i];
+        if (p->state != TF_W_DRAINING || p->drain_deadline <= 0 || now < p->drain_deadline)
+            continue;
+        tf_log("worker %d (pid %d) still draining %.0f s after it was retired (graceful "
+               "timeout); killing it",
+               p->id, (int)p->pid, s->cfg->graceful_timeout);
+        p->drain_deadline = 0; /* once */
+        tf_sv_signal_proc(s, i, SIGKILL);
+    }
+}
+
 void tf_sv_on_timers(tf_supervisor *s) {
     double now = tf_sv_clock_precise();
     if (s->stopping && !s->killed && now >= s->stop_deadline && s->live > 0) {
@@ -98,6 +117,8 @@ void tf_sv_on_timers(tf_supervisor *s) {
         s->killed = 1;
         tf_sv_signal_workers(s, SIGKILL);
     }
+    if (!s->killed)
+        tf_sv_kill_overdue(s, now);
     if (s->delay_until > 0 && now >= s->delay_until)
         tf_sv_begin_stop(s, s->delay_signal);
     if (s->stopping)

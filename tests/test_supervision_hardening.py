@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,75 @@ def test_failed_replacement_forks_back_off_longer_and_longer(run_server, tmp_pat
     assert http_request(server.port)[0] == 200  # the old worker kept serving
     flag.unlink()
     server.wait_for(rf"worker 1 \(pid \d+\) ready in \d+ ms; retiring pid {old}", timeout=10)
+
+
+def _busy(server, pid: int) -> bool:
+    processes = read_status(pid=server.proc.pid)["processes"]
+    return any(p["pid"] == pid and p["state"] == "busy" for p in processes)
+
+
+def test_retired_worker_stuck_in_a_request_is_killed_after_the_graceful_timeout(
+        run_server) -> None:
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1",
+                        "--graceful-timeout", "1")
+    retired: list[int] = []
+    clients: list[threading.Thread] = []
+    for _ in range(3):  # reload after reload: the retired ones never pile up
+        old = server.live_workers()[1]
+        client = threading.Thread(target=_request_ignoring_errors,
+                                  args=(server.port, "/slow?60"), daemon=True)
+        client.start()
+        clients.append(client)
+        assert wait_until(lambda old=old: _busy(server, old), timeout=5)
+        server.signal(signal.SIGHUP)
+        server.wait_for(rf"worker 1 \(pid \d+\) ready in \d+ ms; retiring pid {old}")
+        server.wait_for(rf"worker 1 \(pid {old}\) still draining 1 s after it was retired "
+                        r"\(graceful timeout\); killing it", timeout=4)
+        server.wait_for(rf"worker 1 \(pid {old}\) killed by signal 9 \(retired\)", timeout=2)
+        retired.append(old)
+    assert not any(pid_alive(pid) for pid in retired)
+    assert len(server.live_workers()) == 1
+    assert http_request(server.port)[0] == 200
+    for client in clients:
+        client.join(5)
+
+
+# In a worker forked after a SIGHUP, worker 2's import of the application
+# hangs (a database that does not answer, say) while the file "hang" exists.
+HANGING_IMPORT_APP = textwrap.dedent("""
+    import time
+    from pathlib import Path
+
+    import tailfast
+
+    if tailfast.get_worker_id() == 2 and Path(__file__).with_name("hang").exists():
+        time.sleep(120)
+
+
+    def app(request):
+        return b"ok"
+""")
+
+
+def test_replacement_retired_while_starting_is_killed_after_the_graceful_timeout(
+        run_server, tmp_path: Path) -> None:
+    (tmp_path / "hangapp.py").write_text(HANGING_IMPORT_APP)
+    server = run_server("hangapp:app", "--bind", ":0", "--workers", "2",
+                        "--graceful-timeout", "1", cwd=tmp_path)
+    old = server.live_workers()[2]
+    (tmp_path / "hang").touch()
+    server.signal(signal.SIGHUP)
+    server.wait_for(rf"worker 2 \(pid {old}\): rolling restart; starting its replacement")
+    hanging = int(server.wait_for(r"worker 2 \(pid (\d+)\) started", count=2)[1].group(1))
+    server.signal(signal.SIGTTOU)  # worker 2 goes: its replacement with it
+    server.wait_for(rf"worker 2 \(pid {old}\) exited with status 0")
+    server.wait_for(rf"worker 2 \(pid {hanging}\) killed by signal 9", timeout=4)
+    assert not pid_alive(hanging)
+    assert http_request(server.port)[0] == 200
+
+
+def _request_ignoring_errors(port: int, path: str) -> None:
+    try:
+        http_request(port, path=path, timeout=90)
+    except OSError:
+        pass  # its worker was killed: the connection closes without an answer
