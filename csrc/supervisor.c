@@ -4,7 +4,8 @@
  * (current) and, while it is being replaced, the process that will take over
  * (next). Every replacement, whatever the cause (SIGHUP rolling restart,
  * max-requests, max-rss), goes the same way: fork the new process, wait until
- * it marks itself ready in the scoreboard, then tell the old one to drain.
+ * it marks itself ready in the scoreboard, then tell the old one to drain
+ * (within the graceful timeout, as at a stop, or it is killed).
  * Replacements run one at a time. A slot whose workers keep dying early
  * (before answering a request) backs off exponentially; a failed fork backs
  * off the same way. A request running past the timeout gets the worker a

@@ -12,7 +12,7 @@
  *   supervisor_exit.c     a process ended: classify the exit, then act on its class
  *   supervisor_roll.c     workers becoming ready, replacements one at a time, READY=1
  *   supervisor_signals.c  what each signal does: stop, roll, one worker more or less
- *   supervisor_timers.c   timed work: stop deadline, back-off, boot and request timeouts
+ *   supervisor_timers.c   timed work: stop and drain deadlines, back-off, boot/request timeouts
  *   sd_notify.c           the systemd notification socket
  */
 #ifndef TF_SUPERVISOR_INTERNAL_H

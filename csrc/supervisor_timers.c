@@ -1,4 +1,4 @@
-/* supervisor_timers.c — timed work: stop deadline, back-off, boot and request timeouts. */
+/* supervisor_timers.c — timed work: stop and drain deadlines, back-off, boot/request timeouts. */
 #define _GNU_SOURCE
 #include "supervisor_internal.h"
 
