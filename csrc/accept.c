@@ -44,7 +44,7 @@ static int tf_accept_paused(tf_worker *w) {
         tf_listener_arm(w, 0); /* resumes when a connection closes */
         return 1;
     }
-    if (w->cfg->balance && !w->draining && tf_scoreboard_over_share(0)) {
+    if (w->cfg->balance && !w->draining && tf_scoreboard_over_share()) {
         tf_listener_arm(w, 0); /* resumes once back at the fair share */
         w->balance_paused = 1;
         return 1;

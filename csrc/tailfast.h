@@ -220,7 +220,9 @@ int tf_signals_unblock_all(void);
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
-/* State of a worker process. Ready means idle or busy. */
+/* State of a worker process. Ready means idle or busy. The primary writes
+ * starting and free (and idle for a process without an HTTP loop); a
+ * worker's loop writes its own idle, busy and draining. */
 enum {
     TF_W_FREE = 0,     /* entry unused */
     TF_W_STARTING = 1, /* forked, not yet serving */
@@ -229,7 +231,8 @@ enum {
     TF_W_DRAINING = 4  /* told to stop: finishing what it accepted */
 };
 
-/* State of a worker id (a slot that should have a worker). */
+/* State of a worker id (a slot that should have a worker), written by the
+ * primary alone. */
 enum { TF_SLOT_UNUSED = 0, TF_SLOT_RUNNING = 1, TF_SLOT_BACKOFF = 2 };
 
 /* Request latency histogram: upper bounds in seconds (tf_latency_bounds),
@@ -312,23 +315,9 @@ extern tf_sb_proc *tf_sb_me;
 int tf_scoreboard_create(const char *path, int workers, const char *listen);
 /* Primary: unmaps it and removes the file (path may be NULL). */
 void tf_scoreboard_destroy(const char *path);
-/* In a new worker, right after fork: makes procs[index] its own entry. */
-void tf_scoreboard_attach(int index);
-/* Primary: the read end of the wake-up pipe (-1 when none). */
-int tf_scoreboard_wake_fd(void);
-/* Worker: wakes the primary (after marking itself ready, or asking to retire). */
-void tf_scoreboard_notify(void);
 /* Any process: maps an existing scoreboard read-only; NULL with errno. */
 const tf_scoreboard *tf_scoreboard_open(const char *path);
 void tf_scoreboard_close(const tf_scoreboard *sb);
-/* Worker: 1 while its open connections are above the fair share (the mean of
- * the ready workers' open connections plus slack), so it should not accept. */
-int tf_scoreboard_over_share(int slack);
-/* Worker: has it answered more than (1 + margin) times the ready workers' mean? */
-int tf_scoreboard_ahead_of_mean(double margin);
-/* Primary: adds the counters of procs[index] (an exited process) to its
- * slot's retired counters, before the entry is cleared. */
-void tf_scoreboard_fold(int index);
 
 /* -------------------------------------------------------------- access log */
 

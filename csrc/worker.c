@@ -256,7 +256,7 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
  * back at the fair share. */
 static void tf_worker_maybe_resume(tf_worker *w) {
     if (w->listening || w->draining || w->conn_count >= w->cfg->max_connections ||
-        w->now < w->accept_resume || (w->balance_paused && tf_scoreboard_over_share(0)))
+        w->now < w->accept_resume || (w->balance_paused && tf_scoreboard_over_share()))
         return;
     w->accept_resume = 0;
     w->balance_paused = 0;

@@ -15,6 +15,7 @@
 
 #include "tailfast.h"
 #include "http.h"
+#include "scoreboard.h"
 
 #include <signal.h>
 #include <stdint.h>
