@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "tailfast.h"
+#include "http.h" /* tf_chunked_decode */
 
 #include <errno.h>
 #include <netdb.h>

@@ -43,6 +43,7 @@ cdef extern from "tailfast.h" nogil:
     ssize_t tf_parse_request(const char *buf, size_t len, const tf_limits *limits,
                              tf_request *req, int *error_status)
     void tf_log(const char *fmt, ...)
+    void tf_log_set_level(int level)
 
     ctypedef struct tf_conn:
         pass
