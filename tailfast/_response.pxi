@@ -1,4 +1,4 @@
-# Responses: the public Response/FileResponse types, a handler's return value mapped to a response, heads and bodies handed to the C writer.
+# Responses: Response/FileResponse, a handler's return value as a response, handed to C.
 # Included by _core.pyx.
 
 

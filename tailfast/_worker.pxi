@@ -1,4 +1,4 @@
-# A worker's side of the boundary: GIL callbacks, on_request, the timeout signal, the metrics endpoint and the worker loop's entry.
+# A worker's side: GIL callbacks, on_request, timeouts, the metrics endpoint, the loop's entry.
 # Included by _core.pyx.
 
 
