@@ -1,7 +1,12 @@
-"""Builds tailfast's one extension module: tailfast/_core.pyx plus the C core in csrc/.
+"""Builds tailfast's two extension modules: the server's and the bench tools'.
+
+tailfast._core: tailfast/_core.pyx (and its .pxi includes) plus the C core in
+csrc/. tailfast._bench: the load generator and the parser benchmark
+(tailfast/_bench.pyx, csrc/loadgen.c, csrc/http.c), so that the server's
+extension carries no bench code.
 
 TAILFAST_DEBUG=1 builds without optimisation, with assertions and Cython
-annotation (tailfast/_core.html).
+annotation (tailfast/_core.html, tailfast/_bench.html).
 """
 
 import os
@@ -10,7 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("TAILFAST_DEBUG") == "1"
-C_SOURCES = [
+CORE_SOURCES = [
     "csrc/http.c",
     "csrc/worker.c",
     "csrc/accept.c",
@@ -29,20 +34,29 @@ C_SOURCES = [
     "csrc/log.c",
     "csrc/observe.c",
     "csrc/accesslog.c",
+]
+BENCH_SOURCES = [
     "csrc/loadgen.c",
+    "csrc/http.c",
 ]
 
-extension = Extension(
-    "tailfast._core",
-    sources=["tailfast/_core.pyx", *C_SOURCES],
-    include_dirs=["csrc"],
-    extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
-    define_macros=[] if DEBUG else [("NDEBUG", "1")],
-)
+
+def extension(name: str, pyx: str, c_sources: list[str]) -> Extension:
+    return Extension(
+        name,
+        sources=[pyx, *c_sources],
+        include_dirs=["csrc"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+        define_macros=[] if DEBUG else [("NDEBUG", "1")],
+    )
+
 
 setup(
     ext_modules=cythonize(
-        [extension],
+        [
+            extension("tailfast._core", "tailfast/_core.pyx", CORE_SOURCES),
+            extension("tailfast._bench", "tailfast/_bench.pyx", BENCH_SOURCES),
+        ],
         annotate=DEBUG,
         compiler_directives={"language_level": "3", "embedsignature": True},
     )

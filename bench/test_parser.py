@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD pytest bench/test_parser.py --benchmark-columns=min,median,mean,stddev
 
-tailfast's parser has no Python binding, so tailfast._core.parse_request_loop
+tailfast's parser has no Python binding, so tailfast._bench.parse_request_loop
 parses the buffer N times in a C loop and times the loop in C: ns per request
 without any Python call in it (test_tailfast_parse_c_loop, figure in
 extra_info and in the printed summary). For a like-for-like view of the call
@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from tailfast._core import parse_request_loop
+from tailfast._bench import parse_request_loop
 
 httptools = pytest.importorskip("httptools")
 

@@ -1,4 +1,4 @@
-/* http.c — HTTP/1.1 on the wire: the request parser, chunked body decoder and response-head writer.
+/* http.c — HTTP/1.1 on the wire: request parser, chunked decoder, response-head writer and reader.
  *
  * No allocation; the caller owns every buffer.
  *
@@ -513,6 +513,137 @@ bad:
 fail:
     *error_status = status;
     return TF_PARSE_ERROR;
+}
+
+/* --------------------------------------------------------- response heads */
+
+/* Byte i of the fixed start of a status line, "HTTP/1.x NNN": checked one
+ * byte at a time, so that a prefix is refused at its first wrong byte. The
+ * minor version is 0 or 1, the status code 1xx to 5xx. */
+static int tf_status_line_byte(size_t i, char c) {
+    static const char prefix[] = "HTTP/1.";
+    if (i < 7)
+        return c == prefix[i];
+    if (i == 7)
+        return c == '0' || c == '1';
+    if (i == 8)
+        return c == ' ';
+    if (i == 9)
+        return c >= '1' && c <= '5';
+    return c >= '0' && c <= '9';
+}
+
+/* Whether the last element of a comma-separated value is "chunked". */
+static int tf_list_ends_chunked(const char *v, size_t n) {
+    const char *pos = v, *elem, *last = NULL;
+    size_t elem_len, last_len = 0;
+    while (tf_list_next(&pos, v + n, &elem, &elem_len)) {
+        last = elem;
+        last_len = elem_len;
+    }
+    return last != NULL && tf_ieq(last, last_len, TF_LIT("chunked"));
+}
+
+/* Interprets one response field: framing and Connection. Returns 0 or -1. */
+static int tf_response_field(tf_response_head *res, const tf_header *h, int *close, int *keep) {
+    switch (h->name_len) {
+    case 10:
+        if (tf_ieq(h->name, 10, TF_LIT("connection"))) {
+            *close |= tf_list_has(h->value, h->value_len, TF_LIT("close"));
+            *keep |= tf_list_has(h->value, h->value_len, TF_LIT("keep-alive"));
+        }
+        return 0;
+    case 14:
+        if (!tf_ieq(h->name, 14, TF_LIT("content-length")))
+            return 0;
+        if (res->content_length >= 0)
+            return -1; /* a second one: the length is not certain */
+        return tf_content_length(h->value, h->value_len, &res->content_length);
+    case 17:
+        /* the final coding decides (RFC 9112 6.3): chunked, or read until close */
+        if (tf_ieq(h->name, 17, TF_LIT("transfer-encoding")) && h->value_len > 0)
+            res->chunked = tf_list_ends_chunked(h->value, h->value_len);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* Steps over the CRLF at *pp: 0, or TF_PARSE_INCOMPLETE / TF_PARSE_ERROR. */
+static int tf_crlf(const char **pp, const char *end) {
+    const char *p = *pp;
+    if (p == end)
+        return TF_PARSE_INCOMPLETE;
+    if (*p != '\r')
+        return TF_PARSE_ERROR;
+    if (end - p < 2)
+        return TF_PARSE_INCOMPLETE;
+    if (p[1] != '\n')
+        return TF_PARSE_ERROR;
+    *pp = p + 2;
+    return 0;
+}
+
+/* One field line "name: value" CRLF at *pp, with the request's grammar.
+ * Returns 0, or TF_PARSE_INCOMPLETE / TF_PARSE_ERROR. */
+static int tf_response_field_line(const char **pp, const char *end, tf_header *h) {
+    const char *p = *pp;
+    h->name = p;
+    p = tf_scan(p, end, TF_C_TCHAR);
+    if (p == end)
+        return TF_PARSE_INCOMPLETE;
+    if (*p != ':' || p == h->name)
+        return TF_PARSE_ERROR;
+    h->name_len = (size_t)(p - h->name);
+    p++;
+    while (p < end && tf_ows(*p))
+        p++;
+    h->value = p;
+    p = tf_scan(p, end, TF_C_FIELD);
+    const char *value_end = p;
+    while (value_end > h->value && tf_ows(value_end[-1]))
+        value_end--;
+    h->value_len = (size_t)(value_end - h->value);
+    *pp = p;
+    return tf_crlf(pp, end);
+}
+
+ssize_t tf_parse_response_head(const char *buf, size_t len, tf_response_head *res) {
+    const char *p = buf + 12;
+    const char *end = buf + len;
+    int close = 0, keep = 0, rc;
+
+    for (size_t i = 0; i < 12; i++) {
+        if (i == len)
+            return TF_PARSE_INCOMPLETE;
+        if (!tf_status_line_byte(i, buf[i]))
+            return TF_PARSE_ERROR;
+    }
+    res->version_minor = buf[7] - '0';
+    res->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+    res->content_length = -1;
+    res->chunked = 0;
+    /* SP reason-phrase; the SP may be missing when the reason is (lenient:
+     * a client should ignore the reason, RFC 9112 4) */
+    if (p < end && *p == ' ')
+        p = tf_scan(p + 1, end, TF_C_FIELD);
+    if ((rc = tf_crlf(&p, end)) != 0)
+        return rc;
+    for (;;) {
+        if (p == end)
+            return TF_PARSE_INCOMPLETE;
+        if (*p == '\r')
+            break; /* the empty line */
+        tf_header h;
+        if ((rc = tf_response_field_line(&p, end, &h)) != 0)
+            return rc;
+        if (tf_response_field(res, &h, &close, &keep) < 0)
+            return TF_PARSE_ERROR;
+    }
+    if ((rc = tf_crlf(&p, end)) != 0)
+        return rc;
+    res->keep_alive = res->version_minor == 1 ? !close : keep && !close;
+    return (ssize_t)(p - buf);
 }
 
 /* ---------------------------------------------------------- chunked bodies */

@@ -6,11 +6,14 @@
  * next batch at once (keep-alive), or closes and reconnects (close_each, or
  * when the server answered "Connection: close"). The clock of a batch starts
  * at its first write; each response's latency goes into a log-linear
- * histogram. Nothing here knows about Python: _loadgen.pxi calls tf_load_run
- * with the GIL released.
+ * histogram. Response heads are read by http.c's tf_parse_response_head and
+ * chunked bodies by its tf_chunked_decode: one HTTP parser for both sides.
+ * Nothing here knows about Python: tailfast/_bench.pyx calls tf_load_run with
+ * the GIL released.
  */
 #define _GNU_SOURCE
 #include "tailfast.h"
+#include "http.h" /* tf_chunked_decode */
 
 #include <errno.h>
 #include <netdb.h>
@@ -19,7 +22,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -81,9 +83,8 @@ uint64_t tf_load_percentile(const tf_load_result *res, double q)
 
 enum { ST_CONNECTING, ST_WRITING, ST_READING };
 
-/* Where the parser is within the current response. */
-enum { RS_HEAD, RS_LENGTH, RS_CHUNK_SIZE, RS_CHUNK_EXT, RS_CHUNK_DATA, RS_CHUNK_DATA_END,
-       RS_TRAILER_START, RS_TRAILER_LINE, RS_UNTIL_CLOSE };
+/* Where the reader is within the current response. */
+enum { RS_HEAD, RS_LENGTH, RS_CHUNKED, RS_UNTIL_CLOSE };
 
 typedef struct {
     int fd;
@@ -94,13 +95,13 @@ typedef struct {
     int close_after; /* the server said Connection: close */
     uint64_t batch_start;
     uint64_t last_activity;
-    /* response parser */
+    /* response reader */
     int rstate;
     int status;
     uint64_t body_left;
+    tf_chunked_decoder chunks;
     char buf[TF_LOAD_BUF];
     size_t buf_len;
-    size_t scanned; /* bytes of buf already searched for the blank line */
 } tf_load_conn;
 
 typedef struct {
@@ -157,7 +158,6 @@ static int conn_open(tf_load_thread *t, int ep, tf_load_conn *c)
     c->close_after = 0;
     c->rstate = RS_HEAD;
     c->buf_len = 0;
-    c->scanned = 0;
     c->last_activity = now_ns();
     c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                    ai->ai_protocol);
@@ -232,89 +232,26 @@ static int start_batch(tf_load_thread *t, int ep, tf_load_conn *c)
     return conn_write(t, ep, c);
 }
 
-static int name_is(const char *p, size_t n, const char *name)
+/* A complete response head: how its body is read. */
+static void on_head(tf_load_thread *t, tf_load_conn *c, const tf_response_head *head)
 {
-    size_t len = strlen(name);
-    return n == len && strncasecmp(p, name, len) == 0;
-}
-
-/* Does the comma-separated value contain token (case-insensitive)? */
-static int has_token(const char *v, size_t n, const char *token)
-{
-    size_t len = strlen(token);
-    for (size_t i = 0; i + len <= n; i++) {
-        if (strncasecmp(v + i, token, len) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* Parses a complete head buf[0..head_len). Returns 0, or -1 when malformed. */
-static int parse_head(tf_load_thread *t, tf_load_conn *c, size_t head_len)
-{
-    const char *p = c->buf;
-    const char *end = c->buf + head_len;
-    if (head_len < 14 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ')
-        return -1;
-    int minor = p[7] - '0';
-    if (p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
-        return -1;
-    c->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-    int64_t length = -1;
-    int chunked = 0;
-    int keep_alive = minor >= 1;
-    const char *line = memchr(p, '\n', (size_t)(end - p));
-    while (line && ++line < end) {
-        const char *eol = memchr(line, '\n', (size_t)(end - line));
-        if (!eol)
-            break;
-        const char *colon = memchr(line, ':', (size_t)(eol - line));
-        if (colon) {
-            const char *v = colon + 1;
-            const char *ve = eol;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            size_t name_len = (size_t)(colon - line);
-            size_t vlen = (size_t)(ve - v);
-            if (name_is(line, name_len, "content-length")) {
-                if (vlen == 0 || vlen > 18)
-                    return -1;
-                length = 0;
-                for (size_t i = 0; i < vlen; i++) {
-                    if (v[i] < '0' || v[i] > '9')
-                        return -1;
-                    length = length * 10 + (v[i] - '0');
-                }
-            } else if (name_is(line, name_len, "transfer-encoding")) {
-                chunked = has_token(v, vlen, "chunked");
-            } else if (name_is(line, name_len, "connection")) {
-                if (has_token(v, vlen, "close"))
-                    keep_alive = 0;
-                else if (has_token(v, vlen, "keep-alive"))
-                    keep_alive = 1;
-            }
-        }
-        line = eol;
-    }
-    if (!keep_alive)
+    c->status = head->status;
+    if (!head->keep_alive)
         c->close_after = 1;
     int bodiless = t->cfg->head || c->status < 200 || c->status == 204 || c->status == 304;
+    c->body_left = 0;
     if (bodiless) {
-        c->body_left = 0;
         c->rstate = RS_LENGTH;
-    } else if (chunked) {
-        c->body_left = 0;
-        c->rstate = RS_CHUNK_SIZE;
-    } else if (length >= 0) {
-        c->body_left = (uint64_t)length;
+    } else if (head->chunked) {
+        memset(&c->chunks, 0, sizeof c->chunks);
+        c->rstate = RS_CHUNKED;
+    } else if (head->content_length >= 0) {
+        c->body_left = (uint64_t)head->content_length;
         c->rstate = RS_LENGTH;
     } else {
         c->rstate = RS_UNTIL_CLOSE;
         c->close_after = 1;
     }
-    return 0;
 }
 
 /* One response finished: record it. */
@@ -341,6 +278,22 @@ static void response_done(tf_load_thread *t, tf_load_conn *c, uint64_t now)
     c->rstate = RS_HEAD;
 }
 
+/* Skips chunked body bytes at p (decoded in place, then dropped). Returns the
+ * bytes of buf to drop from p, or -1 when the body is malformed. The body's
+ * end leaves what follows it right after the dropped bytes. */
+static ssize_t skip_chunks(tf_load_conn *c, char *p, size_t avail)
+{
+    size_t decoded = avail;
+    ssize_t rest = tf_chunked_decode(&c->chunks, p, &decoded);
+    if (rest == TF_PARSE_ERROR)
+        return -1;
+    if (rest == TF_PARSE_INCOMPLETE)
+        return (ssize_t)avail; /* every raw byte is consumed: nothing is carried */
+    c->buf_len = (size_t)(p - c->buf) + decoded + (size_t)rest;
+    c->rstate = RS_LENGTH; /* body_left is 0: done on the next turn */
+    return (ssize_t)decoded;
+}
+
 /* Consumes buf: completes as many responses as it holds. Returns 0, or -1
  * when the response is malformed. */
 static int consume(tf_load_thread *t, tf_load_conn *c, uint64_t now)
@@ -349,28 +302,17 @@ static int consume(tf_load_thread *t, tf_load_conn *c, uint64_t now)
     while (pos < c->buf_len || c->rstate == RS_LENGTH) {
         char *p = c->buf + pos;
         size_t avail = c->buf_len - pos;
+        ssize_t n;
         switch (c->rstate) {
         case RS_HEAD: {
-            size_t from = c->scanned > 3 ? c->scanned - 3 : 0;
-            if (from >= avail)
-                from = 0;
-            const char *blank = memmem(p + from, avail - from, "\r\n\r\n", 4);
-            if (!blank) {
-                c->scanned = avail;
-                goto out;
-            }
-            size_t head_len = (size_t)(blank - p) + 4;
-            /* parse_head reads c->buf: move the head to the front first */
-            if (pos > 0) {
-                memmove(c->buf, p, avail);
-                c->buf_len = avail;
-                pos = 0;
-                p = c->buf;
-            }
-            c->scanned = 0;
-            if (parse_head(t, c, head_len) < 0)
+            tf_response_head head;
+            n = tf_parse_response_head(p, avail, &head);
+            if (n == TF_PARSE_INCOMPLETE)
+                goto out; /* parsed again from its start when more arrives */
+            if (n < 0)
                 return -1;
-            pos += head_len;
+            on_head(t, c, &head);
+            pos += (size_t)n;
             break;
         }
         case RS_LENGTH: {
@@ -384,66 +326,11 @@ static int consume(tf_load_thread *t, tf_load_conn *c, uint64_t now)
                 goto out; /* the batch (or the connection) is over */
             break;
         }
-        case RS_CHUNK_SIZE: {
-            char ch = *p;
-            pos++;
-            if (ch >= '0' && ch <= '9')
-                c->body_left = c->body_left * 16 + (uint64_t)(ch - '0');
-            else if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
-                c->body_left = c->body_left * 16 + (uint64_t)((ch | 0x20) - 'a' + 10);
-            else if (ch == ';')
-                c->rstate = RS_CHUNK_EXT;
-            else if (ch == '\n')
-                c->rstate = c->body_left ? RS_CHUNK_DATA : RS_TRAILER_START;
-            else if (ch != '\r' && ch != ' ' && ch != '\t')
+        case RS_CHUNKED:
+            if ((n = skip_chunks(c, p, avail)) < 0)
                 return -1;
-            if (c->body_left > (1ull << 56))
-                return -1;
+            pos += (size_t)n;
             break;
-        }
-        case RS_CHUNK_EXT: {
-            const char *lf = memchr(p, '\n', avail);
-            if (!lf) {
-                pos += avail;
-                break;
-            }
-            pos += (size_t)(lf - p) + 1;
-            c->rstate = c->body_left ? RS_CHUNK_DATA : RS_TRAILER_START;
-            break;
-        }
-        case RS_CHUNK_DATA: {
-            uint64_t take = c->body_left < avail ? c->body_left : avail;
-            pos += take;
-            c->body_left -= take;
-            if (c->body_left == 0)
-                c->rstate = RS_CHUNK_DATA_END;
-            break;
-        }
-        case RS_CHUNK_DATA_END:
-            pos++;
-            if (*p == '\n')
-                c->rstate = RS_CHUNK_SIZE;
-            else if (*p != '\r')
-                return -1;
-            break;
-        case RS_TRAILER_START:
-            pos++;
-            if (*p == '\n') {
-                c->rstate = RS_LENGTH; /* body_left is 0: done on the next turn */
-            } else if (*p != '\r') {
-                c->rstate = RS_TRAILER_LINE;
-            }
-            break;
-        case RS_TRAILER_LINE: {
-            const char *lf = memchr(p, '\n', avail);
-            if (!lf) {
-                pos += avail;
-                break;
-            }
-            pos += (size_t)(lf - p) + 1;
-            c->rstate = RS_TRAILER_START;
-            break;
-        }
         case RS_UNTIL_CLOSE:
             pos += avail; /* the body ends when the server closes */
             break;
@@ -565,6 +452,43 @@ static void check_timeouts(tf_load_thread *t, int ep, tf_load_conn *conns, uint6
     }
 }
 
+/* A thread's event loop, until the deadline or a failure of the machine's
+ * (recorded in t->failed_errno). */
+static void run_loop(tf_load_thread *t, int ep, tf_load_conn *conns, struct epoll_event *events)
+{
+    uint64_t next_tick = now_ns() + TF_LOAD_TICK_MS * 1000000ull;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= t->deadline)
+            return;
+        uint64_t wait_ns = (next_tick > now ? next_tick : now) - now;
+        if (t->deadline - now < wait_ns)
+            wait_ns = t->deadline - now;
+        int n = epoll_wait(ep, events, t->nconns, (int)(wait_ns / 1000000) + 1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            t->failed_errno = errno;
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            tf_load_conn *c = events[i].data.ptr;
+            if (c->fd < 0)
+                continue;
+            if (on_event(t, ep, c, events[i].events) == REOPEN && conn_reopen(t, ep, c) < 0) {
+                t->failed_errno = errno;
+                return;
+            }
+        }
+        now = now_ns();
+        /* Past the deadline nothing reopens: connections closed by it stay closed. */
+        if (now >= next_tick && now < t->deadline) {
+            check_timeouts(t, ep, conns, now);
+            next_tick = now + TF_LOAD_TICK_MS * 1000000ull;
+        }
+    }
+}
+
 static void *thread_main(void *arg)
 {
     tf_load_thread *t = arg;
@@ -583,39 +507,7 @@ static void *thread_main(void *arg)
             goto done;
         }
     }
-    uint64_t next_tick = now_ns() + TF_LOAD_TICK_MS * 1000000ull;
-    for (;;) {
-        uint64_t now = now_ns();
-        if (now >= t->deadline)
-            break;
-        uint64_t wait_ns = (next_tick > now ? next_tick : now) - now;
-        if (t->deadline - now < wait_ns)
-            wait_ns = t->deadline - now;
-        int n = epoll_wait(ep, events, t->nconns, (int)(wait_ns / 1000000) + 1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            t->failed_errno = errno;
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            tf_load_conn *c = events[i].data.ptr;
-            if (c->fd < 0)
-                continue;
-            if (on_event(t, ep, c, events[i].events) == REOPEN) {
-                if (conn_reopen(t, ep, c) < 0) {
-                    t->failed_errno = errno;
-                    goto done;
-                }
-            }
-        }
-        now = now_ns();
-        /* Past the deadline nothing reopens: connections closed by it stay closed. */
-        if (now >= next_tick && now < t->deadline) {
-            check_timeouts(t, ep, conns, now);
-            next_tick = now + TF_LOAD_TICK_MS * 1000000ull;
-        }
-    }
+    run_loop(t, ep, conns, events);
 done:
     if (conns) {
         for (int i = 0; i < t->nconns; i++)
@@ -628,6 +520,53 @@ done:
     return NULL;
 }
 
+/* Adds one thread's figures to the total. */
+static void merge_result(tf_load_result *out, const tf_load_result *r)
+{
+    out->requests += r->requests;
+    out->bytes_read += r->bytes_read;
+    out->connects += r->connects;
+    out->latency_sum_ns += r->latency_sum_ns;
+    if (r->latency_max_ns > out->latency_max_ns)
+        out->latency_max_ns = r->latency_max_ns;
+    if (r->latency_min_ns && (!out->latency_min_ns || r->latency_min_ns < out->latency_min_ns))
+        out->latency_min_ns = r->latency_min_ns;
+    for (int k = 0; k < TF_LOAD_NUM_ERRORS; k++)
+        out->errors[k] += r->errors[k];
+    for (size_t k = 0; k < sizeof out->status_classes / sizeof out->status_classes[0]; k++)
+        out->status_classes[k] += r->status_classes[k];
+    for (size_t k = 0; k < TF_LOAD_HIST_BUCKETS; k++)
+        out->hist[k] += r->hist[k];
+}
+
+/* Runs the threads of ts, waits for them and adds up their figures. start:
+ * the clock the deadline was set from. Returns 0 or an errno value. */
+static int run_threads(tf_load_thread *ts, int threads, uint64_t start, tf_load_result *out)
+{
+    pthread_t *tids = calloc((size_t)threads, sizeof *tids);
+    if (!tids)
+        return ENOMEM;
+    int started = 0;
+    int failed = 0;
+    for (; started < threads; started++) {
+        int err = pthread_create(&tids[started], NULL, thread_main, &ts[started]);
+        if (err != 0) {
+            failed = err;
+            break;
+        }
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    out->elapsed = (double)(now_ns() - start) / 1e9;
+    for (int i = 0; i < started; i++) {
+        merge_result(out, &ts[i].res);
+        if (!failed && ts[i].failed_errno)
+            failed = ts[i].failed_errno;
+    }
+    free(tids);
+    return failed;
+}
+
 int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
 {
     memset(out, 0, sizeof *out);
@@ -638,8 +577,7 @@ int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
     }
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
     struct addrinfo *addr = NULL;
-    int gai = getaddrinfo(cfg->host, cfg->port, &hints, &addr);
-    if (gai != 0) {
+    if (getaddrinfo(cfg->host, cfg->port, &hints, &addr) != 0) {
         errno = EADDRNOTAVAIL;
         return -1;
     }
@@ -647,64 +585,27 @@ int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
     size_t batch_len = cfg->request_len * (size_t)cfg->pipeline;
     char *batch = malloc(batch_len);
     tf_load_thread *ts = calloc((size_t)threads, sizeof *ts);
-    pthread_t *tids = calloc((size_t)threads, sizeof *tids);
-    int rc = -1;
-    int started = 0;
-    if (!batch || !ts || !tids) {
-        errno = ENOMEM;
-        goto out;
-    }
-    for (int i = 0; i < cfg->pipeline; i++)
-        memcpy(batch + (size_t)i * cfg->request_len, cfg->request, cfg->request_len);
-    uint64_t start = now_ns();
-    uint64_t deadline = start + (uint64_t)(cfg->duration * 1e9);
-    for (int i = 0; i < threads; i++) {
-        ts[i].cfg = cfg;
-        ts[i].addr = addr;
-        ts[i].batch = batch;
-        ts[i].batch_len = batch_len;
-        ts[i].nconns = cfg->connections / threads + (i < cfg->connections % threads);
-        ts[i].deadline = deadline;
-    }
-    for (; started < threads; started++) {
-        int err = pthread_create(&tids[started], NULL, thread_main, &ts[started]);
-        if (err != 0) {
-            errno = err;
-            break;
+    int failed = ENOMEM;
+    if (batch && ts) {
+        for (int i = 0; i < cfg->pipeline; i++)
+            memcpy(batch + (size_t)i * cfg->request_len, cfg->request, cfg->request_len);
+        uint64_t start = now_ns();
+        for (int i = 0; i < threads; i++) {
+            ts[i].cfg = cfg;
+            ts[i].addr = addr;
+            ts[i].batch = batch;
+            ts[i].batch_len = batch_len;
+            ts[i].nconns = cfg->connections / threads + (i < cfg->connections % threads);
+            ts[i].deadline = start + (uint64_t)(cfg->duration * 1e9);
         }
+        failed = run_threads(ts, threads, start, out);
     }
-    for (int i = 0; i < started; i++)
-        pthread_join(tids[i], NULL);
-    out->elapsed = (double)(now_ns() - start) / 1e9;
-    int failed = started < threads ? errno : 0;
-    for (int i = 0; i < started; i++) {
-        const tf_load_result *r = &ts[i].res;
-        out->requests += r->requests;
-        out->bytes_read += r->bytes_read;
-        out->connects += r->connects;
-        out->latency_sum_ns += r->latency_sum_ns;
-        if (r->latency_max_ns > out->latency_max_ns)
-            out->latency_max_ns = r->latency_max_ns;
-        if (r->latency_min_ns && (!out->latency_min_ns || r->latency_min_ns < out->latency_min_ns))
-            out->latency_min_ns = r->latency_min_ns;
-        for (int k = 0; k < TF_LOAD_NUM_ERRORS; k++)
-            out->errors[k] += r->errors[k];
-        for (int k = 0; k < 6; k++)
-            out->status_classes[k] += r->status_classes[k];
-        for (size_t k = 0; k < TF_LOAD_HIST_BUCKETS; k++)
-            out->hist[k] += r->hist[k];
-        if (!failed && ts[i].failed_errno)
-            failed = ts[i].failed_errno;
-    }
-    if (failed) {
-        errno = failed;
-        goto out;
-    }
-    rc = 0;
-out:
     freeaddrinfo(addr);
     free(batch);
     free(ts);
-    free(tids);
-    return rc;
+    if (failed) {
+        errno = failed;
+        return -1;
+    }
+    return 0;
 }

@@ -53,6 +53,22 @@ typedef struct {
     int is_head;            /* method is HEAD: the response carries no body */
 } tf_request;
 
+/* A response head as a client needs it (the load generator). */
+typedef struct {
+    int version_minor;      /* HTTP/1.<version_minor>: 0 or 1 */
+    int status;             /* 100..599 */
+    int64_t content_length; /* -1 when there is no Content-Length */
+    int chunked;            /* the final transfer coding is chunked (it overrides a length) */
+    int keep_alive;         /* the connection stays open (version + Connection) */
+} tf_response_head;
+
+/* Parses one response head (status line, fields, blank line) from buf[0..len),
+ * with the request parser's grammar for fields (CRLF only, no obs-fold) and
+ * its return values: the head's length, TF_PARSE_INCOMPLETE or
+ * TF_PARSE_ERROR. No limits: the caller's buffer bounds the head. Whether a
+ * body follows (1xx, 204, 304, HEAD) is the caller's to decide. */
+ssize_t tf_parse_response_head(const char *buf, size_t len, tf_response_head *res);
+
 /* Limits the parser enforces; every field must be set (see tf_limits_default). */
 typedef struct {
     size_t max_request_line; /* > this: 414 */

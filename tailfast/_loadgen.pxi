@@ -1,19 +1,9 @@
-# Included at the end of _core.pyx: the Python face of csrc/loadgen.c.
-from libc.errno cimport errno
-from libc.stdlib cimport free as _lg_free, malloc as _lg_malloc
+# The Python face of csrc/loadgen.c (declared in _bench.pxd). Included by _bench.pyx.
 
-from tailfast._tf cimport (
-    TF_LOAD_HIST_BUCKETS,
-    TF_LOAD_NUM_ERRORS,
-    tf_load_config,
-    tf_load_hist_index,
-    tf_load_hist_value,
-    tf_load_percentile,
-    tf_load_result,
-    tf_load_run,
-)
-
-LOAD_ERROR_KINDS = ("connect", "read", "write", "timeout", "status")
+# tf_load_result.errors index -> its name in the result dict
+LOAD_ERROR_KINDS = {TF_LOAD_ERR_CONNECT: "connect", TF_LOAD_ERR_READ: "read",
+                    TF_LOAD_ERR_WRITE: "write", TF_LOAD_ERR_TIMEOUT: "timeout",
+                    TF_LOAD_ERR_STATUS: "status"}
 LOAD_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
@@ -26,7 +16,7 @@ def run_load(str host, str port, bytes request, int connections=10, int threads=
     raises OSError when the load cannot run at all (bad address, no fds)."""
     cdef tf_load_config cfg
     # The result holds the histogram (15 KiB): on the heap, not the stack.
-    cdef tf_load_result *res = <tf_load_result *>_lg_malloc(sizeof(tf_load_result))
+    cdef tf_load_result *res = <tf_load_result *>malloc(sizeof(tf_load_result))
     cdef int rc
     cdef bytes host_b = host.encode("idna" if not host.isascii() else "ascii")
     cdef bytes port_b = port.encode("ascii")
@@ -47,16 +37,11 @@ def run_load(str host, str port, bytes request, int connections=10, int threads=
         with nogil:
             rc = tf_load_run(&cfg, res)
         if rc < 0:
-            err = _lg_errno()
-            import os as _os
-            raise OSError(err, f"load generator: {_os.strerror(err)}")
+            err = errno
+            raise OSError(err, f"load generator: {os.strerror(err)}")
         return _load_result_dict(res)
     finally:
-        _lg_free(res)
-
-
-cdef int _lg_errno() noexcept:
-    return errno
+        free(res)
 
 
 cdef dict _load_result_dict(const tf_load_result *res):

@@ -1,8 +1,9 @@
 # Benchmark entry for the request parser (bench/test_parser.py): the parser is
 # C with no Python binding of its own, and a Python call per parse would cost
-# more than the parse, so the loop and its clock are here, in C.
+# more than the parse, so the loop and its clock are here, in C. Included by
+# _bench.pyx.
 
-from tailfast._tf cimport tf_limits, tf_limits_default
+from tailfast._tf cimport tf_limits, tf_limits_default, tf_parse_request, tf_request
 
 
 cdef extern from "<time.h>" nogil:
@@ -12,11 +13,6 @@ cdef extern from "<time.h>" nogil:
         long tv_nsec
     clockid_t CLOCK_MONOTONIC
     int clock_gettime(clockid_t clock, timespec *ts)
-
-
-cdef extern from "tailfast.h" nogil:
-    ssize_t tf_parse_request(const char *buf, size_t len, const tf_limits *limits,
-                             tf_request *req, int *error_status)
 
 
 def parse_request_loop(bytes data, Py_ssize_t n):

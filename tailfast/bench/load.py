@@ -60,7 +60,7 @@ def run_load(url: str, connections: int = 10, duration: float = 10.0, threads: i
              headers: list[str] | None = None, body: bytes | None = None,
              timeout: float = 2.0) -> dict[str, Any]:
     """Runs the generator and returns its figures (see `--json` for the shape)."""
-    from tailfast import _core
+    from tailfast import _bench
 
     if connections < 1 or threads < 1 or pipeline < 1 or duration <= 0 or timeout <= 0:
         raise BenchError("bench load: connections, threads, pipeline, duration and timeout "
@@ -74,7 +74,7 @@ def run_load(url: str, connections: int = 10, duration: float = 10.0, threads: i
         raise BenchError(f"bench load: cannot resolve {host!r}: {exc.strerror}") from None
     method = method.upper()
     request = build_request(method, target, host_header, headers or [], body, close)
-    result: dict[str, Any] = _core.run_load(
+    result: dict[str, Any] = _bench.run_load(
         host, port, request, connections=connections, threads=min(threads, connections),
         pipeline=pipeline, duration=duration, timeout=timeout, close_each=close,
         head=method == "HEAD",

@@ -708,6 +708,166 @@ static void test_chunked(void) {
     }
 }
 
+/* ---------------------------------------------------- response-head parser */
+
+typedef struct {
+    const char *name;
+    const char *in;
+    int error;      /* 1: TF_PARSE_ERROR expected */
+    int status;
+    int http10;
+    const char *cl; /* NULL: expect -1 */
+    int chunked;
+    int keep;
+    size_t consumed; /* 0: the whole input is the head */
+} rcase;
+
+static const rcase rcases[] = {
+    {"plain", "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n", 0, 200, 0, "13", 0, 1, 0},
+    {"no fields", "HTTP/1.1 204 No Content\r\n\r\n", 0, 204, 0, NULL, 0, 1, 0},
+    {"body follows", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", 0, 200, 0, "2", 0, 1, 38},
+    {"empty reason", "HTTP/1.1 200 \r\n\r\n", 0, 200, 0, NULL, 0, 1, 0},
+    {"no reason, no SP", "HTTP/1.1 404\r\n\r\n", 0, 404, 0, NULL, 0, 1, 0},
+    {"obs-text reason", "HTTP/1.1 200 \xc3\xa9t\xc3\xa9\r\n\r\n", 0, 200, 0, NULL, 0, 1, 0},
+    {"close", "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", 0, 200, 0, NULL, 0,
+     0, 0},
+    {"1.0 default", "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 0, 200, 1, "0", 0, 0, 0},
+    {"1.0 keep-alive", "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\n\r\n", 0, 200, 1, NULL, 0,
+     1, 0},
+    {"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n", 0, 200, 0, NULL,
+     1, 1, 0},
+    {"chunked not last", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 0, 200,
+     0, NULL, 0, 1, 0},
+    {"chunked and length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked"
+     "\r\n\r\n", 0, 200, 0, "5", 1, 1, 0},
+    {"OWS trimmed", "HTTP/1.1 301 Moved\r\nContent-Length: \t 7 \r\nX-A:\r\n\r\n", 0, 301, 0,
+     "7", 0, 1, 0},
+    {"interim", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", 0, 100, 0, NULL, 0, 1,
+     25},
+    {"599", "HTTP/1.1 599 x\r\n\r\n", 0, 599, 0, NULL, 0, 1, 0},
+    /* ---- errors */
+    {"HTTP/2", "HTTP/2.0 200 OK\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"HTTP/1.2", "HTTP/1.2 200 OK\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"lowercase", "http/1.1 200 OK\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"status 600", "HTTP/1.1 600 x\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"status 2 digits", "HTTP/1.1 20 OK\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"status 4 digits", "HTTP/1.1 2000 OK\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"bare LF status", "HTTP/1.1 200 OK\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"bare LF field", "HTTP/1.1 200 OK\r\nA: b\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"bare LF end", "HTTP/1.1 200 OK\r\n\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"CR alone", "HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"obs-fold", "HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"space before colon", "HTTP/1.1 200 OK\r\nA : b\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"no colon", "HTTP/1.1 200 OK\r\nAb\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"empty name", "HTTP/1.1 200 OK\r\n: b\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"NUL in value", "HTTP/1.1 200 OK\r\nA: \x01\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"bad length", "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n", 1, 0, 0, NULL, 0, 0, 0},
+    {"negative length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 1, 0, 0, NULL, 0, 0,
+     0},
+    {"length overflow", "HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n", 1, 0,
+     0, NULL, 0, 0, 0},
+    {"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 1, 0,
+     0, NULL, 0, 0, 0},
+};
+
+/* Parses in[0..len) from a heap block of exactly len bytes (ASan: no over-read). */
+static ssize_t parse_response_copy(const char *in, size_t len, tf_response_head *res) {
+    char *b = malloc(len ? len : 1);
+    if (!b)
+        abort();
+    memcpy(b, in, len);
+    ssize_t r = tf_parse_response_head(b, len, res);
+    free(b);
+    return r;
+}
+
+static void check_rcase(const rcase *c, ssize_t r, const tf_response_head *res) {
+    size_t len = strlen(c->in);
+    if (c->error) {
+        CHECK(r == TF_PARSE_ERROR, "%s: got %zd, want an error", c->name, r);
+        return;
+    }
+    CHECK(r == (ssize_t)(c->consumed ? c->consumed : len), "%s: consumed %zd", c->name, r);
+    if (r < 0)
+        return;
+    int64_t cl = c->cl ? strtoll(c->cl, NULL, 10) : -1;
+    CHECK(res->status == c->status && res->version_minor == (c->http10 ? 0 : 1) &&
+              res->content_length == cl && res->chunked == c->chunked &&
+              res->keep_alive == c->keep,
+          "%s: status %d minor %d length %lld chunked %d keep-alive %d", c->name, res->status,
+          res->version_minor, (long long)res->content_length, res->chunked, res->keep_alive);
+}
+
+/* Each case whole and split at every byte: a prefix is INCOMPLETE (or, for a
+ * bad head, already the error); bytes after the head change nothing. */
+static void test_response_parser_cases(void) {
+    for (size_t i = 0; i < sizeof(rcases) / sizeof(rcases[0]); i++) {
+        const rcase *c = &rcases[i];
+        size_t len = strlen(c->in);
+        tf_response_head res;
+        check_rcase(c, parse_response_copy(c->in, len, &res), &res);
+        size_t head = c->error ? len : (c->consumed ? c->consumed : len);
+        int bad = 0;
+        for (size_t k = 0; k < head && !bad; k++) {
+            ssize_t r = parse_response_copy(c->in, k, &res);
+            if (r == TF_PARSE_INCOMPLETE || (c->error && r == TF_PARSE_ERROR))
+                continue;
+            bad = 1;
+            CHECK(0, "%s: prefix of %zu bytes gave %s", c->name, k, status_name(r));
+        }
+        if (!bad)
+            passed++;
+        for (size_t k = head + 1; !c->error && k <= len; k++) {
+            ssize_t r = parse_response_copy(c->in, k, &res);
+            if (r != (ssize_t)head) {
+                CHECK(0, "%s: %zu bytes gave %zd", c->name, k, r);
+                break;
+            }
+        }
+    }
+}
+
+/* Every prefix of every case right against a PROT_NONE page. */
+static void test_response_parser_guard_page(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    char *map = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(map != MAP_FAILED, "mmap: %s", strerror(errno));
+    if (map == MAP_FAILED)
+        return;
+    char *guard = map + page;
+    CHECK(mprotect(guard, (size_t)page, PROT_NONE) == 0, "mprotect: %s", strerror(errno));
+    int ok = 1;
+    for (size_t i = 0; i < sizeof(rcases) / sizeof(rcases[0]); i++) {
+        size_t len = strlen(rcases[i].in);
+        for (size_t k = 0; k <= len; k++) {
+            tf_response_head res;
+            memcpy(guard - k, rcases[i].in, k);
+            ssize_t r = tf_parse_response_head(guard - k, k, &res);
+            if (k == len && (r == TF_PARSE_ERROR) != rcases[i].error)
+                ok = 0;
+        }
+    }
+    CHECK(ok, "response parser against the guard page");
+    munmap(map, 2 * (size_t)page);
+}
+
+/* What tf_write_response_head writes, tf_parse_response_head reads back. */
+static void test_response_round_trip(void) {
+    tf_header h[1] = {{"Content-Type", 12, "text/plain", 10}};
+    char out[512];
+    tf_response_head res;
+    ssize_t n = tf_write_response_head(out, sizeof(out), 404, h, 1, 9, 0, 1);
+    CHECK(n > 0 && tf_parse_response_head(out, (size_t)n, &res) == n && res.status == 404 &&
+              res.content_length == 9 && !res.keep_alive && !res.chunked,
+          "round trip, close");
+    n = tf_write_response_head(out, sizeof(out), 200, NULL, 0, -1,
+                               TF_HEAD_KEEP_ALIVE | TF_HEAD_CHUNKED, 0);
+    CHECK(n > 0 && tf_parse_response_head(out, (size_t)n, &res) == n && res.status == 200 &&
+              res.content_length == -1 && res.keep_alive && res.chunked,
+          "round trip, chunked HTTP/1.0 keep-alive");
+}
+
 /* ---------------------------------------------------------- response heads */
 
 static void test_date(void) {
@@ -907,6 +1067,9 @@ int main(void) {
     test_guard_page();
     test_limits();
     test_chunked();
+    test_response_parser_cases();
+    test_response_parser_guard_page();
+    test_response_round_trip();
     test_date();
     test_reasons();
     test_response_head();
