@@ -7,6 +7,12 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memchr
 
 
+# header name as sent -> environ key; the common ones interned up front
+cdef dict _ENVIRON_KEYS = {b"Content-Type": "CONTENT_TYPE", b"content-type": "CONTENT_TYPE",
+                           b"Content-Length": "CONTENT_LENGTH",
+                           b"content-length": "CONTENT_LENGTH"}
+
+
 class FileWrapper:
     """wsgi.file_wrapper: returned by an application, the server sends the file
     with sendfile(2) when it is a regular file; otherwise it is iterated."""

@@ -1,0 +1,108 @@
+# The scoreboard (shared memory) read into plain Python dicts.
+# Included by _core.pyx.
+
+
+_PROC_STATES = {1: "starting", 2: "idle", 3: "busy", 4: "draining"}
+_SLOT_STATES = {0: "unused", 1: "running", 2: "backoff"}
+
+
+cdef str _cstr(const char *text):
+    return (<bytes>text).decode("utf-8", "replace")
+
+
+cdef dict _stats(const tf_sb_stats *st):
+    cdef int i
+    return {
+        "status": [st.status[i] for i in range(5)],
+        "latency": [st.latency[i] for i in range(TF_LATENCY_BUCKETS)],
+        "latency_sum": st.latency_sum,
+    }
+
+
+_CAUSES = ("crash", "rolling_restart", "max_requests", "max_rss")
+
+
+cdef dict _snapshot(const tf_scoreboard *sb):
+    """The scoreboard sb as plain Python values."""
+    cdef int i
+    cdef const tf_sb_proc *p
+    cdef const tf_sb_slot *sl
+    cdef double mono = time.monotonic()
+    cdef double wall = time.time()
+    procs = []
+    hw = min(sb.procs_hw, TF_SB_MAX_PROCS)
+    for i in range(hw):
+        p = &sb.procs[i]
+        if p.state == 0 or p.pid <= 0:
+            continue
+        busy = p.state == 3
+        procs.append({
+            "worker_id": p.worker_id,
+            "pid": p.pid,
+            "state": _PROC_STATES.get(p.state, "unknown"),
+            "ready": p.state in (2, 3),
+            "generation": p.generation,
+            "requests": p.requests,
+            "accepted": p.accepted,
+            "open": p.open,
+            "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
+            "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
+            "request": (f"{_cstr(p.method)} {_cstr(p.path)}"
+                        if busy else None),
+            "request_age": round(mono - p.request_started, 3) if busy else None,
+            "rss": p.rss,
+            "retire": bool(p.retire),
+            "stats": _stats(&p.stats),
+        })
+    slots = []
+    retired = []
+    for i in range(1, TF_SB_MAX_WORKERS + 1):
+        sl = &sb.slots[i]
+        if i <= min(sb.workers, TF_SB_MAX_WORKERS):
+            slots.append({
+                "worker_id": i,
+                "state": _SLOT_STATES.get(sl.state, "unknown"),
+                "pid": sl.pid,
+                "restarts": sl.restarts,
+                "crashes": sl.crashes,
+                "next_attempt_in": (round(max(0.0, sl.next_attempt - wall), 3)
+                                    if sl.state == 2 else None),
+            })
+        if sl.retired_requests or any([sl.retired.status[k] for k in range(5)]):
+            # exited processes of this id (also ids above the current count)
+            retired.append({"worker_id": i, "requests": sl.retired_requests,
+                            "stats": _stats(&sl.retired)})
+    return {
+        "primary_pid": sb.primary_pid,
+        "listen": _cstr(sb.listen),
+        "workers": sb.workers,
+        "generation": sb.generation,
+        "uptime": round(wall - sb.started, 3),
+        "queue_depth": sb.queue_depth,
+        "queue_max": sb.queue_max,
+        "stopping": bool(sb.stopping),
+        "restarts_by_cause": {_CAUSES[i]: sb.restarts_by_cause[i] for i in range(4)},
+        "latency_bounds": [tf_latency_bounds[i] for i in range(TF_LATENCY_BUCKETS - 1)],
+        "slots": slots,
+        "processes": procs,
+        "retired": retired,
+    }
+
+
+def read_scoreboard(path):
+    """A snapshot of the scoreboard file at path, as plain Python values."""
+    cdef bytes path_b = os.fsencode(path)
+    cdef const tf_scoreboard *sb = tf_scoreboard_open(path_b)
+    if sb == NULL:
+        raise OSError(f"cannot read the scoreboard {path}")
+    try:
+        return _snapshot(sb)
+    finally:
+        tf_scoreboard_close(sb)
+
+
+def scoreboard_snapshot():
+    """A snapshot of this process tree's own scoreboard (in the primary or a worker)."""
+    if tf_sb == NULL:
+        raise RuntimeError("no scoreboard: not running under the tailfast supervisor")
+    return _snapshot(tf_sb)

@@ -1,0 +1,184 @@
+# A worker's side of the boundary: GIL callbacks, on_request, the timeout signal, the metrics endpoint and the worker loop's entry.
+# Included by _core.pyx.
+
+
+cdef object _handler = None
+
+
+cdef void _release_gil(void *ctx) noexcept:
+    global _saved_thread
+    _saved_thread = PyEval_SaveThread()
+
+
+cdef void _acquire_gil(void *ctx) noexcept:
+    global _saved_thread
+    PyEval_RestoreThread(_saved_thread)
+    _saved_thread = NULL
+
+
+cdef void _log(str line, bint with_traceback=False) noexcept:
+    """Writes "tailfast: <line>" (and the exception being handled) to stderr;
+    called from C callbacks, so it never raises."""
+    try:
+        text = f"tailfast: {line}\n"
+        if with_traceback:
+            text += traceback.format_exc()
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except BaseException:
+        pass
+
+
+cdef str _describe(Request request):
+    try:
+        return f"{request.method} {request.raw_path}"
+    except BaseException:
+        return "a request"
+
+
+cdef void _log_handler_error(Request request) noexcept:
+    _log(f"worker {_worker_id}: error in handler for {_describe(request)}", True)
+
+
+cdef void _answer_http_error(tf_conn *conn, Request request, object exc) noexcept:
+    if _answered:
+        _log_handler_error(request)  # too late for another status
+        return
+    try:
+        status = exc.status if type(exc.status) is int and 400 <= exc.status <= 599 else 500
+        message = str(exc) or "error"
+        _send(conn, status, [], CT_TEXT, f"{status} {message}\n".encode("utf-8", "replace"))
+    except BaseException:
+        _log_handler_error(request)
+
+
+cdef double _timeout = 0.0   # --timeout in this worker (0: none)
+
+
+def _on_timeout_signal(signum, frame):
+    """TF_TIMEOUT_SIGNAL from the primary: the request in progress ran past
+    --timeout. Python runs this at the next bytecode boundary of the main
+    thread (or when an interrupted sleep or read returns), never inside C
+    code, so raising here is safe. A signal that arrives late (the request is
+    over, another one started) finds a younger request and is ignored."""
+    cdef tf_sb_proc *me = tf_sb_me
+    if me == NULL or _timeout <= 0 or me.state != TF_W_BUSY:
+        return
+    elapsed = time.monotonic() - me.request_started
+    if elapsed >= _timeout:
+        raise RequestTimeout(f"the request ran for {elapsed:.2f} s, past --timeout {_timeout:g} s")
+
+
+cdef bytes BODY_503 = b"503 Service Unavailable: the request timed out\n"
+
+
+cdef void _answer_timeout(tf_conn *conn, Request request) noexcept:
+    """Logs the timed-out request (method, path, duration) and answers 503."""
+    if _answered:
+        _log_handler_error(request)  # a streamed answer is under way: it is cut instead
+        return
+    elapsed = (time.monotonic() - tf_sb_me.request_started) if tf_sb_me != NULL else _timeout
+    _log(f"worker {_worker_id} (pid {os.getpid()}): {_describe(request)} timed out "
+         f"after {elapsed:.2f} s (timeout {_timeout:g} s); answered 503")
+    try:
+        _send(conn, 503, [], CT_TEXT, BODY_503)
+    except BaseException:
+        pass  # nothing sent: the C loop answers 500
+
+
+cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
+                     const char *body, size_t body_len) noexcept:
+    cdef Request request = Request.__new__(Request)
+    request._req = req
+    request._conn = conn
+    request._body_ptr = body
+    request._body_len = body_len
+    request._version_minor = req.version_minor
+    request.worker_id = _worker_id
+    global _answered
+    _answered = False
+    try:
+        _respond(conn, _handler(request))
+    except RequestTimeout:
+        # raised before the response was handed to C: nothing was sent yet
+        _answer_timeout(conn, request)
+    except HTTPError as exc:
+        _answer_http_error(conn, request, exc)
+    except BaseException:
+        _log_handler_error(request)
+        # the C loop answers 500 when nothing was sent; a half-sent answer closes
+    if Py_REFCNT(request) > 1:
+        # the handler kept the request: it must not point into a reused buffer
+        try:
+            request._detach()
+        except BaseException:
+            pass
+    return 0
+
+
+cdef bytes CT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+cdef int _on_metrics(void *ctx, tf_conn *conn) noexcept:
+    """GET --metrics-path: the scoreboard in the Prometheus text format."""
+    try:
+        from tailfast.metrics import render
+        _send(conn, 200, [(b"Cache-Control", b"no-store")], CT_METRICS,
+              render(scoreboard_snapshot()).encode("utf-8"))
+    except BaseException:
+        _log(f"worker {_worker_id}: error in the metrics endpoint", True)
+    return 0
+
+
+cdef bytes _path_setting(dict settings, str name):
+    return (settings.get(name) or "").encode("utf-8")
+
+
+cdef int _run_http_worker(int worker_id, dict settings) except -1:
+    cdef tf_worker_config cfg
+    cdef tf_worker_callbacks cb
+    tf_worker_config_default(&cfg)
+    # kept alive by these locals for as long as the loop runs
+    cdef bytes health_path = _path_setting(settings, "health_path")
+    cdef bytes ready_path = _path_setting(settings, "ready_path")
+    cdef bytes metrics_path = _path_setting(settings, "metrics_path")
+    cdef bytes access_log = os.fsencode(settings.get("access_log") or "")
+    cfg.health_path = <const char *>health_path if health_path else NULL
+    cfg.ready_path = <const char *>ready_path if ready_path else NULL
+    cfg.metrics_path = <const char *>metrics_path if metrics_path else NULL
+    cfg.listen_fd = settings["listen_fd"]
+    cfg.worker_id = worker_id
+    cfg.max_connections = settings["max_connections"]
+    cfg.keepalive_timeout = settings["keepalive_timeout"]
+    cfg.header_timeout = settings["header_timeout"]
+    cfg.body_timeout = settings["body_timeout"]
+    cfg.request_timeout = settings["request_timeout"]
+    cfg.max_body_size = settings["limit_request_body"]
+    cdef long max_requests = settings.get("max_requests", 0)
+    cdef long jitter = settings.get("max_requests_jitter", 0)
+    if max_requests > 0:
+        # jitter spreads the recycling of workers that started together
+        cfg.max_requests = max_requests + (random.randint(0, jitter) if jitter > 0 else 0)
+    cfg.balance = 1 if settings.get("balance", "shared") == "shared" else 0
+    if settings.get("listen_fd_override") is not None:
+        cfg.listen_fd = settings["listen_fd_override"]
+    cfg.limits.max_request_line = settings["limit_request_line"]
+    cfg.limits.max_header_count = settings["limit_request_fields"]
+    cfg.limits.max_header_field = settings["limit_request_field_size"]
+    global _timeout
+    _timeout = settings.get("timeout", 0.0)
+    if _timeout > 0:
+        signal.signal(TF_TIMEOUT_SIGNAL, _on_timeout_signal)
+    cb.release = _release_gil
+    cb.acquire = _acquire_gil
+    cb.on_request = _on_request
+    cb.on_metrics = _on_metrics
+    cb.ctx = NULL
+    log_format = TF_LOG_COMMON if settings.get("access_log_format") == "common" else TF_LOG_COMBINED
+    if tf_accesslog_open(access_log, log_format) < 0:
+        raise OSError(errno, f"cannot open the access log {settings.get('access_log')!r}: "
+                             f"{os.strerror(errno)}")
+    try:
+        return tf_worker_run(&cfg, &cb)
+    finally:
+        tf_accesslog_close()
