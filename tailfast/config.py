@@ -291,7 +291,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="workers",
-        value_type=int,
+        value_type=int,  # resolved: "auto" is a number in Config (workers_requested keeps the text)
         parse=_parse_workers,
         default="auto",
         flags=("--workers", "-w"),

@@ -27,14 +27,6 @@ def set_level(level: int) -> None:
     _level = level
 
 
-def get_level() -> int:
-    return _level
-
-
-def enabled(level: int) -> bool:
-    return level >= _level
-
-
 def log(message: str, level: int = INFO, with_traceback: bool = False) -> None:
     """Writes "tailfast: <message>" (and the exception being handled, when asked)
     to stderr in one write when level is enabled."""

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tailfast import _core, proxy
-from tailfast import log as _log
 from tailfast.app import detect_interface
 from tailfast.config import Config, load_config
 from tailfast.errors import ConfigError
@@ -23,10 +22,7 @@ from tailfast.listen import (
     remove_unix_socket,
     reuseport_socket,
 )
-
-
-def log(message: str, level: int = _log.INFO) -> None:
-    _log.log(message, level)
+from tailfast.log import LEVELS, WARNING, log, set_level
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ def reuseport_setup(sock: Any, config: Config) -> Callable[[int], int]:
             "warning: --balance reuseport with net.ipv4.tcp_migrate_req = 0: "
             "connections queued on a worker that exits are reset "
             "(sysctl -w net.ipv4.tcp_migrate_req=1 hands them to another worker)",
-            _log.WARNING,
+            WARNING,
         )
     address, family, backlog = sock.getsockname(), sock.family, config.backlog
 
@@ -166,7 +162,7 @@ def run(
     None: the primary never imports it). Without reload, a
     SIGHUP still replaces every worker, with the code already loaded.
     name (e.g. "myapp:app") goes into the process titles."""
-    _log.set_level(_log.LEVELS[config.log_level])
+    set_level(LEVELS[config.log_level])
     handler = None if app is None else as_handler(app, config.interface, config.script_name)
     proxy.configure(config.forwarded_allow_ips)
     check_access_log(config.access_log)
@@ -195,7 +191,7 @@ def run(
             f"({config.workers} worker{'s' if config.workers != 1 else ''}, {config.env})"
         )
         for line in warning_lines({sock.fileno()}):
-            log(line, _log.WARNING)
+            log(line, WARNING)
         if config.pid_file:
             with open(config.pid_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
