@@ -19,7 +19,7 @@ from tailfast import log as _pylog
 DEF _ACCEPTS_PER_WAKEUP = 4  # connections a worker accepts per wake-up: spreads them fairly
 DEF _BOOT_TIMEOUT = 60.0     # seconds a new worker may take to become ready
 
-# The C fields filled from the process's situation, not from a setting's c_field.
+# What C reads that comes from the process's situation, not from a setting's c_field.
 DERIVED_C_FIELDS = (
     "worker.listen_fd",             # the inherited socket, or the worker's own (reuseport)
     "worker.worker_id",
@@ -29,6 +29,8 @@ DERIVED_C_FIELDS = (
     "supervisor.boot_timeout",      # _BOOT_TIMEOUT
     "supervisor.stop_filter",       # only a shared socket this server opened
     "supervisor.notify_socket",     # systemd's, from the primary's environment
+    "tf_scoreboard_create.path",    # named after the primary's pid (None: anonymous)
+    "tf_scoreboard_create.listen",  # the URL `tailfast status` shows
 )
 
 # C limits that Python code mirrors (config.py's MAX_WORKERS and
@@ -51,12 +53,13 @@ cdef class CConfig:
     cdef tf_supervisor_config supervisor
     cdef bytes _health_path, _ready_path, _metrics_path, _notify_socket
     # arguments of the C calls other than the two structs
-    cdef readonly bytes access_log           # tf_accesslog_open (b"": no log)
-    cdef readonly int access_log_format      # TF_LOG_COMMON or TF_LOG_COMBINED
-    cdef readonly bytes scoreboard_path      # tf_scoreboard_create (None: anonymous)
-    cdef readonly bytes listen_url
-    cdef readonly int log_level              # --log-level as a number (tailfast.log)
-    cdef readonly double timeout             # --timeout, for RequestTimeout in a worker
+    cdef readonly bytes access_log           # tf_accesslog_open.path (b"": no log)
+    cdef readonly int access_log_format      # tf_accesslog_open.format: TF_LOG_COMMON/COMBINED
+    cdef readonly bytes scoreboard_path      # tf_scoreboard_create.path (None: anonymous)
+    cdef readonly bytes listen_url           # tf_scoreboard_create.listen
+    cdef readonly int log_level              # tf_log_set_level.level (tailfast.log's numbers)
+    # Python's own use in a worker
+    cdef readonly double timeout             # --timeout, for RequestTimeout
 
 
 cdef inline const char *_c_str(bytes text):
@@ -140,9 +143,10 @@ cdef object _opt_str(const char *text):
 
 
 def c_config_fields(config, launch=None, int worker_id=0, int own_fd=-1):
-    """{"worker.listen_fd": ..., "supervisor.workers": ...}: every field of the C
-    config structs as _fill_c_config fills them from config and launch (for the
-    tests and for debugging; strings as str, NULL as None)."""
+    """{"worker.listen_fd": ..., "supervisor.workers": ..., "tf_accesslog_open.path":
+    ...}: every field of the C config structs, and every argument of the other C
+    calls, as _fill_c_config fills them from config and launch (for the tests
+    and for debugging; strings as str, NULL as None)."""
     cdef CConfig c = _fill_c_config(config, launch, worker_id, own_fd)
     cdef tf_worker_config *w = &c.worker
     cdef tf_supervisor_config *s = &c.supervisor
@@ -175,4 +179,10 @@ def c_config_fields(config, launch=None, int worker_id=0, int own_fd=-1):
         "supervisor.shutdown_delay": s.shutdown_delay,
         "supervisor.stop_filter": s.stop_filter,
         "supervisor.notify_socket": _opt_str(s.notify_socket),
+        "tf_accesslog_open.path": os.fsdecode(c.access_log),
+        "tf_accesslog_open.format": c.access_log_format,
+        "tf_scoreboard_create.path": (None if c.scoreboard_path is None
+                                      else os.fsdecode(c.scoreboard_path)),
+        "tf_scoreboard_create.listen": c.listen_url.decode("utf-8"),
+        "tf_log_set_level.level": c.log_level,
     }

@@ -1,9 +1,8 @@
 """Every setting declared once, and where its value comes from.
 
 One table, SETTINGS, drives the command-line options, the environment
-variables, the .env files, `--help`, the Config class and the C config
-structs (each row's c_field, filled by tailfast/_settings.pxi). Precedence,
-highest first:
+variables, the .env files, `--help`, the Config class and what C reads (each
+row's c_field, filled by tailfast/_settings.pxi). Precedence, highest first:
 
     CLI flag > process environment > .env.<mode> > .env > default
 
@@ -267,8 +266,9 @@ class Setting:
     help: str
     metavar: str
     const: str | None = None  # a flag taking no value stores this text (e.g. --no-preload)
-    # The C config struct field filled from it ("worker.…", "worker.limits.…",
-    # "supervisor.…"; see tailfast/_settings.pxi), None when only Python reads it.
+    # Where C reads it, filled by tailfast/_settings.pxi: a field of the C config
+    # structs ("worker.…", "worker.limits.…", "supervisor.…") or an argument of
+    # another C call ("tf_accesslog_open.path"); None when only Python reads it.
     c_field: str | None = None
 
     @property
@@ -518,6 +518,7 @@ SETTINGS: tuple[Setting, ...] = (
         env=("TAILFAST_LOG_LEVEL",),
         help="log verbosity",
         metavar="{debug,info,warning,error}",
+        c_field="tf_log_set_level.level",
     ),
     Setting(
         name="balance",
@@ -665,6 +666,7 @@ SETTINGS: tuple[Setting, ...] = (
         help="write one line per request to this file ('-' = standard output; reopened "
         "on SIGUSR1); '' = off",
         metavar="PATH|-",
+        c_field="tf_accesslog_open.path",
     ),
     Setting(
         name="access_log_format",
@@ -676,6 +678,7 @@ SETTINGS: tuple[Setting, ...] = (
         help="access log lines: Apache common or combined format, plus the request "
         "time in seconds",
         metavar="{combined,common}",
+        c_field="tf_accesslog_open.format",
     ),
     Setting(
         name="forwarded_allow_ips",
