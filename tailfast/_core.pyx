@@ -9,8 +9,9 @@ built in C.
 One concern per include, in this order: _response.pxi (Response types, the
 return value mapped to a response), _request.pxi (the lazy Request view),
 _settings.pxi (a Config into the C config structs), _worker.pxi (GIL
-callbacks, on_request, the worker loop's entry), _primary.pxi (fork callbacks, run_primary, spawn_workers), _scoreboard.pxi
-(the scoreboard as dicts), _wsgi.pxi (PEP 3333).
+callbacks, on_request, the worker loop's entry), _primary.pxi (fork
+callbacks, run_primary, spawn_workers), _scoreboard.pxi (the scoreboard as
+dicts), _wsgi.pxi (PEP 3333).
 """
 
 import inspect

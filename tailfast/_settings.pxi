@@ -2,11 +2,11 @@
 # Included by _core.pyx.
 #
 # Every value C reads comes from a row of tailfast/config.py's SETTINGS (its
-# c_field names the struct field) or from what the primary knows at start
-# (tailfast.server.Launch); each is converted here and nowhere else. The
-# structs are zeroed first and every field is then assigned: there are no C
-# defaults to fall back on. tests/test_settings_c.py checks the table, the
-# fields assigned here and the structs in csrc/ against one another.
+# c_field names the struct field or call argument) or from what the primary
+# knows at start (tailfast.server.Launch); each is converted here and nowhere
+# else. The structs are zeroed first and every field is then assigned: there
+# are no C defaults to fall back on. tests/test_settings_c.py checks the table,
+# the fields assigned here and the structs in csrc/*.h against one another.
 
 from libc.stdint cimport uint64_t
 from libc.string cimport memset
