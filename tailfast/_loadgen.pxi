@@ -3,6 +3,11 @@ from libc.errno cimport errno
 from libc.stdlib cimport free as _lg_free, malloc as _lg_malloc
 
 from tailfast._tf cimport (
+    TF_LOAD_ERR_CONNECT,
+    TF_LOAD_ERR_READ,
+    TF_LOAD_ERR_STATUS,
+    TF_LOAD_ERR_TIMEOUT,
+    TF_LOAD_ERR_WRITE,
     TF_LOAD_HIST_BUCKETS,
     TF_LOAD_NUM_ERRORS,
     tf_load_config,
@@ -13,7 +18,10 @@ from tailfast._tf cimport (
     tf_load_run,
 )
 
-LOAD_ERROR_KINDS = ("connect", "read", "write", "timeout", "status")
+# tf_load_result.errors index -> its name in the result dict
+LOAD_ERROR_KINDS = {TF_LOAD_ERR_CONNECT: "connect", TF_LOAD_ERR_READ: "read",
+                    TF_LOAD_ERR_WRITE: "write", TF_LOAD_ERR_TIMEOUT: "timeout",
+                    TF_LOAD_ERR_STATUS: "status"}
 LOAD_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 

@@ -52,14 +52,6 @@ cdef int _supervise(CConfig c) except -1:
     return tf_supervise(&c.supervisor, &cb)
 
 
-def worker_generation():
-    """The code generation this worker was forked for: 0 until the first
-    SIGHUP, None in the primary."""
-    if tf_sb_me == NULL:
-        return None
-    return tf_sb_me.generation
-
-
 def run_primary(handler, config, launch, on_worker_start=None, reload=None, worker_setup=None,
                 on_worker_exit=None, bint preload=True):
     """Forks config.workers HTTP workers serving handler on launch.listen_fd
@@ -141,6 +133,3 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
     # no request timeout: these workers serve no requests
     config = replace(default_config(), workers=n, graceful_timeout=graceful_timeout, timeout=0.0)
     return _supervise(_fill_c_config(config, None))
-
-
-FATAL_EXIT_STATUS = TF_EXIT_FATAL

@@ -171,32 +171,11 @@ cdef class Request:
         self.remote_addr
         return self._remote_port
 
-    # -- the response side, for the WSGI adapter (tailfast/wsgi.py) ----------
-
     cdef tf_conn *_live_conn(self) except NULL:
+        """The connection to answer on (the WSGI adapter writes through it)."""
         if self._conn == NULL:
             raise RuntimeError("the request has already been answered")
         return self._conn
-
-    def _respond_whole(self, int status, list pairs, bytes body):
-        """The whole response at once (pairs validated by validate_headers)."""
-        _send(self._live_conn(), status, pairs, None, body)
-
-    def _start(self, int status, list pairs, int64_t content_length=-1):
-        """Queues the head of a streamed response; content_length -1: unknown."""
-        _start(self._live_conn(), status, pairs, None, content_length)
-
-    def _write(self, chunk):
-        """Writes body bytes; False once the client is gone."""
-        return _write(self._live_conn(), chunk)
-
-    def _sendfile(self, int fd, int64_t offset, int64_t count):
-        """Sends count bytes of fd from offset (sendfile); False on failure."""
-        return tf_conn_sendfile(self._live_conn(), fd, offset, count) == 0
-
-    def _end(self, bint complete=True):
-        """Ends a streamed response; False when it could not be completed."""
-        return tf_conn_respond_end(self._live_conn(), complete) == 0
 
     cdef void _detach(self):
         """Copies every field out of the connection's buffer, which is reused next."""

@@ -114,7 +114,7 @@ cdef list _header_pairs(object headers):
     return pairs
 
 
-# Returned by a handler that answered through Request._respond_whole/_start (WSGI).
+# Returned by a handler that answered the connection itself (the WSGI adapter).
 ANSWERED = object()
 
 cdef bint _answered = False  # this request's head has been handed to C
@@ -366,9 +366,3 @@ cdef int _respond(tf_conn *conn, object result) except -1:
         return 0
     _send(conn, status, pairs, ctype[0], body)
     return 0
-
-
-def validate_headers(headers):
-    """[(name bytes, value bytes), ...] from a dict or (name, value) pairs;
-    ResponseError for a name that is not a token or a CR, LF or NUL anywhere."""
-    return _header_pairs(headers)

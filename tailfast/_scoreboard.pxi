@@ -2,24 +2,30 @@
 # Included by _core.pyx.
 
 
-_PROC_STATES = {1: "starting", 2: "idle", 3: "busy", 4: "draining"}
-_SLOT_STATES = {0: "unused", 1: "running", 2: "backoff"}
+_PROC_STATES = {TF_W_STARTING: "starting", TF_W_IDLE: "idle", TF_W_BUSY: "busy",
+                TF_W_DRAINING: "draining"}
+_SLOT_STATES = {TF_SLOT_UNUSED: "unused", TF_SLOT_RUNNING: "running",
+                TF_SLOT_BACKOFF: "backoff"}
+_CAUSES = {TF_CAUSE_CRASH: "crash", TF_CAUSE_ROLLING: "rolling_restart",
+           TF_CAUSE_MAX_REQUESTS: "max_requests", TF_CAUSE_MAX_RSS: "max_rss"}
 
 
 cdef str _cstr(const char *text):
     return (<bytes>text).decode("utf-8", "replace")
 
 
+cdef inline int _status_classes(const tf_sb_stats *st):
+    # 1xx..5xx: the header sizes this array without a macro
+    return <int>(sizeof(st.status) // sizeof(st.status[0]))
+
+
 cdef dict _stats(const tf_sb_stats *st):
     cdef int i
     return {
-        "status": [st.status[i] for i in range(5)],
+        "status": [st.status[i] for i in range(_status_classes(st))],
         "latency": [st.latency[i] for i in range(TF_LATENCY_BUCKETS)],
         "latency_sum": st.latency_sum,
     }
-
-
-_CAUSES = ("crash", "rolling_restart", "max_requests", "max_rss")
 
 
 cdef dict _snapshot(const tf_scoreboard *sb):
@@ -33,14 +39,14 @@ cdef dict _snapshot(const tf_scoreboard *sb):
     hw = min(sb.procs_hw, TF_SB_MAX_PROCS)
     for i in range(hw):
         p = &sb.procs[i]
-        if p.state == 0 or p.pid <= 0:
+        if p.state == TF_W_FREE or p.pid <= 0:
             continue
-        busy = p.state == 3
+        busy = p.state == TF_W_BUSY
         procs.append({
             "worker_id": p.worker_id,
             "pid": p.pid,
             "state": _PROC_STATES.get(p.state, "unknown"),
-            "ready": p.state in (2, 3),
+            "ready": p.state == TF_W_IDLE or p.state == TF_W_BUSY,
             "generation": p.generation,
             "requests": p.requests,
             "accepted": p.accepted,
@@ -66,9 +72,10 @@ cdef dict _snapshot(const tf_scoreboard *sb):
                 "restarts": sl.restarts,
                 "crashes": sl.crashes,
                 "next_attempt_in": (round(max(0.0, sl.next_attempt - wall), 3)
-                                    if sl.state == 2 else None),
+                                    if sl.state == TF_SLOT_BACKOFF else None),
             })
-        if sl.retired_requests or any([sl.retired.status[k] for k in range(5)]):
+        retired_statuses = [sl.retired.status[k] for k in range(_status_classes(&sl.retired))]
+        if sl.retired_requests or any(retired_statuses):
             # exited processes of this id (also ids above the current count)
             retired.append({"worker_id": i, "requests": sl.retired_requests,
                             "stats": _stats(&sl.retired)})
@@ -81,7 +88,7 @@ cdef dict _snapshot(const tf_scoreboard *sb):
         "queue_depth": sb.queue_depth,
         "queue_max": sb.queue_max,
         "stopping": bool(sb.stopping),
-        "restarts_by_cause": {_CAUSES[i]: sb.restarts_by_cause[i] for i in range(4)},
+        "restarts_by_cause": {_CAUSES[i]: sb.restarts_by_cause[i] for i in range(TF_CAUSE_COUNT)},
         "latency_bounds": [tf_latency_bounds[i] for i in range(TF_LATENCY_BUCKETS - 1)],
         "slots": slots,
         "processes": procs,

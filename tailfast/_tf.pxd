@@ -5,7 +5,8 @@ from libc.time cimport time_t
 
 
 cdef extern from "tailfast.h" nogil:
-    int TF_MAX_HEADERS
+    # enum: compile-time constants, so that array sizes below name the macro
+    enum: TF_MAX_HEADERS
     int TF_EXIT_FATAL
     int TF_TIMEOUT_SIGNAL
 
@@ -26,7 +27,7 @@ cdef extern from "tailfast.h" nogil:
         size_t query_len
         int version_minor
         size_t num_headers
-        tf_header headers[100]
+        tf_header headers[TF_MAX_HEADERS]
         int64_t content_length
         int chunked
         int keep_alive
@@ -105,18 +106,19 @@ cdef extern from "tailfast.h" nogil:
     int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks *cb)
     int tf_signals_unblock_all()
 
-    int TF_SB_MAX_WORKERS
-    int TF_SB_MAX_PROCS
+    enum: TF_SB_MAX_WORKERS
+    enum: TF_SB_MAX_PROCS
     int TF_W_FREE, TF_W_STARTING, TF_W_IDLE, TF_W_BUSY, TF_W_DRAINING
     int TF_SLOT_UNUSED, TF_SLOT_RUNNING, TF_SLOT_BACKOFF
 
-    int TF_LATENCY_BUCKETS
-    const double tf_latency_bounds[13]
-    int TF_CAUSE_CRASH, TF_CAUSE_ROLLING, TF_CAUSE_MAX_REQUESTS, TF_CAUSE_MAX_RSS, TF_CAUSE_COUNT
+    enum: TF_LATENCY_BUCKETS
+    const double tf_latency_bounds[TF_LATENCY_BUCKETS - 1]
+    int TF_CAUSE_CRASH, TF_CAUSE_ROLLING, TF_CAUSE_MAX_REQUESTS, TF_CAUSE_MAX_RSS
+    enum: TF_CAUSE_COUNT
 
     ctypedef struct tf_sb_stats:
         uint64_t status[5]
-        uint64_t latency[14]
+        uint64_t latency[TF_LATENCY_BUCKETS]
         double latency_sum
 
     ctypedef struct tf_sb_proc:
@@ -158,9 +160,9 @@ cdef extern from "tailfast.h" nogil:
         double started
         char listen[128]
         int32_t stopping
-        uint64_t restarts_by_cause[4]
-        tf_sb_slot slots[1025]
-        tf_sb_proc procs[2048]
+        uint64_t restarts_by_cause[TF_CAUSE_COUNT]
+        tf_sb_slot slots[TF_SB_MAX_WORKERS + 1]
+        tf_sb_proc procs[TF_SB_MAX_PROCS]
 
     tf_scoreboard *tf_sb
     tf_sb_proc *tf_sb_me
@@ -182,8 +184,8 @@ cdef extern from "tailfast.h" nogil:
     int TF_LOAD_ERR_WRITE
     int TF_LOAD_ERR_TIMEOUT
     int TF_LOAD_ERR_STATUS
-    int TF_LOAD_NUM_ERRORS
-    int TF_LOAD_HIST_BUCKETS
+    enum: TF_LOAD_NUM_ERRORS
+    enum: TF_LOAD_HIST_BUCKETS
 
     ctypedef struct tf_load_config:
         const char *host
@@ -203,12 +205,12 @@ cdef extern from "tailfast.h" nogil:
         uint64_t status_classes[6]
         uint64_t bytes_read
         uint64_t connects
-        uint64_t errors[5]
+        uint64_t errors[TF_LOAD_NUM_ERRORS]
         uint64_t latency_min_ns
         uint64_t latency_max_ns
         uint64_t latency_sum_ns
         double elapsed
-        uint64_t hist[1920]
+        uint64_t hist[TF_LOAD_HIST_BUCKETS]
 
     int tf_load_run(const tf_load_config *cfg, tf_load_result *out)
     size_t tf_load_hist_index(uint64_t value)
