@@ -8,9 +8,10 @@ built in C.
 
 One concern per include, in this order: _response.pxi (Response types, the
 return value mapped to a response), _request.pxi (the lazy Request view),
-_worker.pxi (GIL callbacks, on_request, the worker loop's entry),
-_primary.pxi (fork callbacks, run_primary, spawn_workers), _scoreboard.pxi
-(the scoreboard as dicts), _wsgi.pxi (PEP 3333).
+_settings.pxi (a Config into the C config structs), _worker.pxi (GIL
+callbacks, on_request, the worker loop's entry), _primary.pxi (fork
+callbacks, run_primary, spawn_workers), _scoreboard.pxi (the scoreboard as
+dicts), _wsgi.pxi (PEP 3333).
 """
 
 import inspect
@@ -83,7 +84,6 @@ from tailfast._tf cimport (
     tf_supervisor_config,
     tf_worker_callbacks,
     tf_worker_config,
-    tf_worker_config_default,
     tf_worker_run,
 )
 
@@ -127,6 +127,7 @@ def is_primary():
 
 include "_response.pxi"
 include "_request.pxi"
+include "_settings.pxi"
 include "_worker.pxi"
 include "_primary.pxi"
 include "_scoreboard.pxi"

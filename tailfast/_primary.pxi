@@ -41,44 +41,29 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
     return status
 
 
-cdef int _supervise(int workers, double graceful_timeout, int http, int listen_fd=-1,
-                    long long max_rss=0, dict settings=None) except -1:
-    cdef tf_supervisor_config cfg
+cdef int _supervise(CConfig c) except -1:
     cdef tf_supervisor_callbacks cb
-    settings = settings or {}
-    cdef bytes notify = os.fsencode(settings["notify_socket"]) if settings.get("notify_socket") else None
-    cfg.workers = workers
-    cfg.graceful_timeout = graceful_timeout
-    cfg.http = http
-    cfg.listen_fd = listen_fd
-    cfg.max_rss = max_rss
-    cfg.boot_timeout = 60.0
-    cfg.timeout = settings.get("timeout", 0.0)
-    cfg.timeout_grace = settings.get("timeout_grace", 5.0)
-    cfg.shutdown_delay = settings.get("shutdown_delay", 0.0)
-    cfg.stop_filter = 1 if settings.get("stop_filter") else 0
-    cfg.notify_socket = <const char *>notify if notify is not None else NULL
     cb.release = _release_gil
     cb.acquire = _acquire_gil
     cb.before_fork = _before_fork
     cb.after_fork_parent = _after_fork_parent
     cb.child_main = _child_main
     cb.ctx = NULL
-    return tf_supervise(&cfg, &cb)
+    return tf_supervise(&c.supervisor, &cb)
 
 
-def run_primary(handler, dict settings, on_worker_start=None, reload=None, worker_setup=None,
+def run_primary(handler, config, launch, on_worker_start=None, reload=None, worker_setup=None,
                 on_worker_exit=None, bint preload=True):
-    """Forks settings["workers"] HTTP workers serving handler and supervises
-    them until stopped. Returns the primary's exit status.
+    """Forks config.workers HTTP workers serving handler on launch.listen_fd
+    and supervises them until stopped. Returns the primary's exit status.
+    config is a tailfast.config.Config, launch a tailfast.server.Launch.
 
     reload() -> (handler, on_worker_start, on_worker_exit) imports the
     application as it is on disk now; a worker calls it when it was forked
     after a SIGHUP, or always without preload (handler is then None).
     on_worker_start(worker_id) runs in each worker before it accepts, and
     on_worker_exit(worker_id) after it stopped serving. worker_setup(worker_id)
-    -> fd or None runs in each worker first (e.g. its own SO_REUSEPORT socket).
-    settings["scoreboard_path"] names the scoreboard file (None: anonymous)."""
+    -> fd or None runs in each worker first (e.g. its own SO_REUSEPORT socket)."""
     global _handler, _child_target
     _handler = handler
 
@@ -103,12 +88,9 @@ def run_primary(handler, dict settings, on_worker_start=None, reload=None, worke
             except BaseException:
                 _log(f"worker {worker_id} (pid {os.getpid()}): on-worker-start hook failed", True)
                 return 1
-        worker_settings = settings
-        if worker_setup is not None:
-            fd = worker_setup(worker_id)
-            if fd is not None:
-                worker_settings = dict(settings, listen_fd_override=fd)
-        status = _run_http_worker(worker_id, worker_settings)
+        own_fd = worker_setup(worker_id) if worker_setup is not None else None
+        status = _run_http_worker(
+            _fill_c_config(config, launch, worker_id, -1 if own_fd is None else own_fd))
         if exit_hook is not None:
             try:
                 exit_hook(worker_id)
@@ -117,18 +99,17 @@ def run_primary(handler, dict settings, on_worker_start=None, reload=None, worke
         return status
 
     _child_target = http_worker
-    path = settings.get("scoreboard_path")
-    cdef bytes path_b = os.fsencode(path) if path else None
-    cdef bytes listen_b = str(settings.get("listen_url", "")).encode("utf-8", "replace")
-    if tf_scoreboard_create(<const char *>path_b if path_b is not None else NULL,
-                            settings["workers"], listen_b) < 0:
-        raise OSError(errno, f"cannot create the scoreboard {path!r}: {os.strerror(errno)}")
+    cdef CConfig c = _fill_c_config(config, launch)
+    cdef bytes path_b = c.scoreboard_path
+    cdef const char *path_c = <const char *>path_b if path_b is not None else NULL
+    if tf_scoreboard_create(path_c, c.supervisor.workers, c.listen_url) < 0:
+        raise OSError(errno, f"cannot create the scoreboard {launch.scoreboard_path!r}: "
+                             f"{os.strerror(errno)}")
     try:
-        return _supervise(settings["workers"], settings["graceful_timeout"], 1,
-                          settings.get("queue_fd", -1), settings.get("max_rss", 0), settings)
+        return _supervise(c)
     finally:
         # only the primary gets here: workers leave through _exit
-        tf_scoreboard_destroy(<const char *>path_b if path_b is not None else NULL)
+        tf_scoreboard_destroy(path_c)
 
 
 def spawn_workers(int n, target, double graceful_timeout=30.0):
@@ -147,4 +128,8 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
         return result if type(result) is int else 0
 
     _child_target = run_target
-    return _supervise(n, graceful_timeout, 0)
+    from dataclasses import replace
+    from tailfast.config import default_config
+    # no request timeout: these workers serve no requests
+    config = replace(default_config(), workers=n, graceful_timeout=graceful_timeout, timeout=0.0)
+    return _supervise(_fill_c_config(config, None))

@@ -17,14 +17,10 @@ cdef void _acquire_gil(void *ctx) noexcept:
 
 
 cdef void _log(str line, bint with_traceback=False) noexcept:
-    """Writes "tailfast: <line>" (and the exception being handled) to stderr;
-    called from C callbacks, so it never raises."""
+    """Writes "tailfast: <line>" (and the exception being handled) to stderr at
+    level error (tailfast.log, --log-level); called from C callbacks, so it never raises."""
     try:
-        text = f"tailfast: {line}\n"
-        if with_traceback:
-            text += traceback.format_exc()
-        sys.stderr.write(text)
-        sys.stderr.flush()
+        _pylog.log(line, _pylog.ERROR, with_traceback)
     except BaseException:
         pass
 
@@ -130,43 +126,11 @@ cdef int _on_metrics(void *ctx, tf_conn *conn) noexcept:
     return 0
 
 
-cdef bytes _path_setting(dict settings, str name):
-    return (settings.get(name) or "").encode("utf-8")
-
-
-cdef int _run_http_worker(int worker_id, dict settings) except -1:
-    cdef tf_worker_config cfg
+cdef int _run_http_worker(CConfig c) except -1:
+    """Runs this worker's C loop with c (filled for this worker) until it stops."""
     cdef tf_worker_callbacks cb
-    tf_worker_config_default(&cfg)
-    # kept alive by these locals for as long as the loop runs
-    cdef bytes health_path = _path_setting(settings, "health_path")
-    cdef bytes ready_path = _path_setting(settings, "ready_path")
-    cdef bytes metrics_path = _path_setting(settings, "metrics_path")
-    cdef bytes access_log = os.fsencode(settings.get("access_log") or "")
-    cfg.health_path = <const char *>health_path if health_path else NULL
-    cfg.ready_path = <const char *>ready_path if ready_path else NULL
-    cfg.metrics_path = <const char *>metrics_path if metrics_path else NULL
-    cfg.listen_fd = settings["listen_fd"]
-    cfg.worker_id = worker_id
-    cfg.max_connections = settings["max_connections"]
-    cfg.keepalive_timeout = settings["keepalive_timeout"]
-    cfg.header_timeout = settings["header_timeout"]
-    cfg.body_timeout = settings["body_timeout"]
-    cfg.request_timeout = settings["request_timeout"]
-    cfg.max_body_size = settings["limit_request_body"]
-    cdef long max_requests = settings.get("max_requests", 0)
-    cdef long jitter = settings.get("max_requests_jitter", 0)
-    if max_requests > 0:
-        # jitter spreads the recycling of workers that started together
-        cfg.max_requests = max_requests + (random.randint(0, jitter) if jitter > 0 else 0)
-    cfg.balance = 1 if settings.get("balance", "shared") == "shared" else 0
-    if settings.get("listen_fd_override") is not None:
-        cfg.listen_fd = settings["listen_fd_override"]
-    cfg.limits.max_request_line = settings["limit_request_line"]
-    cfg.limits.max_header_count = settings["limit_request_fields"]
-    cfg.limits.max_header_field = settings["limit_request_field_size"]
     global _timeout
-    _timeout = settings.get("timeout", 0.0)
+    _timeout = c.timeout
     if _timeout > 0:
         signal.signal(TF_TIMEOUT_SIGNAL, _on_timeout_signal)
     cb.release = _release_gil
@@ -174,11 +138,10 @@ cdef int _run_http_worker(int worker_id, dict settings) except -1:
     cb.on_request = _on_request
     cb.on_metrics = _on_metrics
     cb.ctx = NULL
-    log_format = TF_LOG_COMMON if settings.get("access_log_format") == "common" else TF_LOG_COMBINED
-    if tf_accesslog_open(access_log, log_format) < 0:
-        raise OSError(errno, f"cannot open the access log {settings.get('access_log')!r}: "
+    if tf_accesslog_open(c.access_log, c.access_log_format) < 0:
+        raise OSError(errno, f"cannot open the access log {os.fsdecode(c.access_log)!r}: "
                              f"{os.strerror(errno)}")
     try:
-        return tf_worker_run(&cfg, &cb)
+        return tf_worker_run(&c.worker, &cb)
     finally:
         tf_accesslog_close()

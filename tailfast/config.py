@@ -1,7 +1,8 @@
 """Every setting declared once, and where its value comes from.
 
 One table, SETTINGS, drives the command-line options, the environment
-variables, the .env files and `--help`. Precedence, highest first:
+variables, the .env files, `--help`, the Config class and what C reads (each
+row's c_field, filled by tailfast/_settings.pxi). Precedence, highest first:
 
     CLI flag > process environment > .env.<mode> > .env > default
 
@@ -19,7 +20,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from dotenv.parser import parse_stream
 from dotenv.variables import parse_variables
 
 from tailfast.errors import ConfigError
+from tailfast.log import LEVELS as LOG_LEVELS
 
 __all__ = [
     "SETTINGS",
@@ -35,6 +37,7 @@ __all__ = [
     "Setting",
     "add_arguments",
     "available_cpus",
+    "default_config",
     "load_config",
     "parse_bind",
 ]
@@ -153,7 +156,9 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-MAX_WORKERS = 1024
+# Mirrors of C limits (tailfast.h), checked against the extension by
+# tests/test_settings_c.py: this module does not import the extension.
+MAX_WORKERS = 1024  # TF_SB_MAX_WORKERS: scoreboard slots
 WORKERS_EXPECTED = "expected a positive integer or 'auto'"
 
 
@@ -169,8 +174,7 @@ def _parse_workers(value: str) -> str:
     return str(int(text))
 
 
-# The C parser's header array holds TF_MAX_HEADERS (tailfast.h) fields.
-MAX_HEADER_FIELDS = 100
+MAX_HEADER_FIELDS = 100  # TF_MAX_HEADERS: the C parser's header array
 # Lines are bounded so that a connection's memory stays bounded.
 MAX_LINE_LIMIT = 1 << 20
 
@@ -251,9 +255,10 @@ def _parse_allow_ips(value: str) -> str:
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: how it is named, parsed, defaulted and documented."""
+    """One setting: how it is named, parsed, defaulted, documented, and where C reads it."""
 
     name: str
+    value_type: Any  # the type of its value in Config
     parse: Callable[[str], Any]
     default: str  # raw text, parsed like any other value
     flags: tuple[str, ...]
@@ -261,6 +266,10 @@ class Setting:
     help: str
     metavar: str
     const: str | None = None  # a flag taking no value stores this text (e.g. --no-preload)
+    # Where C reads it, filled by tailfast/_settings.pxi: a field of the C config
+    # structs ("worker.…", "worker.limits.…", "supervisor.…") or an argument of
+    # another C call ("tf_accesslog_open.path"); None when only Python reads it.
+    c_field: str | None = None
 
     @property
     def flag(self) -> str:
@@ -271,6 +280,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         name="bind",
+        value_type=BindAddress,
         parse=parse_bind,
         default="127.0.0.1:8000",
         flags=("--bind", "-b"),
@@ -281,15 +291,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="workers",
+        value_type=int,  # resolved: "auto" is a number in Config (workers_requested keeps the text)
         parse=_parse_workers,
         default="auto",
         flags=("--workers", "-w"),
         env=("TAILFAST_WORKERS", "WORKERS"),
         help="number of worker processes, or 'auto' for one per CPU this process may use",
         metavar="N",
+        c_field="supervisor.workers",
     ),
     Setting(
         name="backlog",
+        value_type=int,
         parse=_int_in(1, 65535, "expected an integer from 1 to 65535"),
         default="2048",
         flags=("--backlog",),
@@ -299,24 +312,29 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="graceful_timeout",
+        value_type=float,
         parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
         default="30",
         flags=("--graceful-timeout",),
         env=("TAILFAST_GRACEFUL_TIMEOUT",),
         help="seconds a stopping worker may take to finish in-flight requests",
         metavar="SECONDS",
+        c_field="supervisor.graceful_timeout",
     ),
     Setting(
         name="keepalive_timeout",
+        value_type=float,
         parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
         default="5",
         flags=("--keepalive-timeout",),
         env=("TAILFAST_KEEPALIVE_TIMEOUT",),
         help="seconds an idle keep-alive connection stays open",
         metavar="SECONDS",
+        c_field="worker.keepalive_timeout",
     ),
     Setting(
         name="header_timeout",
+        value_type=float,
         parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
         default="10",
         flags=("--header-timeout",),
@@ -324,18 +342,22 @@ SETTINGS: tuple[Setting, ...] = (
         help="seconds allowed to receive a request's head, from its first byte "
         "(from the accept for a new connection); then 408 and close",
         metavar="SECONDS",
+        c_field="worker.header_timeout",
     ),
     Setting(
         name="body_timeout",
+        value_type=float,
         parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
         default="30",
         flags=("--body-timeout",),
         env=("TAILFAST_BODY_TIMEOUT",),
         help="longest pause allowed between two reads of a request body; then 408 and close",
         metavar="SECONDS",
+        c_field="worker.body_timeout",
     ),
     Setting(
         name="request_timeout",
+        value_type=float,
         parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
         default="60",
         flags=("--request-timeout",),
@@ -343,9 +365,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="seconds allowed to receive a whole request (head and body), and the "
         "longest a response write may stall",
         metavar="SECONDS",
+        c_field="worker.request_timeout",
     ),
     Setting(
         name="timeout",
+        value_type=float,
         parse=_seconds(0.0, strict=False, expected="expected seconds >= 0 (0 = no limit)"),
         default="30",
         flags=("--timeout", "-t"),
@@ -354,18 +378,22 @@ SETTINGS: tuple[Setting, ...] = (
         "handler and the client gets a 503; a worker whose handler still runs "
         "--timeout-grace later (stuck in C code) is killed and replaced (0 = no limit)",
         metavar="SECONDS",
+        c_field="supervisor.timeout",
     ),
     Setting(
         name="timeout_grace",
+        value_type=float,
         parse=_seconds(0.0, strict=True, expected="expected seconds > 0"),
         default="5",
         flags=("--timeout-grace",),
         env=("TAILFAST_TIMEOUT_GRACE",),
         help="seconds a timed-out handler has to return before its worker is killed",
         metavar="SECONDS",
+        c_field="supervisor.timeout_grace",
     ),
     Setting(
         name="shutdown_delay",
+        value_type=float,
         parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
         default="0",
         flags=("--shutdown-delay",),
@@ -373,9 +401,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="seconds to keep accepting after SIGTERM (for load balancers to notice) "
         "before the graceful stop begins; a second SIGTERM ends the delay",
         metavar="SECONDS",
+        c_field="supervisor.shutdown_delay",
     ),
     Setting(
         name="fd",
+        value_type=int,
         parse=_parse_fd,
         default="",
         flags=("--fd",),
@@ -386,51 +416,62 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="limit_request_body",
+        value_type=int,
         parse=_parse_size,
         default="16m",
         flags=("--limit-request-body",),
         env=("TAILFAST_LIMIT_REQUEST_BODY",),
         help="largest request body in bytes, with optional suffix k, m or g (0 = unlimited)",
         metavar="BYTES",
+        c_field="worker.max_body_size",
     ),
     Setting(
         name="limit_request_line",
+        value_type=int,
         parse=_int_in(16, MAX_LINE_LIMIT, f"expected an integer from 16 to {MAX_LINE_LIMIT}"),
         default="8190",
         flags=("--limit-request-line",),
         env=("TAILFAST_LIMIT_REQUEST_LINE",),
         help="longest request line in bytes (method, target, version); longer is 414",
         metavar="BYTES",
+        c_field="worker.limits.max_request_line",
     ),
     Setting(
         name="limit_request_fields",
+        value_type=int,
         parse=_int_in(1, MAX_HEADER_FIELDS, f"expected an integer from 1 to {MAX_HEADER_FIELDS}"),
         default="100",
         flags=("--limit-request-fields",),
         env=("TAILFAST_LIMIT_REQUEST_FIELDS",),
         help="most header fields in a request; more is 431",
         metavar="N",
+        c_field="worker.limits.max_header_count",
     ),
     Setting(
         name="limit_request_field_size",
+        value_type=int,
         parse=_int_in(16, MAX_LINE_LIMIT, f"expected an integer from 16 to {MAX_LINE_LIMIT}"),
         default="8190",
         flags=("--limit-request-field-size",),
         env=("TAILFAST_LIMIT_REQUEST_FIELD_SIZE",),
         help="longest header field line in bytes (name, colon and value); longer is 431",
         metavar="BYTES",
+        c_field="worker.limits.max_header_field",
     ),
     Setting(
         name="max_connections",
+        value_type=int,
         parse=_int_in(1, 1_000_000, "expected an integer from 1 to 1000000"),
         default="10000",
         flags=("--max-connections",),
         env=("TAILFAST_MAX_CONNECTIONS",),
         help="open connections per worker",
         metavar="N",
+        c_field="worker.max_connections",
     ),
     Setting(
         name="interface",
+        value_type=str,
         parse=_choice("auto", "native", "wsgi"),
         default="auto",
         flags=("--interface",),
@@ -440,6 +481,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="script_name",
+        value_type=str,
         parse=_parse_script_name,
         default="",
         flags=("--script-name",),
@@ -449,6 +491,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="env",
+        value_type=str,
         parse=_parse_mode,
         default=DEFAULT_MODE,
         flags=("--env",),
@@ -458,6 +501,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="env_file",
+        value_type=str,
         parse=_parse_path,
         default="",
         flags=("--env-file",),
@@ -467,15 +511,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="log_level",
-        parse=_choice("debug", "info", "warning", "error"),
+        value_type=str,
+        parse=_choice(*LOG_LEVELS),
         default="info",
         flags=("--log-level",),
         env=("TAILFAST_LOG_LEVEL",),
         help="log verbosity",
         metavar="{debug,info,warning,error}",
+        c_field="tf_log_set_level.level",
     ),
     Setting(
         name="balance",
+        value_type=str,
         parse=_choice("shared", "reuseport"),
         default="shared",
         flags=("--balance",),
@@ -483,9 +530,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="how connections reach workers: one shared socket with fair accepts, or "
         "one SO_REUSEPORT socket per worker (the kernel hashes connections)",
         metavar="{shared,reuseport}",
+        c_field="worker.balance",
     ),
     Setting(
         name="max_requests",
+        value_type=int,
         parse=_int_in(0, 2**62, "expected an integer >= 0 (0 = never)"),
         default="0",
         flags=("--max-requests",),
@@ -493,9 +542,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="replace a worker after it answered this many requests (its replacement "
         "is ready before it stops; 0 = never)",
         metavar="N",
+        c_field="worker.max_requests",
     ),
     Setting(
         name="max_requests_jitter",
+        value_type=int,
         parse=_int_in(0, 2**62, "expected an integer >= 0"),
         default="0",
         flags=("--max-requests-jitter",),
@@ -503,18 +554,22 @@ SETTINGS: tuple[Setting, ...] = (
         help="add a random 0..J to each worker's --max-requests, so workers are not "
         "replaced all at once",
         metavar="J",
+        c_field="worker.max_requests",
     ),
     Setting(
         name="max_rss",
+        value_type=int,
         parse=_int_in(0, 2**40, "expected MiB as an integer >= 0 (0 = no limit)"),
         default="0",
         flags=("--max-rss",),
         env=("TAILFAST_MAX_RSS",),
         help="replace a worker whose resident memory exceeds this many MiB (0 = no limit)",
         metavar="MIB",
+        c_field="supervisor.max_rss",
     ),
     Setting(
         name="pid_file",
+        value_type=str,
         parse=_parse_path,
         default="",
         flags=("--pid-file",),
@@ -524,6 +579,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="on_worker_start",
+        value_type=str,
         parse=_parse_hook,
         default="",
         flags=("--on-worker-start",),
@@ -534,6 +590,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="on_worker_exit",
+        value_type=str,
         parse=_parse_hook,
         default="",
         flags=("--on-worker-exit",),
@@ -543,6 +600,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="preload",
+        value_type=bool,
         parse=_parse_bool,
         default="true",
         flags=("--no-preload",),
@@ -554,6 +612,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="cpu_max_path",
+        value_type=str,
         parse=_parse_path,
         default="",
         flags=("--cpu-max-path",),
@@ -563,6 +622,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         name="health_path",
+        value_type=str,
         parse=_parse_url_path,
         default="",
         flags=("--health-path",),
@@ -570,9 +630,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="GET/HEAD on this path answers 200 from the worker's C loop, without the "
         "application (liveness probe); '' = off",
         metavar="PATH",
+        c_field="worker.health_path",
     ),
     Setting(
         name="ready_path",
+        value_type=str,
         parse=_parse_url_path,
         default="",
         flags=("--ready-path",),
@@ -580,9 +642,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="GET/HEAD on this path answers 200, or 503 once the server is stopping "
         "(readiness probe); '' = off",
         metavar="PATH",
+        c_field="worker.ready_path",
     ),
     Setting(
         name="metrics_path",
+        value_type=str,
         parse=_parse_url_path,
         default="",
         flags=("--metrics-path",),
@@ -590,9 +654,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="GET on this path answers the server's metrics in the Prometheus text "
         "format; '' = off",
         metavar="PATH",
+        c_field="worker.metrics_path",
     ),
     Setting(
         name="access_log",
+        value_type=str,
         parse=_parse_path,
         default="",
         flags=("--access-log",),
@@ -600,9 +666,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="write one line per request to this file ('-' = standard output; reopened "
         "on SIGUSR1); '' = off",
         metavar="PATH|-",
+        c_field="tf_accesslog_open.path",
     ),
     Setting(
         name="access_log_format",
+        value_type=str,
         parse=_choice("combined", "common"),
         default="combined",
         flags=("--access-log-format",),
@@ -610,9 +678,11 @@ SETTINGS: tuple[Setting, ...] = (
         help="access log lines: Apache common or combined format, plus the request "
         "time in seconds",
         metavar="{combined,common}",
+        c_field="tf_accesslog_open.format",
     ),
     Setting(
         name="forwarded_allow_ips",
+        value_type=str,
         parse=_parse_allow_ips,
         default="127.0.0.1",
         flags=("--forwarded-allow-ips",),
@@ -626,50 +696,21 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
-@dataclass
-class Config:
-    """The resolved settings, with where each value came from."""
+def _config_class() -> type:
+    """The resolved settings as a dataclass, one field per row of SETTINGS (typed
+    by its value_type), plus what resolving them found out."""
+    rows: list[Any] = [(s.name, s.value_type) for s in SETTINGS]
+    rows += [
+        ("workers_requested", str),  # "auto" or the number as given (workers is resolved)
+        ("sources", dict[str, str], field(default_factory=dict)),  # name -> where it came from
+        ("file_environ", dict[str, str], field(default_factory=dict)),  # .env values, merged
+    ]
+    doc = "The resolved settings (one attribute per setting), with where each value came from."
+    return make_dataclass("Config", rows, namespace={"__module__": __name__, "__doc__": doc})
 
-    bind: BindAddress
-    workers: int  # resolved: "auto" is already a number here
-    workers_requested: str  # "auto" or the number as given, for display
-    backlog: int
-    graceful_timeout: float
-    keepalive_timeout: float
-    header_timeout: float
-    body_timeout: float
-    request_timeout: float
-    timeout: float
-    timeout_grace: float
-    shutdown_delay: float
-    fd: int
-    limit_request_body: int
-    limit_request_line: int
-    limit_request_fields: int
-    limit_request_field_size: int
-    max_connections: int
-    interface: str
-    script_name: str
-    env: str
-    env_file: str
-    log_level: str
-    balance: str
-    max_requests: int
-    max_requests_jitter: int
-    max_rss: int
-    pid_file: str
-    on_worker_start: str
-    on_worker_exit: str
-    preload: bool
-    cpu_max_path: str
-    health_path: str
-    ready_path: str
-    metrics_path: str
-    access_log: str
-    access_log_format: str
-    forwarded_allow_ips: str
-    sources: dict[str, str] = field(default_factory=dict)
-    file_environ: dict[str, str] = field(default_factory=dict)
+
+# Derived from the table: a setting added there is an attribute here.
+Config: Any = _config_class()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -877,34 +918,42 @@ def load_config(
     if mode_path.is_file():
         overlay = _read_env_file(mode_path, f".env.{mode}", environ, base.values if base else {})
 
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    raws: dict[str, _Raw] = {}
     for setting in SETTINGS:
         if setting.name == "env":
-            raw = mode_raw  # .env.<mode> cannot change the mode that selected it
+            raws["env"] = mode_raw  # .env.<mode> cannot change the mode that selected it
         else:
-            raw = (
+            raws[setting.name] = (
                 _lookup_cli(setting, cli)
                 or _lookup_environ(setting, environ)
                 or (overlay.lookup(setting) if overlay else None)
                 or (base.lookup(setting) if base else None)
                 or _Raw(setting.default, "default")
             )
-        values[setting.name] = _parse(setting, raw)
-        sources[setting.name] = raw.source
 
     file_environ: dict[str, str] = {}
     for env_file_values in (base, overlay):
         if env_file_values is not None:
             file_environ.update(env_file_values.values)
+    return _resolve(raws, file_environ)
 
+
+def _resolve(raws: Mapping[str, _Raw], file_environ: dict[str, str]) -> Config:
+    """Parses the raw text chosen for every setting into a Config."""
+    values = {name: _parse(SETTINGS_BY_NAME[name], raw) for name, raw in raws.items()}
     requested: str = values.pop("workers")
     cpu_max_path: str = values["cpu_max_path"]
     workers = available_cpus(cpu_max_path or None) if requested == "auto" else int(requested)
     return Config(
         workers=workers,
         workers_requested=requested,
-        sources=sources,
+        sources={name: raw.source for name, raw in raws.items()},
         file_environ=file_environ,
         **values,
     )
+
+
+def default_config() -> Config:
+    """Every setting at its default, without reading flags, the environment or
+    .env files (for spawn_workers and tests)."""
+    return _resolve({s.name: _Raw(s.default, "default") for s in SETTINGS}, {})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tailfast import _core, proxy
@@ -22,11 +22,19 @@ from tailfast.listen import (
     remove_unix_socket,
     reuseport_socket,
 )
+from tailfast.log import LEVELS, WARNING, log, set_level
 
 
-def log(message: str) -> None:
-    sys.stderr.write(f"tailfast: {message}\n")
-    sys.stderr.flush()
+@dataclass(frozen=True)
+class Launch:
+    """What the primary knows at start besides the settings: read by
+    tailfast/_settings.pxi with the Config to fill the C config structs."""
+
+    listen_fd: int  # the socket the primary opened or inherited
+    listen_url: str  # for the scoreboard and `tailfast status`
+    inherited: bool  # --fd or socket activation: it outlives this server
+    scoreboard_path: str | None  # None: anonymous shared memory
+    notify_socket: str | None  # systemd's NOTIFY_SOCKET, for the primary alone
 
 
 def export_file_environ(config: Config) -> None:
@@ -92,6 +100,52 @@ Hook = Callable[[int], Any]
 Loaded = tuple[Callable[..., Any], Hook | None, Hook | None]  # app, on-start, on-exit
 
 
+def open_listener(config: Config) -> tuple[Any, bool]:
+    """The listening socket (opened, or inherited through --fd or socket
+    activation) and whether it was inherited."""
+    reuseport = config.balance == "reuseport"
+    inherited = inherited_listener(config)
+    if inherited is not None and reuseport:
+        inherited.close()
+        raise ConfigError(
+            "invalid balance 'reuseport' (from "
+            f"{config.sources.get('balance', 'default')}): each worker opens its own socket, "
+            "which an inherited one (--fd, socket activation) cannot be"
+        )
+    if inherited is not None:
+        return inherited, True
+    return create_listener(config, reuseport=reuseport), False
+
+
+def reuseport_setup(sock: Any, config: Config) -> Callable[[int], int]:
+    """worker_setup(worker_id) -> the worker's own SO_REUSEPORT socket, bound like sock."""
+    if migrate_req_enabled() is False:
+        log(
+            "warning: --balance reuseport with net.ipv4.tcp_migrate_req = 0: "
+            "connections queued on a worker that exits are reset "
+            "(sysctl -w net.ipv4.tcp_migrate_req=1 hands them to another worker)",
+            WARNING,
+        )
+    address, family, backlog = sock.getsockname(), sock.family, config.backlog
+
+    def worker_setup(worker_id: int) -> int:
+        own = reuseport_socket(address, family, backlog)
+        return own.detach()  # the worker's loop owns the descriptor now
+
+    return worker_setup
+
+
+def remove_pid_file(path: str) -> None:
+    """Removes the pid file if it still names this process (a successor may own it now)."""
+    try:
+        with open(path) as f:
+            mine = f.read().strip() == str(os.getpid())
+        if mine:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def run(
     app: Callable[..., Any] | None,
     config: Config,
@@ -108,19 +162,11 @@ def run(
     None: the primary never imports it). Without reload, a
     SIGHUP still replaces every worker, with the code already loaded.
     name (e.g. "myapp:app") goes into the process titles."""
+    set_level(LEVELS[config.log_level])
     handler = None if app is None else as_handler(app, config.interface, config.script_name)
     proxy.configure(config.forwarded_allow_ips)
     check_access_log(config.access_log)
-    reuseport = config.balance == "reuseport"
-    inherited = inherited_listener(config)
-    if inherited is not None and reuseport:
-        inherited.close()
-        raise ConfigError(
-            "invalid balance 'reuseport' (from "
-            f"{config.sources.get('balance', 'default')}): each worker opens its own socket, "
-            "which an inherited one (--fd, socket activation) cannot be"
-        )
-    sock = inherited if inherited is not None else create_listener(config, reuseport=reuseport)
+    sock, inherited = open_listener(config)
     # systemd's notification socket is the primary's alone: not the workers' or the app's
     notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
     name = name or getattr(app, "__qualname__", None) or type(app).__name__
@@ -131,71 +177,24 @@ def run(
         if on_worker_start is not None:
             on_worker_start(worker_id)
 
-    pid_file = config.pid_file
+    def reload_handler() -> Loaded:
+        assert reload is not None
+        new_app, start_hook, exit_hook = reload()
+        return as_handler(new_app, config.interface, config.script_name), start_hook, exit_hook
+
     try:
-        url = listener_url(sock, config)
-        worker_setup = None
-        if reuseport:
-            if migrate_req_enabled() is False:
-                log(
-                    "warning: --balance reuseport with net.ipv4.tcp_migrate_req = 0: "
-                    "connections queued on a worker that exits are reset "
-                    "(sysctl -w net.ipv4.tcp_migrate_req=1 hands them to another worker)"
-                )
-            address, family, backlog = sock.getsockname(), sock.family, config.backlog
-
-            def worker_setup(worker_id: int) -> int:
-                own = reuseport_socket(address, family, backlog)
-                return own.detach()  # the worker's loop owns the descriptor now
-
+        launch = Launch(sock.fileno(), listener_url(sock, config), inherited,
+                        scoreboard_path(os.getpid()), notify_socket)
+        worker_setup = reuseport_setup(sock, config) if config.balance == "reuseport" else None
         log(
-            f"primary {os.getpid()} listening on {url} "
+            f"primary {os.getpid()} listening on {launch.listen_url} "
             f"({config.workers} worker{'s' if config.workers != 1 else ''}, {config.env})"
         )
         for line in warning_lines({sock.fileno()}):
-            log(line)
-        if pid_file:
-            with open(pid_file, "w") as f:
+            log(line, WARNING)
+        if config.pid_file:
+            with open(config.pid_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
-        settings = {
-            "listen_fd": sock.fileno(),
-            "queue_fd": -1 if reuseport else sock.fileno(),
-            "listen_url": url,
-            "scoreboard_path": scoreboard_path(os.getpid()),
-            "workers": config.workers,
-            "graceful_timeout": config.graceful_timeout,
-            "keepalive_timeout": config.keepalive_timeout,
-            "header_timeout": config.header_timeout,
-            "body_timeout": config.body_timeout,
-            "request_timeout": config.request_timeout,
-            "limit_request_body": config.limit_request_body,
-            "limit_request_line": config.limit_request_line,
-            "limit_request_fields": config.limit_request_fields,
-            "limit_request_field_size": config.limit_request_field_size,
-            "max_connections": config.max_connections,
-            "balance": config.balance,
-            "max_requests": config.max_requests,
-            "max_requests_jitter": config.max_requests_jitter,
-            "max_rss": config.max_rss * 1024 * 1024,
-            "health_path": config.health_path,
-            "ready_path": config.ready_path,
-            "metrics_path": config.metrics_path,
-            "access_log": config.access_log,
-            "access_log_format": config.access_log_format,
-            "timeout": config.timeout,
-            "timeout_grace": config.timeout_grace,
-            "shutdown_delay": config.shutdown_delay,
-            # a socket we opened is ours to close to new connections on a stop;
-            # an inherited one outlives us (its queue waits for the next instance)
-            "stop_filter": inherited is None and not reuseport,
-            "notify_socket": notify_socket,
-        }
-
-        def reload_handler() -> tuple[Callable[..., Any], Hook | None, Hook | None]:
-            assert reload is not None
-            new_app, start_hook, exit_hook = reload()
-            return as_handler(new_app, config.interface, config.script_name), start_hook, exit_hook
-
         # Objects alive now are shared copy-on-write with every worker; freezing
         # them keeps the collector from touching (and so copying) their pages.
         gc.collect()
@@ -203,7 +202,8 @@ def run(
         return int(
             _core.run_primary(
                 handler,
-                settings,
+                config,
+                launch,
                 worker_start,
                 reload_handler if reload is not None else None,
                 worker_setup,
@@ -214,14 +214,8 @@ def run(
     finally:
         sock.close()
         remove_unix_socket(config)
-        if pid_file:
-            try:
-                with open(pid_file) as f:
-                    mine = f.read().strip() == str(os.getpid())
-                if mine:
-                    os.unlink(pid_file)
-            except OSError:
-                pass
+        if config.pid_file:
+            remove_pid_file(config.pid_file)
 
 
 def serve(

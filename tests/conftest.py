@@ -96,13 +96,13 @@ class Server:
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
         self.url = ""
         self.port = 0
         self.host = "127.0.0.1"
         self.workers = 0
-        self.seen_pids: set[int] = set()
+        self.seen_pids: set[int] = set()  # before the reader starts: it adds to it
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
