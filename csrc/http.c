@@ -342,12 +342,6 @@ static int tf_check_fields(tf_request *req) {
 
 /* ------------------------------------------------------------------ parser */
 
-void tf_limits_default(tf_limits *limits) {
-    limits->max_request_line = 8190;
-    limits->max_header_count = 100;
-    limits->max_header_field = 8190;
-}
-
 /* Longer than a screen on purpose: one left-to-right pass in which the first
  * offending byte decides and a limit is checked wherever a scan stops (see
  * the top of the file); cut into helpers, that order would be spread over

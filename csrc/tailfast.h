@@ -69,14 +69,13 @@ typedef struct {
  * body follows (1xx, 204, 304, HEAD) is the caller's to decide. */
 ssize_t tf_parse_response_head(const char *buf, size_t len, tf_response_head *res);
 
-/* Limits the parser enforces; every field must be set (see tf_limits_default). */
+/* Limits the parser enforces; the embedder sets every field (their defaults
+ * live in tailfast/config.py, the one table of settings). */
 typedef struct {
     size_t max_request_line; /* > this: 414 */
     size_t max_header_count; /* > this (and <= TF_MAX_HEADERS): 431 */
     size_t max_header_field; /* one "name: value" line longer than this: 431 */
 } tf_limits;
-
-void tf_limits_default(tf_limits *limits);
 
 /* Parses one request head from buf[0..len).
  * Returns the head's length in bytes (through the blank line) when complete,
@@ -135,8 +134,6 @@ typedef struct {
     const char *ready_path;   /* readiness: 200, or 503 once the server is stopping */
     const char *metrics_path; /* handed to cb->on_metrics */
 } tf_worker_config;
-
-void tf_worker_config_default(tf_worker_config *cfg);
 
 /* Runs the accept/serve loop until SIGTERM/SIGINT (graceful: stop accepting,
  * finish what is in flight) or SIGQUIT (immediate). Returns the exit status. */

@@ -38,19 +38,6 @@ static void tf_worker_on_signal(int sig) {
     errno = saved;
 }
 
-void tf_worker_config_default(tf_worker_config *cfg) {
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->listen_fd = -1;
-    cfg->max_connections = 10000;
-    cfg->accepts_per_wakeup = 4;
-    cfg->keepalive_timeout = 5.0;
-    cfg->header_timeout = 10.0;
-    cfg->body_timeout = 30.0;
-    cfg->request_timeout = 60.0;
-    cfg->max_body_size = 16 * 1024 * 1024;
-    tf_limits_default(&cfg->limits);
-}
-
 /* ------------------------------------------------------------------ timers */
 
 /* Closes (or answers 408 to) every connection past its deadline. */

@@ -100,6 +100,7 @@ def run_primary(handler, config, launch, on_worker_start=None, reload=None, work
 
     _child_target = http_worker
     cdef CConfig c = _fill_c_config(config, launch)
+    tf_log_set_level(c.log_level)  # before any fork: the workers inherit it
     cdef bytes path_b = c.scoreboard_path
     cdef const char *path_c = <const char *>path_b if path_b is not None else NULL
     if tf_scoreboard_create(path_c, c.supervisor.workers, c.listen_url) < 0:

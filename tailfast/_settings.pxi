@@ -11,7 +11,7 @@
 from libc.stdint cimport uint64_t
 from libc.string cimport memset
 
-from tailfast._tf cimport TF_CAUSE_COUNT, TF_MAX_HEADERS, TF_SB_MAX_WORKERS
+from tailfast._tf cimport TF_CAUSE_COUNT, TF_MAX_HEADERS, TF_SB_MAX_WORKERS, tf_log_set_level
 
 from tailfast import log as _pylog
 

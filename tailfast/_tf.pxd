@@ -39,7 +39,6 @@ cdef extern from "tailfast.h" nogil:
         size_t max_header_count
         size_t max_header_field
 
-    void tf_limits_default(tf_limits *limits)
     ssize_t tf_parse_request(const char *buf, size_t len, const tf_limits *limits,
                              tf_request *req, int *error_status)
     void tf_log(const char *fmt, ...)
@@ -73,7 +72,6 @@ cdef extern from "tailfast.h" nogil:
         const char *ready_path
         const char *metrics_path
 
-    void tf_worker_config_default(tf_worker_config *cfg)
     int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb)
     int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                         size_t num_headers, const char *body, size_t body_len,

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import http_request, wait_until
 
 from tailfast.errors import TailfastError
@@ -60,11 +59,6 @@ def test_error_level_keeps_errors(run_server: Any, tmp_path: Path) -> None:
     assert "listening on" not in server.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the C core's lines honour --log-level once run_primary calls tf_log_set_level "
-    "(csrc/log.c, added at merge): then remove this mark",
-)
 def test_warning_level_leaves_out_the_c_lifecycle_lines(run_server: Any, tmp_path: Path) -> None:
     server, port = start_quiet(run_server, tmp_path, "warning")
     request_error(server, port)
