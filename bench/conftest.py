@@ -24,6 +24,7 @@ import pytest
 
 from tailfast.bench.load import run_load
 from tailfast.bench.server import BenchServer
+from tailfast.testing import server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CPUS = sorted(os.sched_getaffinity(0))
@@ -38,9 +39,8 @@ RESULTS: dict[str, dict[str, Any]] = {}
 
 
 def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("TAILFAST_") and k != "WORKERS"}
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return e
+    """Every server's environment: the harness's, with this tree first on the path."""
+    return server_env()
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -11,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import APPS, ROOT, http_request
+from conftest import ROOT, http_request, server_env
 
 COMBINED = re.compile(
     r'^(?P<host>\S+) - - \[(?P<time>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
@@ -130,8 +129,7 @@ def test_sigusr1_without_an_access_log_harms_no_worker(run_server):
 
 
 def test_access_log_to_standard_output(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILFAST_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
+    env = server_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tailfast", "run", "deployapp:status_app", "--bind", ":0",
          "--workers", "2", "--access-log", "-"],
@@ -159,8 +157,7 @@ def test_access_log_to_standard_output(tmp_path):
 
 
 def test_unwritable_access_log_is_a_configuration_error(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILFAST_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
+    env = server_env()
     result = subprocess.run(
         [sys.executable, "-m", "tailfast", "run", "deployapp:status_app", "--bind", ":0",
          "--access-log", str(tmp_path / "missing" / "access.log")],

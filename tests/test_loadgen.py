@@ -12,7 +12,7 @@ import sys
 import threading
 
 import pytest
-from conftest import APPS, ROOT, http_request
+from conftest import http_request, server_env
 
 from tailfast import _core
 from tailfast.bench.load import run_load
@@ -26,7 +26,7 @@ def stats(port: int) -> dict[str, int]:
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     return subprocess.run([sys.executable, "-m", "tailfast", "bench", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, http_request, raw_exchange, rss_kib
+from conftest import ROOT, http_request, raw_exchange, rss_kib, server_env
 
 
 @pytest.fixture
@@ -281,7 +281,7 @@ def test_invalid_responses_are_500_with_a_log_line(server, path, message):
 def test_unsupported_targets_are_rejected_at_start_up(target, message):
     if target.endswith("AsyncCallable"):
         target, message = "nativeapp:ASYNC_INSTANCE", "async def handlers are not supported yet"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     proc = subprocess.run([sys.executable, "-m", "tailfast", "run", target, "--bind", ":0"],
                           capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
     assert proc.returncode == 2
@@ -298,7 +298,7 @@ def test_file_response_api_is_exported():
 
 
 def test_a_star_args_target_needs_an_explicit_interface():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     proc = subprocess.run([sys.executable, "-m", "tailfast", "run", "wsgiapps:validated_app",
                            "--bind", ":0"], capture_output=True, text=True, timeout=30, env=env,
                           cwd=ROOT)

@@ -9,14 +9,14 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT
+from conftest import server_env
 from test_rolling_restart import Load
 
 from tailfast.status import read_status
 
 
 def status_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = server_env()
     return subprocess.run([sys.executable, "-m", "tailfast", "status", *args],
                           capture_output=True, text=True, env=env, timeout=30)
 

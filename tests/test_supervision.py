@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from conftest import APPS, ROOT, http_request, pid_alive, wait_until
+from conftest import http_request, pid_alive, server_env, wait_until
 
 
 def test_killed_worker_is_replaced_in_its_slot(run_server):
@@ -154,7 +154,7 @@ def test_ttin_and_ttou_change_the_worker_count(run_server):
 
 
 def _run_python(code: str, timeout: float = 20.0) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
