@@ -175,6 +175,10 @@ class Incomplete(Exception):
     """More bytes are needed for a whole response."""
 
 
+class ConnectionClosed(ConnectionError, EOFError):
+    """The server closed the connection before a whole response."""
+
+
 def _parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
     lines = head.decode("latin-1").split("\r\n")
     version, status, *reason = lines[0].split(" ", 2)
@@ -266,14 +270,14 @@ class ResponseReader:
         return bool(chunk)
 
     def response(self, head_request: bool = False) -> Response:
-        """The next response; EOFError when the server closes before it is whole."""
+        """The next response; ConnectionClosed when the server closes before it is whole."""
         while True:
             try:
                 response = parse_response(self.buf, head_request, eof=self.eof)
                 break
             except Incomplete:
                 if self.eof or not self._fill():
-                    raise EOFError(f"connection closed; got {self.buf!r}") from None
+                    raise ConnectionClosed(f"connection closed; got {self.buf!r}") from None
         self.buf = response.rest
         return check_strict(response) if self.strict else response
 

@@ -25,6 +25,8 @@ from tailfast.testing import (  # noqa: F401 - the names tests import from here
     pid_alive,
     raw_exchange,
     read_response,
+    read_scoreboard,
+    ready_count,
     rss_kib,
     server_env,
     wait_until,
