@@ -470,8 +470,20 @@ class Server:
         return self
 
     def live_workers(self) -> dict[int, int]:
+        """worker id -> pid of the newest process of each worker id, starting,
+        ready or draining, from the scoreboard (the primary frees an entry when
+        it reaps the process); once the primary is gone, from its log."""
+        snapshot = self.scoreboard()
+        if snapshot is None:
+            return self._logged_workers()
+        live: dict[int, int] = {}
+        for p in sorted(snapshot["processes"], key=lambda p: -p["uptime"]):
+            live[p["worker_id"]] = p["pid"]  # the newest last
+        return live
+
+    def _logged_workers(self) -> dict[int, int]:
         """worker id -> pid of the workers the primary logged as started and not
-        yet as ended (its own account; workers() is the scoreboard's)."""
+        yet as ended."""
         live: dict[int, int] = {}
         with self._cond:
             for line in self.lines:
