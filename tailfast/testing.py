@@ -530,6 +530,13 @@ class Server:
                                    f"{count} workers busy with {method} {path}", timeout)
         return busy_with(snapshot, method, path)
 
+    def wait_idle(self, timeout: float = 10.0) -> Snapshot:
+        """Waits until no worker holds a connection or runs a handler: every
+        request a client saw answered is counted in the scoreboard by then."""
+        return self.wait_state(lambda s: not any(p["open"] or p["state"] == "busy"
+                                                 for p in s["processes"]),
+                               "no connection open", timeout)
+
     def workers_now(self) -> dict[int, int]:
         """worker id -> pid of the ready workers that are not being retired."""
         snapshot = self.scoreboard() or {"processes": []}
