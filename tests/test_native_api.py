@@ -193,7 +193,8 @@ def test_generator_is_closed_when_the_client_goes_away(server, tmp_path):
         s.sendall(f"GET /gen-closed?file={marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         s.recv(65536)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    wait_until(marker.exists, timeout=10)
+    # the app creates the file, then writes it
+    wait_until(lambda: marker.exists() and marker.read_text() != "", timeout=10)
     assert marker.read_text() == "closed"
     assert http_request(server.port, path="/str")[0] == 200
 
