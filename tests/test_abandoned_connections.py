@@ -7,7 +7,7 @@ import socket
 import struct
 import time
 
-from conftest import Server, cpu_seconds, fd_count, rss_kib
+from conftest import Server, cpu_seconds, fd_count, rss_kib, wait_until
 
 # What a client sends before it goes away: the four states of a connection.
 STATES = [
@@ -83,11 +83,8 @@ def _server_closed(s: socket.socket) -> bool:
 
 
 def wait_fds(pid: int, target: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fd_count(pid) <= target:
-            break
-        time.sleep(0.1)
+    """pid's descriptor count once at most target (or timeout seconds pass)."""
+    wait_until(lambda: fd_count(pid) <= target, timeout, interval=0.1)
     return fd_count(pid)
 
 

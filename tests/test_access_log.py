@@ -31,7 +31,7 @@ def read_lines(path: Path, count: int, timeout: float = 5.0) -> list[str]:
         lines = path.read_text().splitlines() if path.exists() else []
         if len(lines) >= count or time.monotonic() > deadline:
             return lines
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling the file
 
 
 def opened(pid: int, path: Path) -> bool:

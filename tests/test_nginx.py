@@ -77,7 +77,7 @@ def proxied(run_server, tmp_path) -> Iterator[tuple[int, list[Server]]]:
                     error_log = tmp_path / "error.log"
                     log = error_log.read_text() if error_log.exists() else ""
                     raise AssertionError(f"nginx did not start: {log}") from None
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling nginx's port
         yield port, servers
     finally:
         nginx.terminate()
