@@ -71,9 +71,22 @@ def test_hup_storm_coalesces_and_never_drops_below_n_ready(run_server, tmp_path)
     samples: list[int] = []
     done = threading.Event()
 
+    def consistent() -> dict:
+        """A snapshot read twice alike: one read walks the entries one by one,
+        and a replacement's entry read before it was ready beside the entry of
+        the worker it replaced, read after that one began draining, would show
+        a dip that never was."""
+        previous = None
+        while True:
+            snapshot = read_status(pid=server.proc.pid)
+            states = [(p["pid"], p["state"]) for p in snapshot["processes"]]
+            if states == previous:
+                return snapshot
+            previous = states
+
     def sample() -> None:
         while not done.is_set():
-            snapshot = read_status(pid=server.proc.pid)
+            snapshot = consistent()
             samples.append(sum(p["ready"] for p in snapshot["processes"]))
             time.sleep(0.002)  # the sampling interval
 
