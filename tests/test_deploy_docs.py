@@ -138,10 +138,11 @@ def test_container_entrypoint_runs_as_pid_1_and_stops_on_sigterm():
     # a new PID namespace, as in a container: tailfast is its PID 1
     server = Server(args, prefix=["unshare", "--pid", "--fork", "--mount-proc"])
     with server:  # PID 1's end takes the whole namespace with it
-        # the scoreboard is named after the primary's pid, 1 in every namespace:
-        # the requests below wait in the listen queue until a worker takes them
+        # the scoreboard is named after the primary's pid, 1 in every namespace
+        # (another one's may be there too): the readiness probe says when it serves
         server.wait_listening(ready=False)
         assert server.primary_pid == 1  # "primary 1 listening on ..."
+        server.probe("/readyz")
         assert http_request(server.port, path="/healthz")[0] == 200
         assert http_request(server.port, path="/readyz")[0] == 200
         assert http_request(server.port, path="/x")[0] == 200
