@@ -1,5 +1,6 @@
-/* http.c — the HTTP/1.1 request parser, chunked body decoder and response-head
- * writer. No allocation; the caller owns every buffer.
+/* http.c — HTTP/1.1 on the wire: the request parser, chunked body decoder and response-head writer.
+ *
+ * No allocation; the caller owns every buffer.
  *
  * The parser is strict (RFC 9112), chosen so that no two readings of one
  * request can disagree — disagreement between parsers is how request
@@ -44,7 +45,8 @@
  */
 #define _POSIX_C_SOURCE 200809L /* gmtime_r */
 
-#include "tailfast.h"
+#include "http.h"
+#include "outbuf.h"
 
 #include <string.h>
 #include <time.h>
@@ -270,7 +272,9 @@ static int tf_split_target(tf_request *req) {
 /* ---------------------------------------------------------- header checks */
 
 /* Checks and interprets the fields of a complete head: framing (Content-Length,
- * Transfer-Encoding), Host, Connection, Expect. Returns 0 or the status. */
+ * Transfer-Encoding), Host, Connection, Expect. Returns 0 or the status.
+ * Longer than a screen: one pass over the fields, one branch per field name,
+ * then the checks that combine them; split up, the combinations would hide. */
 static int tf_check_fields(tf_request *req) {
     int hosts = 0, lengths = 0, encodings = 0;
     const tf_header *te = NULL;
@@ -344,6 +348,10 @@ void tf_limits_default(tf_limits *limits) {
     limits->max_header_field = 8190;
 }
 
+/* Longer than a screen on purpose: one left-to-right pass in which the first
+ * offending byte decides and a limit is checked wherever a scan stops (see
+ * the top of the file); cut into helpers, that order would be spread over
+ * several functions passing cursors back and forth on the hottest path. */
 ssize_t tf_parse_request(const char *buf, size_t len, const tf_limits *limits,
                          tf_request *req, int *error_status) {
     const char *p = buf;
@@ -543,6 +551,8 @@ static inline int tf_hex(unsigned char c) {
     return -1;
 }
 
+/* Longer than a screen: a byte-driven state machine, one case per state, so
+ * that any split of the input resumes exactly where it stopped. */
 ssize_t tf_chunked_decode(tf_chunked_decoder *dec, char *buf, size_t *len) {
     const size_t n = *len;
     size_t r = 0; /* next raw byte */
@@ -683,6 +693,7 @@ ssize_t tf_chunked_decode(tf_chunked_decoder *dec, char *buf, size_t *len) {
 
 /* ----------------------------------------------------------- response head */
 
+/* A table written as a switch (one case per code): long, not complex. */
 const char *tf_status_reason(int status) {
     switch (status) {
     case 100: return "Continue";
@@ -796,70 +807,44 @@ const char *tf_http_date(time_t now) {
     return date;
 }
 
-/* A bounded output cursor: writes fail (and stay failed) once out of room. */
-typedef struct {
-    char *p;
-    char *end;
-    int overflow;
-} tf_out;
-
-static void tf_put(tf_out *o, const char *s, size_t n) {
-    if (o->overflow || (size_t)(o->end - o->p) < n) {
-        o->overflow = 1;
-        return;
-    }
-    memcpy(o->p, s, n);
-    o->p += n;
-}
-
-static void tf_put_uint(tf_out *o, uint64_t v) {
-    char digits[20];
-    size_t i = sizeof(digits);
-    do {
-        digits[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    tf_put(o, digits + i, sizeof(digits) - i);
-}
-
 ssize_t tf_write_response_head(char *out, size_t cap, int status,
                                const tf_header *headers, size_t num_headers,
                                int64_t content_length, int flags,
                                int version_minor) {
-    tf_out o = {out, out + cap, 0};
+    tf_out o = tf_out_init(out, cap);
     int keep_alive = (flags & TF_HEAD_KEEP_ALIVE) != 0;
 
     /* status-code = 3DIGIT (RFC 9110 15); anything else cannot be written */
     if (status < 100 || status > 999)
         return -1;
-    tf_put(&o, TF_LIT("HTTP/1.1 "));
-    tf_put_uint(&o, (uint64_t)status);
-    tf_put(&o, " ", 1);
+    tf_out_put(&o, TF_LIT("HTTP/1.1 "));
+    tf_out_put_uint(&o, (uint64_t)status);
+    tf_out_put(&o, " ", 1);
     const char *reason = tf_status_reason(status);
-    tf_put(&o, reason, strlen(reason));
-    tf_put(&o, TF_LIT("\r\nServer: tailfast\r\nDate: "));
-    tf_put(&o, tf_http_date(time(NULL)), 29);
-    tf_put(&o, "\r\n", 2);
+    tf_out_put(&o, reason, strlen(reason));
+    tf_out_put(&o, TF_LIT("\r\nServer: tailfast\r\nDate: "));
+    tf_out_put(&o, tf_http_date(time(NULL)), 29);
+    tf_out_put(&o, "\r\n", 2);
     for (size_t i = 0; i < num_headers; i++) {
-        tf_put(&o, headers[i].name, headers[i].name_len);
-        tf_put(&o, ": ", 2);
-        tf_put(&o, headers[i].value, headers[i].value_len);
-        tf_put(&o, "\r\n", 2);
+        tf_out_put(&o, headers[i].name, headers[i].name_len);
+        tf_out_put(&o, ": ", 2);
+        tf_out_put(&o, headers[i].value, headers[i].value_len);
+        tf_out_put(&o, "\r\n", 2);
     }
     if (content_length >= 0) {
-        tf_put(&o, TF_LIT("Content-Length: "));
-        tf_put_uint(&o, (uint64_t)content_length);
-        tf_put(&o, "\r\n", 2);
+        tf_out_put(&o, TF_LIT("Content-Length: "));
+        tf_out_put_uint(&o, (uint64_t)content_length);
+        tf_out_put(&o, "\r\n", 2);
     }
     if (flags & TF_HEAD_CHUNKED)
-        tf_put(&o, TF_LIT("Transfer-Encoding: chunked\r\n"));
+        tf_out_put(&o, TF_LIT("Transfer-Encoding: chunked\r\n"));
     /* only where the choice differs from the request version's default */
     if (!keep_alive && version_minor == 1)
-        tf_put(&o, TF_LIT("Connection: close\r\n"));
+        tf_out_put(&o, TF_LIT("Connection: close\r\n"));
     else if (keep_alive && version_minor == 0)
-        tf_put(&o, TF_LIT("Connection: keep-alive\r\n"));
-    tf_put(&o, "\r\n", 2);
+        tf_out_put(&o, TF_LIT("Connection: keep-alive\r\n"));
+    tf_out_put(&o, "\r\n", 2);
     if (o.overflow)
-        return -1;
-    return (ssize_t)(o.p - out);
+        return -1; /* a cut head is no head */
+    return (ssize_t)tf_out_len(&o, out);
 }

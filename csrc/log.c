@@ -1,4 +1,4 @@
-/* log.c — one line per event on stderr.
+/* log.c — one line per event on stderr, filtered by level.
  *
  * A line is formatted on the stack and written with a single write(2): lines
  * from many workers sharing one stderr (a pipe or a terminal) then never
@@ -8,7 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "tailfast.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -20,7 +20,11 @@
  * Linux) keeps it one atomic write into a pipe. */
 #define TF_LOG_LINE 2048
 
-void tf_log(const char *fmt, ...) {
+/* Set once, before the workers fork (they inherit it); read on every call. */
+static int tf_log_level = TF_LOG_INFO;
+
+/* Formats and writes one line; ap holds the message's arguments. */
+static void tf_log_write(const char *fmt, va_list ap) {
     static const char prefix[] = "tailfast: ";
     static const char ellipsis[] = "...";
     const size_t pre = sizeof(prefix) - 1;
@@ -31,10 +35,7 @@ void tf_log(const char *fmt, ...) {
     /* the message goes after the prefix; its terminating NUL's place is where
      * the newline goes, so the message gets at most room bytes */
     const size_t room = sizeof(line) - pre - 1;
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(line + pre, room + 1, fmt, ap);
-    va_end(ap);
 
     size_t msg;
     if (n < 0) {
@@ -55,4 +56,24 @@ void tf_log(const char *fmt, ...) {
     while (write(STDERR_FILENO, line, total) < 0 && errno == EINTR) {
     }
     errno = saved_errno;
+}
+
+void tf_log_set_level(int level) { tf_log_level = level; }
+
+void tf_log_at(int level, const char *fmt, ...) {
+    if (level < tf_log_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    tf_log_write(fmt, ap);
+    va_end(ap);
+}
+
+void tf_log(const char *fmt, ...) {
+    if (TF_LOG_INFO < tf_log_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    tf_log_write(fmt, ap);
+    va_end(ap);
 }

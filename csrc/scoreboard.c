@@ -10,7 +10,8 @@
  * that `tailfast status` can map it read-only from outside.
  */
 #define _GNU_SOURCE
-#include "tailfast.h"
+#include "clock.h"
+#include "scoreboard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,40 +26,35 @@ tf_sb_proc *tf_sb_me = NULL;
 
 static int tf_sb_pipe[2] = {-1, -1};
 
-static double tf_wall_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+/* A new file at path, mapped shared (size bytes, zero); MAP_FAILED with errno. */
+static void *tf_sb_map_file(const char *path, size_t size) {
+    (void)unlink(path); /* a stale file of a dead primary with our pid */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return MAP_FAILED;
+    if (ftruncate(fd, (off_t)size) < 0) {
+        int saved = errno;
+        close(fd);
+        unlink(path);
+        errno = saved;
+        return MAP_FAILED;
+    }
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int saved = errno;
+    close(fd); /* the mapping keeps the file's pages */
+    if (mem == MAP_FAILED) {
+        unlink(path);
+        errno = saved;
+    }
+    return mem;
 }
 
 int tf_scoreboard_create(const char *path, int workers, const char *listen) {
     size_t size = sizeof(tf_scoreboard);
-    void *mem;
-    if (path) {
-        (void)unlink(path); /* a stale file of a dead primary with our pid */
-        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0)
-            return -1;
-        if (ftruncate(fd, (off_t)size) < 0) {
-            int saved = errno;
-            close(fd);
-            unlink(path);
-            errno = saved;
-            return -1;
-        }
-        mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        int saved = errno;
-        close(fd); /* the mapping keeps the file's pages */
-        if (mem == MAP_FAILED) {
-            unlink(path);
-            errno = saved;
-            return -1;
-        }
-    } else {
-        mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (mem == MAP_FAILED)
-            return -1;
-    }
+    void *mem = path ? tf_sb_map_file(path, size)
+                     : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return -1;
     if (pipe2(tf_sb_pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
         int saved = errno;
         munmap(mem, size);
@@ -72,7 +68,7 @@ int tf_scoreboard_create(const char *path, int workers, const char *listen) {
     sb->max_procs = TF_SB_MAX_PROCS;
     sb->primary_pid = (int32_t)getpid();
     sb->workers = workers;
-    sb->started = tf_wall_now();
+    sb->started = tf_clock_wall();
     snprintf(sb->listen, sizeof(sb->listen), "%s", listen ? listen : "");
     /* the magic last: a reader that sees it sees a complete header */
     __atomic_store_n(&sb->magic, TF_SB_MAGIC, __ATOMIC_RELEASE);
@@ -147,44 +143,45 @@ void tf_scoreboard_close(const tf_scoreboard *sb) {
         munmap((void *)sb, sizeof(tf_scoreboard));
 }
 
-int tf_scoreboard_over_share(int slack) {
-    if (!tf_sb || !tf_sb_me)
-        return 0;
+/* Sums over the ready workers (idle or busy) of the open connections and the
+ * requests answered; returns how many are ready. */
+static int tf_sb_ready_sums(long *open, uint64_t *requests) {
     int hw = tf_sb->procs_hw;
     if (hw > TF_SB_MAX_PROCS)
         hw = TF_SB_MAX_PROCS;
-    long total = 0;
     int ready = 0;
+    *open = 0;
+    *requests = 0;
     for (int i = 0; i < hw; i++) {
         const tf_sb_proc *p = &tf_sb->procs[i];
         int state = p->state;
         if (state == TF_W_IDLE || state == TF_W_BUSY) {
-            total += p->open;
+            *open += p->open;
+            *requests += p->requests;
             ready++;
         }
     }
+    return ready;
+}
+
+int tf_scoreboard_over_share(void) {
+    if (!tf_sb || !tf_sb_me)
+        return 0;
+    long total;
+    uint64_t requests;
+    int ready = tf_sb_ready_sums(&total, &requests);
     if (ready < 2)
         return 0;
-    /* open > mean + slack, in integers: open * ready > total + slack * ready */
-    return (long)tf_sb_me->open * ready > total + (long)slack * ready;
+    /* open > mean, in integers: open * ready > total */
+    return (long)tf_sb_me->open * ready > total;
 }
 
 int tf_scoreboard_ahead_of_mean(double margin) {
     if (!tf_sb || !tf_sb_me)
         return 0;
-    int hw = tf_sb->procs_hw;
-    if (hw > TF_SB_MAX_PROCS)
-        hw = TF_SB_MAX_PROCS;
-    uint64_t total = 0;
-    int ready = 0;
-    for (int i = 0; i < hw; i++) {
-        const tf_sb_proc *p = &tf_sb->procs[i];
-        int state = p->state;
-        if (state == TF_W_IDLE || state == TF_W_BUSY) {
-            total += p->requests;
-            ready++;
-        }
-    }
+    long open;
+    uint64_t total;
+    int ready = tf_sb_ready_sums(&open, &total);
     if (ready < 2)
         return 0;
     return (double)tf_sb_me->requests * ready > (double)total * (1.0 + margin);
@@ -199,7 +196,7 @@ void tf_scoreboard_attach(int index) {
         return;
     tf_sb_me = &tf_sb->procs[index];
     tf_sb_me->pid = (int32_t)getpid();
-    tf_sb_me->started = tf_wall_now();
+    tf_sb_me->started = tf_clock_wall();
 }
 
 void tf_scoreboard_fold(int index) {

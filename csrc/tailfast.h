@@ -1,12 +1,15 @@
-/* tailfast.h — the one header of tailfast's C core.
+/* tailfast.h — the public API of tailfast's C core: what tailfast/_tf.pxd declares.
  *
- * Three parts, none of which knows about Python:
- *   - the HTTP/1.1 parser and response-head writer (http.c): no allocation,
- *     caller-owned buffers, returns consumed / TF_PARSE_ERROR / TF_PARSE_INCOMPLETE;
- *   - a worker's epoll loop (worker.c), which calls back into the embedder for
- *     each complete request;
- *   - the primary's supervisor (supervisor.c): fork loop, signalfd, respawn.
- * _core.pyx is the only place where these meet Python.
+ * Parts, none of which knows about Python:
+ *   - the HTTP/1.1 request parser (http.c): no allocation, caller-owned
+ *     buffers, returns consumed / TF_PARSE_ERROR / TF_PARSE_INCOMPLETE;
+ *   - a worker's epoll loop (worker.c and its parts), which calls back into
+ *     the embedder for each complete request;
+ *   - the primary's supervisor (supervisor.c): fork loop, signalfd, respawn;
+ *   - the scoreboard layout, the access log, the load generator.
+ * _core.pyx is the only place where these meet Python. What only C uses is
+ * in the internal headers (http.h, log.h, clock.h, outbuf.h, observe.h,
+ * accesslog.h, worker_internal.h).
  */
 #ifndef TAILFAST_H
 #define TAILFAST_H
@@ -67,44 +70,16 @@ void tf_limits_default(tf_limits *limits);
 ssize_t tf_parse_request(const char *buf, size_t len, const tf_limits *limits,
                          tf_request *req, int *error_status);
 
-/* Incremental in-place decoder of a chunked body. Zero it before the first call. */
-typedef struct {
-    int state;
-    uint64_t chunk_remaining;
-    size_t aux_bytes; /* bytes spent on chunk extensions / trailers so far */
-    int hex_digits;
-} tf_chunked_decoder;
-
-/* Decodes buf[0..*len) in place: on return the decoded bytes are at
- * buf[0..*len) (the new *len). Returns TF_PARSE_INCOMPLETE when the body needs
- * more data (call again with the next bytes), TF_PARSE_ERROR on a malformed
- * body, or, when the body is complete, the number n >= 0 of bytes that follow
- * it (left at buf[*len .. *len + n), e.g. a pipelined request). */
-ssize_t tf_chunked_decode(tf_chunked_decoder *dec, char *buf, size_t *len);
-
-/* Reason phrase of a status code ("Unknown" for codes it does not know). */
-const char *tf_status_reason(int status);
-
-/* Response head flags. */
-#define TF_HEAD_KEEP_ALIVE 1 /* else "Connection: close" is written */
-#define TF_HEAD_CHUNKED 2    /* "Transfer-Encoding: chunked" instead of a length */
-
-/* Writes "HTTP/1.1 <status> <reason>", Server, Date, the given headers,
- * Content-Length (when content_length >= 0), Connection (when the keep-alive
- * choice differs from the version's default) and the blank line into out.
- * Returns the head's length, or -1 when it does not fit in cap bytes.
- * Header names and values must already be validated (no CR/LF). */
-ssize_t tf_write_response_head(char *out, size_t cap, int status,
-                               const tf_header *headers, size_t num_headers,
-                               int64_t content_length, int flags,
-                               int version_minor);
-
-/* IMF-fixdate of now ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes), cached per second. */
-const char *tf_http_date(time_t now);
-
 /* ----------------------------------------------------------------- logging */
 
-/* Writes "tailfast: <message>\n" to stderr in one write(2). */
+/* Python logging's numbers, so that --log-level maps one to one. */
+enum { TF_LOG_DEBUG = 10, TF_LOG_INFO = 20, TF_LOG_WARNING = 30, TF_LOG_ERROR = 40 };
+
+/* Messages below level are dropped from now on (default TF_LOG_INFO). Set it
+ * in the primary before forking: the workers inherit it. */
+void tf_log_set_level(int level);
+
+/* Writes "tailfast: <message>\n" to stderr in one write(2), at TF_LOG_INFO. */
 void tf_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ------------------------------------------------------------------ worker */
@@ -139,7 +114,7 @@ typedef struct {
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
     int balance;               /* 1: cap accepts by the fair share in the scoreboard */
-    /* Paths answered without the application (NULL or "": off); see observe.c. */
+    /* Paths answered without the application (NULL or "": off); see dispatch.c. */
     const char *health_path;  /* liveness: 200 while the loop runs */
     const char *ready_path;   /* readiness: 200, or 503 once the server is stopping */
     const char *metrics_path; /* handed to cb->on_metrics */
@@ -245,7 +220,9 @@ int tf_signals_unblock_all(void);
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
-/* State of a worker process. Ready means idle or busy. */
+/* State of a worker process. Ready means idle or busy. The primary writes
+ * starting and free (and idle for a process without an HTTP loop); a
+ * worker's loop writes its own idle, busy and draining. */
 enum {
     TF_W_FREE = 0,     /* entry unused */
     TF_W_STARTING = 1, /* forked, not yet serving */
@@ -254,7 +231,8 @@ enum {
     TF_W_DRAINING = 4  /* told to stop: finishing what it accepted */
 };
 
-/* State of a worker id (a slot that should have a worker). */
+/* State of a worker id (a slot that should have a worker), written by the
+ * primary alone. */
 enum { TF_SLOT_UNUSED = 0, TF_SLOT_RUNNING = 1, TF_SLOT_BACKOFF = 2 };
 
 /* Request latency histogram: upper bounds in seconds (tf_latency_bounds),
@@ -337,53 +315,17 @@ extern tf_sb_proc *tf_sb_me;
 int tf_scoreboard_create(const char *path, int workers, const char *listen);
 /* Primary: unmaps it and removes the file (path may be NULL). */
 void tf_scoreboard_destroy(const char *path);
-/* In a new worker, right after fork: makes procs[index] its own entry. */
-void tf_scoreboard_attach(int index);
-/* Primary: the read end of the wake-up pipe (-1 when none). */
-int tf_scoreboard_wake_fd(void);
-/* Worker: wakes the primary (after marking itself ready, or asking to retire). */
-void tf_scoreboard_notify(void);
 /* Any process: maps an existing scoreboard read-only; NULL with errno. */
 const tf_scoreboard *tf_scoreboard_open(const char *path);
 void tf_scoreboard_close(const tf_scoreboard *sb);
-/* Worker: 1 while its open connections are above the fair share (the mean of
- * the ready workers' open connections plus slack), so it should not accept. */
-int tf_scoreboard_over_share(int slack);
-/* Worker: has it answered more than (1 + margin) times the ready workers' mean? */
-int tf_scoreboard_ahead_of_mean(double margin);
-/* Primary: adds the counters of procs[index] (an exited process) to its
- * slot's retired counters, before the entry is cleared. */
-void tf_scoreboard_fold(int index);
 
-/* ----------------------------------------------------------- observability */
+/* -------------------------------------------------------------- access log */
 
-/* Precise monotonic seconds (request timing). */
-double tf_clock(void);
-
-/* Worker: routes a complete request: the health, readiness and metrics paths
- * of cfg, else cb->on_request. stopping: the worker is draining. Returns
- * what the callback returns (0, or -1 to close). */
-int tf_dispatch(const tf_worker_config *cfg, const tf_worker_callbacks *cb, tf_conn *conn,
-                const tf_request *req, const char *body, size_t body_len, int stopping);
-
-/* Worker: a response was handed to the socket. req is NULL when the request
- * head could not be parsed; started is tf_clock() at dispatch (0: unknown).
- * Counts it in the scoreboard and writes the access-log line. */
-void tf_observe_response(const tf_conn *conn, const tf_request *req, int status,
-                         uint64_t body_bytes, double started);
-
-/* Access log (accesslog.c), one per worker process. */
+/* One access log per worker process (accesslog.c). */
 enum { TF_LOG_COMMON = 0, TF_LOG_COMBINED = 1 };
 /* Opens path for appending ("-": standard output; NULL or "": no log) and
  * installs the SIGUSR1 handler that asks for a reopen. Returns 0 or -1. */
 int tf_accesslog_open(const char *path, int format);
-/* From the worker loop, at least once a second: writes lines older than a
- * second, reopens the file after SIGUSR1. now: monotonic seconds. */
-void tf_accesslog_tick(double now);
-/* Buffers one line for a response on conn (nothing when no log is open);
- * written when the buffer fills or by tf_accesslog_tick. */
-void tf_accesslog_line(const tf_conn *conn, const tf_request *req, int status,
-                       uint64_t body_bytes, double seconds);
 /* Writes what is buffered and closes the file. */
 void tf_accesslog_close(void);
 

@@ -40,6 +40,7 @@ cdef extern from "tailfast.h" nogil:
 
     void tf_limits_default(tf_limits *limits)
     void tf_log(const char *fmt, ...)
+    void tf_log_set_level(int level)
 
     ctypedef struct tf_conn:
         pass

@@ -1,6 +1,6 @@
 /* test_http.c — unit tests of csrc/http.c and csrc/log.c, plain C, no framework.
  *
- * Build (tests/test_c_http.py does this):
+ * Build (tests/test_c_units.py does this):
  *   cc -std=c11 -O1 -g -Wall -Wextra -Werror -fsanitize=address,undefined \
  *      -fno-sanitize-recover=all -Icsrc tests/c/test_http.c csrc/http.c csrc/log.c
  *
@@ -12,7 +12,9 @@
  */
 #define _GNU_SOURCE /* MAP_ANONYMOUS, pipe2 */
 
-#include "tailfast.h"
+#include "http.h"
+#include "log.h"
+#include "outbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -789,6 +791,29 @@ static void test_response_head(void) {
     CHECK(tf_write_response_head(out, sizeof(out), 1000, NULL, 0, 0, 0, 1) == -1, "status 1000");
 }
 
+/* ------------------------------------------------------------------ outbuf */
+
+/* The one output cursor: cuts at the end, records the overflow, adds nothing after. */
+static void test_outbuf(void) {
+    char buf[8];
+    tf_out o = tf_out_init(buf, sizeof(buf));
+    tf_out_puts(&o, "ab");
+    tf_out_put_uint(&o, 1234);
+    tf_out_putc(&o, '-');
+    CHECK(!o.overflow && tf_out_len(&o, buf) == 7 && memcmp(buf, "ab1234-", 7) == 0, "fits");
+    tf_out_put(&o, "xyz", 3);
+    CHECK(o.overflow && tf_out_len(&o, buf) == 8 && buf[7] == 'x', "cut at the end");
+    tf_out_putc(&o, 'q');
+    tf_out_put_uint(&o, 0);
+    CHECK(o.overflow && tf_out_len(&o, buf) == 8, "nothing after the end");
+    tf_out z = tf_out_init(buf, 0);
+    tf_out_put_uint(&z, 0);
+    CHECK(z.overflow && tf_out_len(&z, buf) == 0, "no room at all");
+    tf_out u = tf_out_init(buf, sizeof(buf));
+    tf_out_put_uint(&u, 0);
+    CHECK(tf_out_len(&u, buf) == 1 && buf[0] == '0', "zero");
+}
+
 /* --------------------------------------------------------------------- log */
 
 static void test_log(void) {
@@ -829,6 +854,54 @@ static void test_log(void) {
     CHECK(n3 == 11 && memcmp(empty, "tailfast: \n", 11) == 0, "empty message");
 }
 
+/* Messages below the level set are dropped; tf_log is TF_LOG_INFO. */
+static void test_log_levels(void) {
+    int fds[2];
+    CHECK(pipe2(fds, O_NONBLOCK) == 0, "pipe");
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fds[1], 2);
+    char got[4096];
+    ssize_t n;
+
+    tf_log_at(TF_LOG_DEBUG, "debug %d", 1); /* default level: INFO */
+    tf_log_at(TF_LOG_INFO, "info %d", 1);
+    n = read(fds[0], got, sizeof(got));
+    int default_info = n == 17 && memcmp(got, "tailfast: info 1\n", 17) == 0;
+
+    tf_log_set_level(TF_LOG_WARNING);
+    tf_log("plain info");
+    tf_log_at(TF_LOG_INFO, "info %d", 2);
+    tf_log_at(TF_LOG_WARNING, "warning %d", 2);
+    tf_log_at(TF_LOG_ERROR, "error %d", 2);
+    n = read(fds[0], got, sizeof(got));
+    const char *want_warning = "tailfast: warning 2\ntailfast: error 2\n";
+    int warning = n == (ssize_t)strlen(want_warning) && memcmp(got, want_warning, (size_t)n) == 0;
+
+    tf_log_set_level(TF_LOG_ERROR + 1);
+    tf_log_at(TF_LOG_ERROR, "error %d", 3);
+    ssize_t none = read(fds[0], got, sizeof(got));
+
+    tf_log_set_level(TF_LOG_DEBUG);
+    tf_log_at(TF_LOG_DEBUG, "debug %d", 4);
+    tf_log("info 4");
+    n = read(fds[0], got, sizeof(got));
+    const char *want_debug = "tailfast: debug 4\ntailfast: info 4\n";
+    int debug = n == (ssize_t)strlen(want_debug) && memcmp(got, want_debug, (size_t)n) == 0;
+    tf_log_set_level(TF_LOG_INFO);
+
+    dup2(saved, 2);
+    close(saved);
+    close(fds[0]);
+    close(fds[1]);
+    CHECK(default_info, "default level INFO drops DEBUG");
+    CHECK(warning, "WARNING drops INFO and tf_log, keeps WARNING and ERROR");
+    CHECK(none < 0, "above ERROR drops everything");
+    CHECK(debug, "DEBUG keeps DEBUG and tf_log");
+    CHECK(TF_LOG_DEBUG == 10 && TF_LOG_INFO == 20 && TF_LOG_WARNING == 30 && TF_LOG_ERROR == 40,
+          "Python logging's numbers");
+}
+
 int main(void) {
     test_parser_cases();
     test_guard_page();
@@ -837,7 +910,9 @@ int main(void) {
     test_date();
     test_reasons();
     test_response_head();
+    test_outbuf();
     test_log();
+    test_log_levels();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

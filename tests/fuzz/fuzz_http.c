@@ -10,7 +10,7 @@
  *  - every pointer in the parsed request lies inside the input;
  *  - chunked decoding gives the same result whole and byte by byte.
  */
-#include "tailfast.h"
+#include "http.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
-"""Builds and runs the C unit tests of csrc/http.c and csrc/log.c.
+"""Builds and runs the C unit tests (tests/c/*.c) and compiles every csrc file warning-free.
 
-The parser is plain C with no Python in it, so it is tested as plain C: one
-program (tests/c/test_http.c) built with AddressSanitizer and UBSan, which
-aborts on the first over-read or undefined behaviour.
+The parser and the access log are plain C with no Python in them, so they are
+tested as plain C: one program per unit, built with AddressSanitizer and
+UBSan, which aborts on the first over-read or undefined behaviour.
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-SOURCES = [CSRC / "http.c", CSRC / "log.c"]
-TEST_SOURCE = ROOT / "tests" / "c" / "test_http.c"
+TESTS_C = ROOT / "tests" / "c"
+# test program -> the csrc files it links (each unit with what it calls)
+PROGRAMS: dict[str, list[str]] = {
+    "test_http": ["http.c", "log.c"],
+    "test_accesslog": ["accesslog.c", "log.c"],
+}
 
 SANITIZE = [
     "-std=c11",
@@ -43,17 +47,19 @@ def _compile(args: list[str], cwd: Path) -> None:
     assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout}{proc.stderr}"
 
 
-def test_c_http_unit_tests_with_sanitizers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_c_unit_tests_with_sanitizers(tmp_path: Path, program: str) -> None:
     cc = _compiler()
-    exe = tmp_path / "test_http"
-    _compile(
-        [cc, *SANITIZE, f"-I{CSRC}", str(TEST_SOURCE), *map(str, SOURCES), "-o", str(exe)],
-        tmp_path,
-    )
+    exe = tmp_path / program
+    sources = [str(TESTS_C / f"{program}.c"), *(str(CSRC / name) for name in PROGRAMS[program])]
+    _compile([cc, *SANITIZE, f"-I{CSRC}", *sources, "-o", str(exe)], tmp_path)
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120, env=env)
+    work = tmp_path / "files"  # where a test program may write (the access log's files)
+    work.mkdir()
+    args = [str(exe)] if program == "test_http" else [str(exe), str(work)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert " 0 failed" in proc.stdout, output

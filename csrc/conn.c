@@ -1,0 +1,306 @@
+/* conn.c — a connection's buffers and I/O: open, queue, write, sendfile, close, linger.
+ *
+ * Input accumulates in c->in (the parsed request points into it); output
+ * that the socket did not take waits in c->out, then a sendfile(2) source
+ * may follow it. Every write moves the connection's deadline: a peer that
+ * keeps reading keeps its connection.
+ */
+#define _GNU_SOURCE
+#include "worker_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#define TF_SENDFILE_MAX (1 << 30)
+
+/* Registers a freshly accepted socket. Returns the connection, or NULL with
+ * errno (fd closed) when there is no memory or epoll refuses it. */
+tf_conn *tf_conn_open(tf_worker *w, int fd, const struct sockaddr_storage *peer) {
+    if (peer->ss_family == AF_INET || peer->ss_family == AF_INET6) {
+        int one = 1;
+        /* best effort: a failure costs latency, not correctness */
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    tf_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
+    c->worker = w;
+    c->fd = fd;
+    c->peer = *peer;
+    c->req_start = c->last_read = w->now;
+    c->deadline = w->now + w->cfg->header_timeout;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        int err = errno;
+        close(fd);
+        free(c);
+        errno = err;
+        return NULL;
+    }
+    c->registered = EPOLLIN;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->conn_count++;
+    if (tf_sb_me) {
+        tf_sb_me->accepted++;
+        tf_sb_me->open = w->conn_count;
+    }
+    return c;
+}
+
+void tf_conn_close(tf_conn *c) {
+    tf_worker *w = c->worker;
+    /* close() alone leaves the registration in place while a child forked by
+     * a handler still holds the socket: epoll would then report events for
+     * this freed connection. ENOENT/EBADF cannot happen; nothing to handle. */
+    (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->file_left > 0)
+        close(c->file_fd);
+    free(c->in);
+    free(c->out);
+    free(c);
+    w->conn_count--;
+    if (tf_sb_me)
+        tf_sb_me->open = w->conn_count;
+}
+
+/* Moves the parsed request's pointers from buffer old to buffer new. */
+static void tf_request_rebase(tf_request *r, const char *old, char *new) {
+#define TF_REBASE(p) ((p) = new + ((p) - old))
+    TF_REBASE(r->method);
+    TF_REBASE(r->target);
+    TF_REBASE(r->path);
+    TF_REBASE(r->query);
+    for (size_t i = 0; i < r->num_headers; i++) {
+        TF_REBASE(r->headers[i].name);
+        TF_REBASE(r->headers[i].value);
+    }
+#undef TF_REBASE
+}
+
+/* Gives c->in a capacity of at least want bytes (or exactly want when shrinking). */
+int tf_conn_resize_in(tf_conn *c, size_t want) {
+    char *fresh = malloc(want);
+    if (!fresh)
+        return -1;
+    if (c->in_len)
+        memcpy(fresh, c->in, c->in_len);
+    if (c->head_len)
+        tf_request_rebase(&c->req, c->in, fresh);
+    free(c->in);
+    c->in = fresh;
+    c->in_cap = want;
+    return 0;
+}
+
+/* Queues data behind what waits in c->out (compacting, then growing it). */
+int tf_conn_append_out(tf_conn *c, const char *data, size_t len) {
+    if (len == 0)
+        return 0;
+    if (c->out_off > 0 && c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    if (c->out_cap - c->out_len < len) {
+        if (c->out_off) {
+            memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+            c->out_len -= c->out_off;
+            c->out_off = 0;
+        }
+        if (c->out_cap - c->out_len < len) {
+            size_t cap = c->out_cap ? c->out_cap : 4096;
+            while (cap - c->out_len < len)
+                cap *= 2;
+            char *grown = realloc(c->out, cap);
+            if (!grown)
+                return -1;
+            c->out = grown;
+            c->out_cap = cap;
+        }
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+    return 0;
+}
+
+/* Sends the queued file with sendfile(2). Returns 0, or -1 when the peer is
+ * gone or the file ended early (the response cannot be completed). */
+static int tf_conn_flush_file(tf_conn *c) {
+    while (c->file_left > 0) {
+        size_t want = c->file_left > TF_SENDFILE_MAX ? TF_SENDFILE_MAX : (size_t)c->file_left;
+        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, want);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            break; /* EPIPE, ECONNRESET, EIO, ... */
+        }
+        if (n == 0)
+            break; /* the file is shorter than promised */
+        c->file_left -= n;
+        c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+    }
+    close(c->file_fd);
+    if (c->file_left == 0)
+        return 0;
+    c->file_left = 0;
+    return -1;
+}
+
+/* tf_conn_flush's slow half: writes c->out, then the file behind it. */
+int tf_conn_flush_out(tf_conn *c) {
+    while (tf_conn_out_pending(c)) {
+        ssize_t n = write(c->fd, c->out + c->out_off, tf_conn_out_pending(c));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -1; /* EPIPE, ECONNRESET, ... */
+        }
+        c->out_off += (size_t)n;
+        c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+    }
+    c->out_off = c->out_len = 0;
+    if (c->file_left > 0)
+        return tf_conn_flush_file(c);
+    return 0;
+}
+
+/* Queues what of iov a writev of `written` bytes (after the pending ones) left. */
+static int tf_conn_keep_rest(tf_conn *c, const struct iovec *iov, int iovcnt, size_t written) {
+    for (int i = 0; i < iovcnt; i++) {
+        size_t len = iov[i].iov_len;
+        if (written >= len) {
+            written -= len;
+            continue;
+        }
+        if (tf_conn_append_out(c, (const char *)iov[i].iov_base + written, len - written) < 0)
+            return -1;
+        written = 0;
+    }
+    return 0;
+}
+
+/* Sends what is buffered and then iov (at most 7 pieces), together in one
+ * writev; what the socket does not take is buffered. Behind a queued file
+ * everything waits. Returns 0, or -1 on a dead peer or no memory. */
+int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
+    struct iovec all[8];
+    size_t pending = tf_conn_out_pending(c);
+    size_t total = pending;
+    int n_all = 0;
+    if (iovcnt > 7)
+        return -1;
+    if (pending)
+        all[n_all++] = (struct iovec){c->out + c->out_off, pending};
+    for (int i = 0; i < iovcnt; i++) {
+        total += iov[i].iov_len;
+        all[n_all++] = iov[i];
+    }
+    size_t written = 0;
+    while (c->file_left == 0 && total > 0) {
+        ssize_t n = writev(c->fd, all, n_all);
+        if (n >= 0) {
+            written = (size_t)n;
+            c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        return -1;
+    }
+    if (written == total) {
+        c->out_off = c->out_len = 0;
+        return 0;
+    }
+    if (written < pending) {
+        c->out_off += written;
+        written = 0;
+    } else {
+        c->out_off = c->out_len = 0;
+        written -= pending;
+    }
+    return tf_conn_keep_rest(c, iov, iovcnt, written);
+}
+
+/* Starts closing: flush, then close, lingering when input may still arrive so
+ * that the response is not destroyed by a reset. */
+void tf_conn_finish(tf_conn *c, int linger) {
+    if (tf_conn_flush(c) < 0) {
+        tf_conn_close(c);
+        return;
+    }
+    if (tf_conn_pending(c)) {
+        c->close_after_write = 1;
+        if (tf_conn_set_events(c, EPOLLOUT) < 0)
+            tf_conn_close(c);
+        return;
+    }
+    if (!linger || c->peer_closed) {
+        tf_conn_close(c);
+        return;
+    }
+    if (shutdown(c->fd, SHUT_WR) < 0 || tf_conn_set_events(c, EPOLLIN) < 0) {
+        tf_conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->deadline = c->worker->now + TF_LINGER_SECONDS;
+}
+
+/* Dotted-quad text of a (network order) IPv4 address: inet_ntop goes through
+ * sprintf, which costs more than the rest of a WSGI environ's REMOTE_ADDR. */
+static int tf_format_ipv4(const struct in_addr *addr, char *out, size_t cap) {
+    if (cap < 16)
+        return -1;
+    const unsigned char *b = (const unsigned char *)&addr->s_addr;
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = i < 3 ? '.' : '\0';
+    }
+    return 0;
+}
+
+int tf_conn_peer(const tf_conn *c, char *host, size_t host_cap, int *port) {
+    if (host_cap)
+        host[0] = '\0';
+    *port = 0;
+    if (c->peer.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&c->peer;
+        if (tf_format_ipv4(&a->sin_addr, host, host_cap) < 0)
+            return -1;
+        *port = ntohs(a->sin_port);
+    } else if (c->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->peer;
+        if (!inet_ntop(AF_INET6, &a->sin6_addr, host, (socklen_t)host_cap))
+            return -1;
+        *port = ntohs(a->sin6_port);
+    }
+    return 0;
+}

@@ -1,0 +1,319 @@
+/* serve.c — turns a connection's input into answered requests: read, parse, body, dispatch, keep-alive.
+ *
+ * Requests on one connection are answered in order (pipelining); reading
+ * stops while TF_OUT_HIGH_WATER bytes wait for the peer. Each dispatched
+ * request marks this worker busy in the scoreboard, with its method and path.
+ */
+#define _GNU_SOURCE
+#include "worker_internal.h"
+#include "clock.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------- request assembly */
+
+/* Parses the head at the start of c->in. Returns 1 when parsed (c->head_len
+ * set), 0 when more input is needed, -1 when the connection must close (an
+ * error response has been queued). */
+static int tf_conn_head_ready(tf_conn *c) {
+    const tf_worker_config *cfg = c->worker->cfg;
+    /* A head trickled in small pieces must not be re-parsed from its start
+     * on every read (quadratic work). It can only complete with an LF, so
+     * parse again when one arrived, or when the input has doubled since the
+     * last parse: an over-long line is still refused with at most twice
+     * the limit buffered, and the verdict is the one the whole input gets. */
+    if (c->parsed_len && c->in_len < 2 * c->parsed_len &&
+        !memchr(c->in + c->parsed_len, '\n', c->in_len - c->parsed_len))
+        return 0;
+    int status = 400;
+    ssize_t r = tf_parse_request(c->in, c->in_len, &cfg->limits, &c->req, &status);
+    if (r == TF_PARSE_INCOMPLETE) {
+        c->parsed_len = c->in_len;
+        return 0;
+    }
+    c->parsed_len = 0;
+    if (r < 0) {
+        c->req.keep_alive = 0;
+        c->req.is_head = 0;
+        c->req.version_minor = 1;
+        tf_conn_error(c, status);
+        return -1;
+    }
+    c->head_len = (size_t)r;
+    c->body_len = 0;
+    int64_t limit = cfg->max_body_size;
+    if (limit > 0 && c->req.content_length > limit) {
+        tf_conn_error(c, 413);
+        return -1;
+    }
+    if (c->req.expect_continue < 0) {
+        tf_conn_error(c, 417);
+        return -1;
+    }
+    if (c->req.chunked)
+        memset(&c->chunked, 0, sizeof(c->chunked));
+    int has_body = c->req.chunked || c->req.content_length > 0;
+    if (c->req.expect_continue > 0 && has_body && c->req.version_minor == 1 &&
+        c->in_len == c->head_len) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        struct iovec iov = {(void *)cont, sizeof(cont) - 1};
+        if (tf_conn_send(c, &iov, 1) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* Decodes the chunked body that arrived so far, in place. Same returns as
+ * tf_conn_request_ready. */
+static int tf_conn_chunked_ready(tf_conn *c) {
+    size_t start = c->head_len + c->body_len;
+    size_t raw = c->in_len - start;
+    ssize_t r = tf_chunked_decode(&c->chunked, c->in + start, &raw);
+    c->body_len += raw;
+    if (r == TF_PARSE_ERROR) {
+        tf_conn_error(c, 400);
+        return -1;
+    }
+    int64_t limit = c->worker->cfg->max_body_size;
+    if (limit > 0 && (int64_t)c->body_len > limit) {
+        tf_conn_error(c, 413);
+        return -1;
+    }
+    if (r == TF_PARSE_INCOMPLETE) {
+        c->in_len = c->head_len + c->body_len;
+        return 0;
+    }
+    /* r bytes after the body (a pipelined request) follow it directly */
+    c->in_len = c->head_len + c->body_len + (size_t)r;
+    return 1;
+}
+
+/* Returns 1 when the request at the head of c->in is complete (body included),
+ * 0 when more input is needed, -1 when the connection must close (an error
+ * response has been queued). */
+static int tf_conn_request_ready(tf_conn *c) {
+    if (!c->head_len) {
+        int r = tf_conn_head_ready(c);
+        if (r <= 0)
+            return r;
+    }
+    if (c->req.chunked)
+        return tf_conn_chunked_ready(c);
+    size_t need = c->head_len + (size_t)(c->req.content_length > 0 ? c->req.content_length : 0);
+    if (c->in_len < need) {
+        if (c->in_cap < need && tf_conn_resize_in(c, need) < 0) {
+            tf_conn_error(c, 413);
+            return -1;
+        }
+        return 0;
+    }
+    c->body_len = need - c->head_len;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- timers */
+
+/* Sets c->deadline from what the connection is waiting for. The head and the
+ * whole request have absolute deadlines counted from the request's start, so
+ * that trickling bytes (slowloris) does not extend them; a body only has to
+ * keep moving (body_timeout between reads). */
+static void tf_conn_arm_timer(tf_conn *c) {
+    const tf_worker_config *cfg = c->worker->cfg;
+    double now = c->worker->now;
+    if (tf_conn_pending(c)) {
+        c->deadline = now + cfg->request_timeout; /* a response write may stall this long */
+        return;
+    }
+    if (c->idle) {
+        c->deadline = now + cfg->keepalive_timeout;
+        return;
+    }
+    double whole = c->req_start + cfg->request_timeout;
+    double part = c->head_len ? c->last_read + cfg->body_timeout
+                              : c->req_start + cfg->header_timeout;
+    c->deadline = part < whole ? part : whole;
+}
+
+/* -------------------------------------------------------------- dispatch */
+
+/* Copies at most cap - 1 bytes of src and a NUL into a scoreboard string. */
+static void tf_sb_copy(char *dst, size_t cap, const char *src, size_t len) {
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+/* Scoreboard: this worker runs c's request now. */
+static void tf_mark_busy(tf_sb_proc *me, const tf_conn *c) {
+    /* the strings first: the state publishes them */
+    tf_sb_copy(me->method, sizeof(me->method), c->req.method, c->req.method_len);
+    tf_sb_copy(me->path, sizeof(me->path), c->req.path, c->req.path_len);
+    /* its own clock read: w->now is the wake-up's, and a batch of requests
+     * must not count the earlier ones' time (--timeout) */
+    me->request_started = tf_clock_coarse();
+    __atomic_store_n(&me->state, TF_W_BUSY, __ATOMIC_RELEASE);
+}
+
+/* Scoreboard: the request is answered; asks to be replaced at max_requests. */
+static void tf_mark_done(tf_sb_proc *me, tf_worker *w) {
+    me->requests++;
+    __atomic_store_n(&me->state, w->draining ? TF_W_DRAINING : TF_W_IDLE, __ATOMIC_RELEASE);
+    if (w->cfg->max_requests && me->requests >= w->cfg->max_requests && !w->retire_asked) {
+        w->retire_asked = 1;
+        me->retire = 1;
+        tf_scoreboard_notify();
+    }
+}
+
+/* Hands the complete request to the embedder and drops it from c->in.
+ * Returns what the dispatch returned (-1: close the connection). */
+static int tf_conn_serve_one(tf_conn *c) {
+    tf_worker *w = c->worker;
+    c->responded = 0;
+    tf_sb_proc *me = tf_sb_me;
+    if (me)
+        tf_mark_busy(me, c);
+    c->dispatched = tf_clock_precise();
+    int r = tf_dispatch(w->cfg, w->cb, c, &c->req, c->in + c->head_len, c->body_len,
+                        tf_worker_stopping(w));
+    if (c->streaming != TF_STREAM_NONE)
+        tf_conn_respond_end(c, 0); /* the embedder left it unfinished */
+    if (!c->responded)
+        tf_conn_error(c, 500);
+    c->served++;
+    if (me)
+        tf_mark_done(me, w);
+    size_t used = c->head_len + c->body_len;
+    memmove(c->in, c->in + used, c->in_len - used);
+    c->in_len -= used;
+    c->head_len = c->body_len = 0;
+    c->parsed_len = 0;
+    /* a pipelined request's clock starts when it becomes the current one */
+    c->idle = c->in_len == 0;
+    c->req_start = w->now;
+    return r;
+}
+
+/* After the requests: flush, then choose what to wait for (or close).
+ * Returns -1 when c was closed. */
+static int tf_conn_settle(tf_conn *c) {
+    if (tf_conn_flush(c) < 0) {
+        tf_conn_close(c);
+        return -1;
+    }
+    size_t pending = tf_conn_pending(c);
+    if (c->close_after_write && !pending) {
+        /* unprocessed input means the client sent more: linger so it reads the answer */
+        tf_conn_finish(c, c->in_len > 0);
+        return -1;
+    }
+    if (c->peer_closed && !pending) {
+        tf_conn_close(c);
+        return -1;
+    }
+    uint32_t events = 0;
+    if (pending)
+        events |= EPOLLOUT;
+    if (pending < TF_OUT_HIGH_WATER && !c->peer_closed && !c->close_after_write)
+        events |= EPOLLIN;
+    if (tf_conn_set_events(c, events) < 0) {
+        tf_conn_close(c);
+        return -1;
+    }
+    if (c->in_len == 0 && !pending && c->worker->draining) {
+        tf_conn_close(c); /* idle during a drain: nothing in flight */
+        return -1;
+    }
+    tf_conn_arm_timer(c);
+    return 0;
+}
+
+/* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
+static int tf_conn_process(tf_conn *c) {
+    while (!c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
+           tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
+        int ready = tf_conn_request_ready(c);
+        if (ready < 0) {
+            tf_conn_finish(c, 1);
+            return -1;
+        }
+        if (ready == 0)
+            break;
+        if (tf_conn_serve_one(c) < 0) {
+            tf_conn_close(c);
+            return -1;
+        }
+    }
+    if (c->in_len == 0 && c->in_cap > TF_IN_SHRINK_ABOVE &&
+        tf_conn_resize_in(c, TF_IN_INITIAL) < 0) {
+        tf_conn_close(c);
+        return -1;
+    }
+    return tf_conn_settle(c);
+}
+
+/* ------------------------------------------------------------ I/O events */
+
+/* A lingering connection: discard what arrives until EOF (or an error). */
+static void tf_conn_discard_input(tf_conn *c) {
+    char scratch[4096];
+    ssize_t n;
+    do
+        n = read(c->fd, scratch, sizeof(scratch));
+    while (n < 0 && errno == EINTR);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        tf_conn_close(c);
+}
+
+void tf_conn_on_readable(tf_conn *c) {
+    if (c->lingering) {
+        tf_conn_discard_input(c);
+        return;
+    }
+    size_t space = c->in_cap - c->in_len;
+    if (space == 0 || (space < 1024 && !c->head_len)) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : TF_IN_INITIAL;
+        if (tf_conn_resize_in(c, cap) < 0) {
+            tf_conn_close(c);
+            return;
+        }
+    }
+    ssize_t n;
+    do
+        n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        tf_conn_close(c); /* ECONNRESET and friends */
+        return;
+    }
+    if (n == 0) {
+        c->peer_closed = 1;
+    } else {
+        c->last_read = c->worker->now;
+        if (c->idle) {
+            c->idle = 0; /* a new request begins: its head timer starts now */
+            c->req_start = c->worker->now;
+        }
+    }
+    c->in_len += (size_t)n;
+    tf_conn_process(c);
+}
+
+void tf_conn_on_writable(tf_conn *c) {
+    if (tf_conn_flush(c) < 0) {
+        tf_conn_close(c);
+        return;
+    }
+    if (tf_conn_pending(c))
+        return;
+    if (c->close_after_write) {
+        tf_conn_finish(c, c->in_len > 0);
+        return;
+    }
+    tf_conn_process(c);
+}

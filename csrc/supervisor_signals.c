@@ -1,0 +1,162 @@
+/* supervisor_signals.c — what each signal does: stop, roll, one worker more or less. */
+#define _GNU_SOURCE
+#include "supervisor_internal.h"
+
+#include <errno.h>
+#include <linux/filter.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+
+int tf_signals_unblock_all(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* On a stop: no new connection enters the shared listen queue (a drop-all
+ * socket filter: new SYNs are dropped, so clients retry and then find the
+ * port closed), while the connections already queued stay for the workers to
+ * accept. shutdown(SHUT_RD) on a listener would reset those instead. */
+static void tf_sv_stop_accepting(tf_supervisor *s) {
+    if (!s->cfg->stop_filter || s->cfg->listen_fd < 0)
+        return;
+    struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog prog = {.len = 1, .filter = &drop};
+    if (setsockopt(s->cfg->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
+        tf_log("primary: cannot keep new connections out (SO_ATTACH_FILTER: %s); "
+               "the workers drain the queue as it is",
+               strerror(errno));
+}
+
+/* SIGTERM/SIGINT with a shutdown delay: load balancers see the instance
+ * going (health checks, STOPPING=1) while it still answers everything. */
+static void tf_sv_begin_delay(tf_supervisor *s, int sig, const char *name) {
+    s->delayed = 1;
+    s->delay_signal = sig;
+    s->delay_until = tf_clock_precise() + s->cfg->shutdown_delay;
+    tf_sd_notify(s->cfg->notify_socket, "STOPPING=1");
+    tf_log("primary %d: %s, still accepting for %.1f s (shutdown delay), then stopping",
+           (int)s->self, name, s->cfg->shutdown_delay);
+}
+
+/* SIGQUIT stops at once; SIGTERM/SIGINT stop gracefully, after the shutdown
+ * delay when there is one (a second signal ends the delay). */
+void tf_sv_begin_stop(tf_supervisor *s, int sig) {
+    if (sig == SIGQUIT) {
+        tf_sd_notify(s->cfg->notify_socket, "STOPPING=1");
+        tf_log("primary %d: SIGQUIT, stopping now", (int)s->self);
+        s->stopping = SIGQUIT;
+        s->killed = 1;
+        tf_sv_signal_workers(s, SIGKILL);
+        return;
+    }
+    if (s->stopping)
+        return;
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (s->cfg->shutdown_delay > 0 && !s->delayed && s->exit_status == 0) {
+        tf_sv_begin_delay(s, sig, name);
+        return;
+    }
+    if (s->delay_until > 0 && tf_clock_precise() < s->delay_until)
+        tf_log("primary %d: %s again, ending the shutdown delay", (int)s->self, name);
+    if (!s->delayed)
+        tf_sd_notify(s->cfg->notify_socket, "STOPPING=1");
+    s->delay_until = 0;
+    s->stopping = sig;
+    __atomic_store_n(&tf_sb->stopping, 1, __ATOMIC_RELAXED); /* readiness answers 503 */
+    s->stop_deadline = tf_clock_precise() + s->cfg->graceful_timeout;
+    if (sig == SIGINT || (sig == SIGTERM && s->exit_status == 0))
+        tf_log("primary %d: %s, stopping gracefully (%d workers, timeout %.0f s)", (int)s->self,
+               name, s->live, s->cfg->graceful_timeout);
+    tf_sv_stop_accepting(s);
+    tf_sv_signal_workers(s, SIGTERM);
+}
+
+/* SIGHUP: signals that arrive during a roll coalesce: every worker older
+ * than the newest generation is replaced once more, one at a time
+ * (tf_sv_roll). */
+static void tf_sv_reload(tf_supervisor *s) {
+    if (s->stopping || s->delay_until > 0)
+        return;
+    s->generation++;
+    tf_sb->generation = s->generation;
+    tf_log("SIGHUP: rolling restart of %d workers (generation %u)", s->wanted, s->generation);
+    if (s->cfg->notify_socket) {
+        tf_sd_notify_reloading(s->cfg->notify_socket);
+        s->reloading = 1;
+    }
+}
+
+static void tf_sv_add_worker(tf_supervisor *s) {
+    if (s->wanted >= TF_MAX_WORKERS) {
+        tf_log("SIGTTIN: already at the maximum of %d workers", TF_MAX_WORKERS);
+        return;
+    }
+    int id = ++s->wanted;
+    tf_sb->workers = s->wanted;
+    if (id > s->slots_hw)
+        s->slots_hw = id;
+    tf_slot *slot = &s->slots[id];
+    slot->wanted = 1;
+    slot->crashes = 0;
+    slot->respawn_at = 0;
+    tf_log("SIGTTIN: now %d workers", s->wanted);
+    if (slot->current < 0 && slot->next < 0)
+        tf_sv_slot_spawn(s, id);
+}
+
+static void tf_sv_remove_worker(tf_supervisor *s) {
+    if (s->wanted <= 1) {
+        tf_log("SIGTTOU: keeping the last worker");
+        return;
+    }
+    int id = s->wanted--;
+    tf_sb->workers = s->wanted;
+    tf_slot *slot = &s->slots[id];
+    slot->wanted = 0;
+    slot->respawn_at = 0;
+    tf_log("SIGTTOU: now %d workers", s->wanted);
+    if (slot->next >= 0) {
+        tf_sv_retire(s, slot->next);
+        slot->next = -1;
+        s->replacing--;
+    }
+    if (slot->current >= 0) {
+        tf_sv_retire(s, slot->current);
+        slot->current = -1;
+    }
+}
+
+void tf_sv_on_signal(tf_supervisor *s, int sig) {
+    switch (sig) {
+    case SIGCHLD:
+        tf_sv_reap(s);
+        break;
+    case SIGTERM:
+    case SIGINT:
+    case SIGQUIT:
+        tf_sv_begin_stop(s, sig);
+        break;
+    case SIGHUP:
+        tf_sv_reload(s);
+        break;
+    case SIGUSR1:
+        /* workers reopen their access logs (the primary's own log is stderr) */
+        if (s->cfg->http) {
+            tf_log("SIGUSR1: reopening the access logs");
+            tf_sv_signal_workers(s, SIGUSR1);
+        }
+        break;
+    case SIGTTIN:
+        if (!s->stopping)
+            tf_sv_add_worker(s);
+        break;
+    case SIGTTOU:
+        if (!s->stopping)
+            tf_sv_remove_worker(s);
+        break;
+    default:
+        break;
+    }
+}

@@ -1,0 +1,166 @@
+/* worker_internal.h — what the worker's files share: types, cross-file calls, hot-path inlines.
+ *
+ * The worker is split by concern, each file readable alone:
+ *   accept.c   accepting on the shared socket, fair balancing across workers
+ *   conn.c     a connection's buffers and I/O: open, write, flush, close, linger
+ *   serve.c    turning input into answered requests: read, parse, body, dispatch
+ *   dispatch.c routing a request: health and readiness in C, metrics, the app
+ *   respond.c  response framing (whole, streamed, chunked, sendfile): tf_conn_respond*
+ *   worker.c   the loop: signals, timers, drain
+ * Data flows one way: worker.c -> accept.c / serve.c -> dispatch.c -> the
+ * embedder -> respond.c -> conn.c, and respond.c -> observe.c, accesslog.c (leaves).
+ */
+#ifndef TF_WORKER_INTERNAL_H
+#define TF_WORKER_INTERNAL_H
+
+#include "tailfast.h"
+#include "http.h"
+#include "scoreboard.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define TF_IN_INITIAL 8192
+#define TF_IN_SHRINK_ABOVE (256 * 1024)
+#define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
+#define TF_LINGER_SECONDS 2.0
+
+/* How the body of a streamed response is framed (tf_conn.streaming). */
+enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
+
+/* epoll data of the two descriptors that are not connections (those carry a tf_conn *). */
+enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2 };
+
+typedef struct tf_worker tf_worker;
+
+struct tf_conn {
+    tf_worker *worker;
+    int fd;
+    uint32_t registered; /* events currently registered with epoll */
+
+    char *in;
+    size_t in_len, in_cap;
+    size_t head_len; /* > 0 once the current request's head is parsed */
+    size_t parsed_len; /* in_len at the last incomplete parse of the head */
+    size_t body_len; /* decoded body bytes after the head (chunked) */
+    tf_request req;
+    tf_chunked_decoder chunked;
+    int responded;
+
+    char *out;
+    size_t out_off, out_len, out_cap;
+
+    int streaming;       /* TF_STREAM_*: a response whose body is still being written */
+    int stream_failed;   /* the peer went away or stalled while streaming */
+    int64_t stream_left; /* TF_STREAM_LENGTH: body bytes still owed */
+    int file_fd;         /* sendfile source (our own dup), valid while file_left > 0 */
+    off_t file_off;
+    int64_t file_left; /* file bytes still to send, after what is in out */
+
+    int close_after_write; /* close once out is flushed */
+    int peer_closed;       /* read returned 0 */
+    int lingering;         /* write side shut; discarding input until EOF */
+    int served;            /* requests answered on this connection */
+    double dispatched;     /* tf_clock_precise() when the current request was dispatched */
+    double deadline;       /* monotonic seconds; 0 = none */
+    double req_start;      /* when the current request began (accept or first byte) */
+    double last_read;      /* when bytes last arrived */
+    int idle;              /* between requests: the keep-alive timer runs */
+
+    struct sockaddr_storage peer;
+    tf_conn *prev, *next;
+};
+
+struct tf_worker {
+    const tf_worker_config *cfg;
+    const tf_worker_callbacks *cb;
+    int epfd;
+    int listen_fd;
+    int listening;     /* listener registered with epoll */
+    double accept_resume; /* when paused after EMFILE: resume at this time */
+    int signal_pipe[2];
+    int draining;
+    int balance_paused; /* stepped out of accepting: above the fair share */
+    int cpus;           /* CPUs this process may use */
+    int retire_asked;   /* max_requests reached, the primary was told */
+    int conn_count;
+    tf_conn *conns; /* all connections, most recently accepted first */
+    double now;         /* tf_clock_coarse() at the last wake-up */
+    double last_sweep;
+    double sweep_every; /* seconds between timeout sweeps */
+};
+
+#pragma GCC visibility push(hidden) /* direct calls inside the extension, no PLT */
+
+/* Set by the signal handlers (worker.c); the loop acts on them. A stop that
+ * arrives while a handler runs already counts for that response. */
+extern volatile sig_atomic_t tf_worker_sig_drain, tf_worker_sig_quit;
+
+/* accept.c */
+int tf_listener_arm(tf_worker *w, int on);
+int tf_accept_some(tf_worker *w);
+void tf_listener_rotate(tf_worker *w);
+
+/* conn.c */
+tf_conn *tf_conn_open(tf_worker *w, int fd, const struct sockaddr_storage *peer);
+void tf_conn_close(tf_conn *c);
+int tf_conn_resize_in(tf_conn *c, size_t want);
+int tf_conn_append_out(tf_conn *c, const char *data, size_t len);
+int tf_conn_flush_out(tf_conn *c);
+int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt);
+void tf_conn_finish(tf_conn *c, int linger);
+
+/* serve.c */
+void tf_conn_on_readable(tf_conn *c);
+void tf_conn_on_writable(tf_conn *c);
+
+/* dispatch.c: routes a complete request: the health, readiness and metrics
+ * paths of cfg, else cb->on_request. stopping: the worker is draining.
+ * Returns what the callback returns (0, or -1 to close). */
+int tf_dispatch(const tf_worker_config *cfg, const tf_worker_callbacks *cb, tf_conn *conn,
+                const tf_request *req, const char *body, size_t body_len, int stopping);
+
+/* respond.c: answers status with a short text body, then closes. */
+void tf_conn_error(tf_conn *c, int status);
+
+#pragma GCC visibility pop
+
+/* ------------------------------------------------------ hot-path inlines */
+
+static inline size_t tf_conn_out_pending(const tf_conn *c) { return c->out_len - c->out_off; }
+
+/* Everything still owed to the peer: buffered bytes and the file behind them. */
+static inline size_t tf_conn_pending(const tf_conn *c) {
+    return tf_conn_out_pending(c) + (size_t)c->file_left;
+}
+
+/* Writes what is pending. Returns 0 (all or some written), -1 on a dead peer.
+ * Inline for the common case, nothing pending after a response. */
+static inline int tf_conn_flush(tf_conn *c) {
+    if (tf_conn_out_pending(c) == 0 && c->file_left == 0) {
+        c->out_off = c->out_len = 0;
+        return 0;
+    }
+    return tf_conn_flush_out(c);
+}
+
+static inline int tf_conn_set_events(tf_conn *c, uint32_t events) {
+    if (c->registered == events)
+        return 0;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(c->worker->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        return -1;
+    c->registered = events;
+    return 0;
+}
+
+/* The worker is stopping: draining, or told to while a handler ran. */
+static inline int tf_worker_stopping(const tf_worker *w) {
+    return w->draining || tf_worker_sig_drain;
+}
+
+#endif
