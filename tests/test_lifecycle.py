@@ -252,7 +252,12 @@ def test_worker_exiting_at_start_backs_off_with_low_primary_cpu(run_server, tmp_
     cpu = cpu_seconds(primary) - cpu_before
     wall = time.monotonic() - wall_before
     crashes = [int(m.group(1)) for m in re.finditer(r"crashed (\d+) times", server.output)]
-    snapshot = read_status(pid=primary)
+    # the window ends about when the 1.6 s back-off does: a snapshot taken at
+    # that moment may find the attempt due or its worker starting; the one
+    # after shows the slot waiting again
+    snapshot = server.wait_state(lambda s: s["slots"][0]["state"] == "backoff"
+                                 and s["slots"][0]["next_attempt_in"] > 0,
+                                 "the slot in back-off, its next attempt ahead", timeout=5)
     print(f"\nworker exiting at start-up: {max(crashes)} crashes, primary used "
           f"{cpu * 1000:.0f} ms CPU in {wall:.1f} s")
     assert snapshot["slots"][0]["state"] == "backoff"
