@@ -24,6 +24,7 @@ import pytest
 
 from tailfast.bench.load import run_load
 from tailfast.bench.server import BenchServer
+from tailfast.testing import server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CPUS = sorted(os.sched_getaffinity(0))
@@ -38,9 +39,8 @@ RESULTS: dict[str, dict[str, Any]] = {}
 
 
 def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("TAILFAST_") and k != "WORKERS"}
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return e
+    """Every server's environment: the harness's, with this tree first on the path."""
+    return server_env()
 
 
 def free_port() -> int:
@@ -201,7 +201,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             vs_cpu = f"{per_cpu / base_cpu:.2f}" if base_cpu else "n/a"
             tr.write_line(f"| {name} | {rate:,.0f} | {f['p99_ms']:.2f} | {per_cpu:,.0f} "
                           f"| {vs_tf} | {vs_ng} | {vs_cpu} |")
-    for group in ("scaling", "lifecycle", "memory", "parser"):
+    for group in ("scaling", "balance", "lifecycle", "memory", "parser"):
         rows = RESULTS.get(group)
         if not rows:
             continue

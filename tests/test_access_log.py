@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import APPS, ROOT, http_request
+from conftest import ROOT, Server, http_request, server_env, wait_until
 
 COMBINED = re.compile(
     r'^(?P<host>\S+) - - \[(?P<time>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
@@ -31,7 +31,19 @@ def read_lines(path: Path, count: int, timeout: float = 5.0) -> list[str]:
         lines = path.read_text().splitlines() if path.exists() else []
         if len(lines) >= count or time.monotonic() > deadline:
             return lines
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling the file
+
+
+def opened(pid: int, path: Path) -> bool:
+    """True when pid holds a descriptor open on path (by its current name)."""
+    fds = f"/proc/{pid}/fd"
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(f"{fds}/{fd}") == str(path):
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False
 
 
 def test_combined_format_with_request_time(run_server, tmp_path):
@@ -108,7 +120,9 @@ def test_sigusr1_reopens_the_log_after_rotation(run_server, tmp_path):
     log.rename(rotated)
     server.signal(signal.SIGUSR1)
     server.wait_for("SIGUSR1: reopening the access logs")
-    time.sleep(1.5)  # each worker's loop reopens within a second
+    # each worker's loop reopens within a second: its descriptor names the new file
+    workers = server.live_workers().values()
+    assert wait_until(lambda: all(opened(pid, log) for pid in workers), timeout=5)
     for _ in range(4):
         http_request(server.port, path="/after")
     lines = read_lines(log, 4)
@@ -124,43 +138,27 @@ def test_sigusr1_without_an_access_log_harms_no_worker(run_server):
     workers = server.live_workers()
     server.signal(signal.SIGUSR1)
     server.wait_for("SIGUSR1")
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window for harm to show: the primary signals after it logs
     assert http_request(server.port, path="/")[0] == 200
     assert server.live_workers() == workers and "killed by signal" not in server.output
 
 
-def test_access_log_to_standard_output(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILFAST_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tailfast", "run", "deployapp:status_app", "--bind", ":0",
-         "--workers", "2", "--access-log", "-"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-    )
-    try:
-        assert proc.stderr is not None
-        port = 0
-        deadline = time.monotonic() + 15
-        while not port and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            port = int(match.group(1)) if match else 0
-        assert port
-        time.sleep(0.5)
+def test_access_log_to_standard_output():
+    server = Server(["deployapp:status_app", "--bind", ":0", "--workers", "2",
+                     "--access-log", "-"])
+    with server:
+        server.wait_listening()
         for i in range(20):
-            http_request(port, path=f"/n{i}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
-    assert proc.returncode == 0
-    lines = out.splitlines()
+            http_request(server.port, path=f"/n{i}")
+        server.signal(signal.SIGTERM)
+        assert server.wait(15) == 0
+    lines = server.stdout_lines
     assert sorted(COMBINED.match(line)["request"] for line in lines) == sorted(
         f"GET /n{i} HTTP/1.1" for i in range(20))
 
 
 def test_unwritable_access_log_is_a_configuration_error(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILFAST_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
+    env = server_env()
     result = subprocess.run(
         [sys.executable, "-m", "tailfast", "run", "deployapp:status_app", "--bind", ":0",
          "--access-log", str(tmp_path / "missing" / "access.log")],

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import APPS, ROOT, pid_alive
+from conftest import pid_alive, server_env
 
 
 def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app",
@@ -65,7 +65,7 @@ def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
 
 def test_speedup_leaves_no_server_behind(tmp_path: Path) -> None:
     """The servers it starts are gone when it returns, even when it fails."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     proc = subprocess.run(
         [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app",
          "--workers", "1", "-d", "0.3", "--warmup", "0", "--repeat", "1", "--quiet"],

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import APPS, ROOT, http_request
+from conftest import ROOT, http_request, server_env
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd=None,
             timeout: float = 20) -> subprocess.CompletedProcess[str]:
     """Runs `tailfast ...` expecting it to exit by itself (start-up errors)."""
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("TAILFAST_") and k != "WORKERS"}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
-    full_env.update(env or {})
+    full_env = server_env(env)
     return subprocess.run([sys.executable, "-m", "tailfast", *args], capture_output=True,
                           text=True, env=full_env, cwd=str(cwd or ROOT), timeout=timeout)
 

@@ -15,26 +15,15 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import APPS, LISTENING, ROOT, http_request
+from conftest import ROOT, Server, children, http_request
 from docsnippets import snippet
 
 from tailfast.config import available_cpus, load_config
 
 parser = pytest.importorskip("prometheus_client.parser")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TAILFAST_", "LISTEN_")) and k != "WORKERS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def cli_settings(args: list[str]) -> dict[str, str]:
@@ -48,27 +37,6 @@ def cli_settings(args: list[str]) -> dict[str, str]:
         else:
             i += 1
     return settings
-
-
-def wait_listening(proc: subprocess.Popen[str], timeout: float = 15.0) -> re.Match[str]:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = LISTENING.search(line)
-        if match:
-            return match
-    raise AssertionError("not listening; stderr:\n" + "".join(lines))
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
 
 
 # ------------------------------------------------------------------- systemd
@@ -127,22 +95,18 @@ def test_systemd_socket_activation_serves_on_the_passed_socket(tmp_path):
     command = shlex.split(service["Service"]["ExecStart"])
     args = [a.replace("myapp:app", "deployapp:app") for a in command[2:]]
     args[args.index("--access-log") + 1] = str(tmp_path / "access.log")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(listener.fileno()),
-         sys.executable, "-m", "tailfast", "run", *args, "--workers", "2"],
-        pass_fds=[listener.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, env=clean_env(),
-    )
+    server = Server([*args, "--workers", "2"], prefix=[sys.executable, "-c", LAUNCHER,
+                                                       str(listener.fileno())],
+                    pass_fds=(listener.fileno(),), stdout=False)
     listener.close()  # tailfast holds it now
-    try:
-        wait_listening(proc)
+    with server:
+        server.wait_listening()
         status, _, body = http_request(port, path="/")
         assert status == 200 and json.loads(body)["path"] == "/"
         assert http_request(port, path="/healthz")[0] == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-    finally:
-        stop(proc)
+        server.signal(signal.SIGTERM)
+        assert server.wait(15) == 0
+    assert not server.leftovers()
 
 
 # ---------------------------------------------------------------- container
@@ -164,13 +128,6 @@ def can_unshare_pid() -> bool:
     return result.returncode == 0
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
 @pytest.mark.skipif(not can_unshare_pid(), reason="cannot create a PID namespace here")
 def test_container_entrypoint_runs_as_pid_1_and_stops_on_sigterm():
     dockerfile = snippet("dockerfile")
@@ -179,29 +136,21 @@ def test_container_entrypoint_runs_as_pid_1_and_stops_on_sigterm():
     args = ["deployapp:app" if a == "myapp:app" else a for a in cmd]
     args[args.index("--bind") + 1] = "127.0.0.1:0"  # 0.0.0.0 inside a container only
     # a new PID namespace, as in a container: tailfast is its PID 1
-    proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc",
-         sys.executable, "-m", "tailfast", "run", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
-    )
-    try:
-        listening = wait_listening(proc)
-        assert listening.group(1) == "1"  # "primary 1 listening on ..."
-        port = int(listening.group(2).rsplit(":", 1)[1])
-        time.sleep(0.5)  # workers start
-        assert http_request(port, path="/healthz")[0] == 200
-        assert http_request(port, path="/readyz")[0] == 200
-        assert http_request(port, path="/x")[0] == 200
-        (primary,) = children(proc.pid)
+    server = Server(args, prefix=["unshare", "--pid", "--fork", "--mount-proc"])
+    with server:  # PID 1's end takes the whole namespace with it
+        # the scoreboard is named after the primary's pid, 1 in every namespace
+        # (another one's may be there too): the readiness probe says when it serves
+        server.wait_listening(ready=False)
+        assert server.primary_pid == 1  # "primary 1 listening on ..."
+        server.probe("/readyz")
+        assert http_request(server.port, path="/healthz")[0] == 200
+        assert http_request(server.port, path="/readyz")[0] == 200
+        assert http_request(server.port, path="/x")[0] == 200
+        (primary,) = children(server.proc.pid)
         os.kill(primary, signal.SIGTERM)  # what the container runtime sends to PID 1
-        assert proc.wait(15) == 0
-        assert proc.stderr is not None
-        rest = proc.stderr.read()
-        assert "stopping gracefully" in rest and "primary 1 stopped" in rest
-        assert proc.stdout is not None
-        assert '"GET /x HTTP/1.1" 200' in proc.stdout.read()  # --access-log -
-    finally:
-        stop(proc)  # PID 1's end takes the whole namespace with it
+        assert server.wait(15) == 0
+        assert "stopping gracefully" in server.output and "primary 1 stopped" in server.output
+        assert '"GET /x HTTP/1.1" 200' in server.stdout  # --access-log -
 
 
 # --------------------------------------------------------------- kubernetes
@@ -248,22 +197,16 @@ def test_auto_workers_follow_the_cpu_limit(tmp_path, limit):
 
     args = ["deployapp:app" if a == "myapp:app" else a for a in container["args"]]
     args[args.index("--bind") + 1] = "127.0.0.1:0"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tailfast", "run", *args, "--cpu-max-path", str(cpu_max)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
-    )
-    try:
-        listening = wait_listening(proc)
-        assert int(listening.group(3)) == expected
-        port = int(listening.group(2).rsplit(":", 1)[1])
-        time.sleep(0.3)
+    with Server([*args, "--cpu-max-path", str(cpu_max)], stdout=False) as server:
+        server.wait_listening()  # and every worker ready
+        assert server.workers == expected
+        port = server.port
         assert http_request(port, path=container["livenessProbe"]["httpGet"]["path"])[0] == 200
         assert http_request(port, path=container["readinessProbe"]["httpGet"]["path"])[0] == 200
         status, _, body = http_request(port, path="/metrics")
         assert status == 200
         families = {f.name for f in parser.text_string_to_metric_families(body.decode())}
         assert "tailfast_requests" in families
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-    finally:
-        stop(proc)
+        server.signal(signal.SIGTERM)
+        assert server.wait(15) == 0
+    assert not server.leftovers()

@@ -1,7 +1,8 @@
 """The libFuzzer target (tests/fuzz/) still builds and passes its seed corpus.
 
-It also runs the fuzzer from the seeds for a 30-second smoke run (CI's);
-TAILFAST_FUZZ_SECONDS=N changes the duration, TAILFAST_FUZZ_SECONDS=0 skips it.
+It also runs the fuzzer from the seeds for a 30-second smoke run in CI's run
+(CI=true); a developer's plain `pytest` skips it. TAILFAST_FUZZ_SECONDS=N runs
+it for N seconds anywhere, TAILFAST_FUZZ_SECONDS=0 skips it in CI too.
 Skipped without clang or without its libFuzzer runtime (libclang-rt-*-dev).
 """
 
@@ -45,10 +46,23 @@ def test_fuzz_target_passes_its_seed_corpus(fuzzer: Path, tmp_path: Path) -> Non
     assert f"Executed {seeds[-1]}" in proc.stderr
 
 
+def fuzz_seconds(environ: dict[str, str]) -> int:
+    """How long the smoke run fuzzes: TAILFAST_FUZZ_SECONDS, else 30 s in CI, else 0."""
+    default = "30" if environ.get("CI", "").lower() == "true" else "0"
+    return int(environ.get("TAILFAST_FUZZ_SECONDS", "") or default)
+
+
+def test_fuzz_seconds_default_to_ci_only() -> None:
+    assert fuzz_seconds({"CI": "true"}) == 30
+    assert fuzz_seconds({}) == 0
+    assert fuzz_seconds({"TAILFAST_FUZZ_SECONDS": "5"}) == 5
+    assert fuzz_seconds({"CI": "true", "TAILFAST_FUZZ_SECONDS": "0"}) == 0
+
+
 def test_fuzz_smoke_run(fuzzer: Path, tmp_path: Path) -> None:
-    seconds = int(os.environ.get("TAILFAST_FUZZ_SECONDS", "30") or 30)
+    seconds = fuzz_seconds(dict(os.environ))
     if seconds <= 0:
-        pytest.skip("TAILFAST_FUZZ_SECONDS=0: no fuzzing run")
+        pytest.skip("no fuzzing run outside CI (CI=true or TAILFAST_FUZZ_SECONDS=N runs it)")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     proc = subprocess.run(

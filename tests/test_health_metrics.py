@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import threading
-import time
 
 import pytest
 from conftest import http_request, pid_alive, wait_until
@@ -66,10 +65,10 @@ def test_readiness_turns_503_while_draining(run_server):
         # one connection keeps a request in flight (the drain lasts), the
         # other is accepted and sends its probe once the stop has begun
         busy.sendall(b"GET /slow?1.0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.3)
+        server.wait_busy("GET", "/slow")
         server.signal(signal.SIGTERM)
         server.wait_for("stopping gracefully")
-        time.sleep(0.1)
+        server.wait_state(lambda s: s["stopping"], "the stop shown in the scoreboard")
         probe.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = probe.recv(65536)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable"), answer
@@ -138,7 +137,7 @@ def test_metrics_survive_worker_restarts_and_count_their_causes(run_server):
     victim = server.live_workers()[1]
     os.kill(victim, signal.SIGKILL)
     server.wait_for(rf"worker 1 \(pid {victim}\) killed by signal 9; restarting", timeout=5)
-    server.wait_for(r"worker 1 \(pid \d+\) started", count=2, timeout=5)
+    server.wait_replaced(1, victim, timeout=5)
     assert not pid_alive(victim)
     after = scrape(server.port)
     # the killed worker's requests are still counted (the first scrape too)
@@ -147,12 +146,10 @@ def test_metrics_survive_worker_restarts_and_count_their_causes(run_server):
 
     server.signal(signal.SIGHUP)
     server.wait_for(r"retiring pid", count=2, timeout=15)
-    deadline = time.monotonic() + 10
+    server.wait_state(lambda s: [p["generation"] for p in s["processes"]] == [1, 1],
+                      "the retired workers gone")
     rolled = scrape(server.port)
-    while (one(rolled, "tailfast_processes", state="draining") > 0
-           and time.monotonic() < deadline):
-        time.sleep(0.1)
-        rolled = scrape(server.port)
+    assert one(rolled, "tailfast_processes", state="draining") == 0
     assert one(rolled, "tailfast_worker_restarts_total", cause="rolling_restart") == 2
     assert one(rolled, "tailfast_generation") == 1
     assert one(rolled, "tailfast_requests_total") >= total + 2

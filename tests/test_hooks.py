@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import APPS, ROOT, http_request
+from conftest import http_request, server_env
 
 HOOK_APP = '''
 import os
@@ -70,8 +70,7 @@ def test_no_preload_imports_in_each_worker_only(run_server, tmp_path):
 
 
 def test_no_preload_with_a_broken_app_stops_with_a_clear_line(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
-    env.pop("WORKERS", None)
+    env = server_env()
     proc = subprocess.run(
         [sys.executable, "-m", "tailfast", "run", "nosuchmodule:app", "--bind", ":0",
          "--workers", "2", "--no-preload"],
@@ -85,8 +84,7 @@ def test_no_preload_with_a_broken_app_stops_with_a_clear_line(tmp_path):
 
 def test_bad_hook_is_a_start_up_error(tmp_path):
     write_app(tmp_path)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]),
-               MARKS=str(tmp_path / "marks"))
+    env = server_env({"MARKS": str(tmp_path / "marks")})
     proc = subprocess.run(
         [sys.executable, "-m", "tailfast", "run", "hookapp:app", "--bind", ":0",
          "--on-worker-start", "hookapp:nothing"],

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 
 import corpus
 import pytest
-from conftest import Server, pid_alive
+from conftest import Server
+
+from tailfast.testing import Incomplete, Response, check_strict, parse_response
 
 VALID = corpus.load("valid")
 INVALID = corpus.load("invalid")
@@ -32,34 +34,23 @@ def server() -> Iterator[Server]:
                   *corpus.LIMIT_ARGS]).wait_listening()
     yield srv
     srv.stop()
-    left = [p for p in srv.seen_pids if pid_alive(p)]
-    assert not left, f"processes left behind: {left}"
+    assert not srv.leftovers(), f"processes left behind: {srv.leftovers()}"
 
 
 # ------------------------------------------------------------------ responses
 
 
-def final_response(buf: bytes) -> tuple[int, dict[str, str], bytes, bytes] | None:
-    """The first non-1xx response in buf as (status, headers, body, rest), or
-    None while it is incomplete. Content-Length framed (all this server sends)."""
+def final_response(buf: bytes) -> Response | None:
+    """The first non-1xx response in buf, or None while it is incomplete.
+    Content-Length framed (all this server sends)."""
     while True:
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        try:
+            response = check_strict(parse_response(buf, eof=False), unique_fields=False)
+        except Incomplete:
             return None
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        version, status, _ = lines[0].split(" ", 2)
-        assert version == "HTTP/1.1", lines[0]
-        headers = {}
-        for line in lines[1:]:
-            name, value = line.split(":", 1)
-            headers[name.lower()] = value.strip()
-        if 100 <= int(status) < 200:
-            buf = buf[end + 4:]
-            continue
-        length = int(headers["content-length"])
-        if len(buf) < end + 4 + length:
-            return None
-        return int(status), headers, buf[end + 4:end + 4 + length], buf[end + 4 + length:]
+        if not 100 <= response.status < 200:
+            return response
+        buf = response.rest
 
 
 def check(case: corpus.Case, buf: bytes, eof: bool) -> None:
@@ -67,7 +58,7 @@ def check(case: corpus.Case, buf: bytes, eof: bool) -> None:
     outcome the case expects."""
     response = final_response(buf)
     assert response is not None, f"{case.name}: no complete response in {buf[:200]!r}"
-    status, headers, body, rest = response
+    status, headers, body, rest = response.status, response.headers, response.body, response.rest
     assert status == case.status, f"{case.name}: {status} {body[:200]!r}"
     if case.expect_json is not None:
         assert json.loads(body) == case.expect_json, case.name
@@ -92,7 +83,7 @@ def exchange(port: int, pieces: list[bytes]) -> tuple[bytes, bool]:
         buf, eof = b"", False
         while True:
             response = final_response(buf)
-            if response is not None and response[0] < 400:
+            if response is not None and response.status < 400:
                 break
             try:
                 chunk = s.recv(65536)
@@ -131,7 +122,7 @@ def handler_calls(port: int) -> int:
     buf, _ = exchange(port, [b"GET /__count HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"])
     response = final_response(buf)
     assert response is not None
-    return int(response[2])
+    return int(response.body)
 
 
 @pytest.mark.parametrize("case", VALID, ids=[c.name for c in VALID])
@@ -194,9 +185,9 @@ def test_every_case_one_byte_at_a_time(server: Server) -> None:
                 except ConnectionResetError:
                     st["eof"] = True
                 response = final_response(st["buf"])
-                if st["eof"] or (response is not None and response[0] < 400):
+                if st["eof"] or (response is not None and response.status < 400):
                     active.remove(st)
-            time.sleep(0.0005)
+            time.sleep(0.0005)  # pacing: one byte per connection per round
         assert not active, f"unfinished: {[st['case'].name for st in active]}"
         for st in states:
             try:

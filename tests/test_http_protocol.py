@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Server, pid_alive, rss_kib
+from conftest import Response, ResponseReader, Server, connect, pid_alive, rss_kib
 
 # Small limits, so that each is reached with a few kilobytes.
 LIMIT_ARGS = [
@@ -30,8 +30,7 @@ def start(*args: str) -> Server:
 
 def stop(server: Server) -> None:
     server.stop()
-    left = [p for p in server.seen_pids if pid_alive(p)]
-    assert not left, f"processes left behind: {left}"
+    assert not server.leftovers(), f"processes left behind: {server.leftovers()}"
 
 
 @pytest.fixture(scope="module")
@@ -58,62 +57,10 @@ def own() -> Iterator[object]:
 # --------------------------------------------------------------------- helpers
 
 
-def connect(port: int, timeout: float = 5.0) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-class Response:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-
-class Reader:
-    """Reads responses off a socket, one at a time (Content-Length framed)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        self.buf += chunk
-        return bool(chunk)
-
-    def response(self, head_request: bool = False) -> Response:
-        while b"\r\n\r\n" not in self.buf:
-            if not self._fill():
-                raise EOFError(f"connection closed; got {self.buf!r}")
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        version, status, _ = lines[0].split(" ", 2)
-        assert version == "HTTP/1.1", lines[0]
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, value = line.split(":", 1)
-            assert name.lower() not in headers, f"repeated {name} in {head!r}"
-            headers[name.lower()] = value.strip()
-        code = int(status)
-        length = 0
-        if code >= 200 and code not in (204, 304) and not head_request:
-            length = int(headers["content-length"])
-        while len(self.buf) < length:
-            if not self._fill():
-                raise EOFError("connection closed inside a body")
-        body, self.buf = self.buf[:length], self.buf[length:]
-        return Response(code, headers, body)
-
-    def closed(self) -> bool:
-        """True when the server closes with nothing more to read."""
-        while True:
-            try:
-                if not self._fill():
-                    return self.buf == b""
-            except ConnectionResetError:
-                return self.buf == b""
+def Reader(sock: socket.socket) -> ResponseReader:  # noqa: N802 - reads like the class it makes
+    """Responses off sock, checked for what tailfast always sends (HTTP/1.1,
+    Content-Length framing, no field twice)."""
+    return ResponseReader(sock, strict=True)
 
 
 def one_exchange(port: int, data: bytes) -> tuple[Response, bool]:
@@ -281,7 +228,7 @@ def test_a_request_sent_one_byte_at_a_time(shared):
     with connect(shared.port) as s:
         for i in range(len(REQUEST)):
             s.send(REQUEST[i:i + 1])
-            time.sleep(0.001)
+            time.sleep(0.001)  # each byte in a read of its own: what is tested
         response = Reader(s).response()
         assert (response.status, response.body) == (200, b"wikipedia")
 
@@ -320,11 +267,11 @@ def _stream_until_answered(port: int, first: bytes, filler: bytes, most: int) ->
                 try:
                     sent += s.send(filler)
                 except BlockingIOError:
-                    time.sleep(0.001)
+                    time.sleep(0.001)  # the server is not reading: let it catch up
                 except (BrokenPipeError, ConnectionResetError):
                     sent = most
             else:
-                time.sleep(0.005)
+                time.sleep(0.005)  # all sent: wait for the answer
         return answer
 
 
@@ -360,7 +307,7 @@ def test_slowloris_head_gets_408_at_the_header_timeout(own):
                 s.send(b"X")
             except (BrokenPipeError, ConnectionResetError):
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # the slow client: what is tested
             try:
                 answer += s.recv(4096)
             except BlockingIOError:
@@ -408,7 +355,7 @@ def test_request_timeout_bounds_a_body_that_keeps_moving(own):
                 s.send(b"x")
             except (BrokenPipeError, ConnectionResetError):
                 break
-            time.sleep(0.05)
+            time.sleep(0.05)  # a body that keeps moving, slowly: what is tested
             try:
                 answer += s.recv(4096)
             except BlockingIOError:

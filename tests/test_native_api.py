@@ -12,35 +12,21 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, http_request, raw_exchange, rss_kib
+from conftest import (
+    ROOT,
+    http_request,
+    parse_head,
+    parse_whole,
+    raw_exchange,
+    rss_kib,
+    server_env,
+    wait_until,
+)
 
 
 @pytest.fixture
 def server(run_server):
     return run_server("nativeapp:app", "--bind", ":0", "--workers", "1")
-
-
-def _split(reply: bytes) -> tuple[bytes, dict[str, str], bytes]:
-    head, _, body = reply.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return lines[0].encode(), headers, body
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = b""
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            assert body == b"\r\n", "missing last chunk"
-            return out
-        out += body[:size]
-        assert body[size:size + 2] == b"\r\n"
-        body = body[size + 2:]
 
 
 def test_request_attributes(server):
@@ -50,9 +36,9 @@ def test_request_attributes(server):
         b"Cookie: sid=abc; theme=\"dark\"\r\nx-multi: two\r\nCookie: late=1; sid=ignored\r\n"
         b"Content-Length: 4\r\nConnection: close\r\n\r\nbody",
     )
-    status, _, body = _split(reply)
-    assert status == b"HTTP/1.1 200 OK"
-    info = json.loads(body)
+    response = parse_whole(reply)
+    assert response.status_line == "HTTP/1.1 200 OK"
+    info = json.loads(response.body)
     assert info["method"] == "POST"
     assert info["path"] == "/attrs" and info["raw_path"] == "/at%74rs"
     assert info["query_string"] == "a=1&b=&a=%C3%A9"
@@ -68,7 +54,7 @@ def test_request_attributes(server):
     assert info["worker_id"] == 1
     assert info["same_headers"] and info["same_query"]  # computed once, cached
     reply = raw_exchange(server.port, b"GET /attrs HTTP/1.0\r\n\r\n")
-    info = json.loads(_split(reply)[2])
+    info = json.loads(parse_whole(reply).body)
     assert info["http_version"] == "HTTP/1.0"
     assert info["query"] == {} and info["cookies"] == {} and info["body"] == ""
 
@@ -113,12 +99,14 @@ def test_return_types(server):
 def test_generator_is_streamed_chunked_on_http11_and_until_close_on_http10(server):
     reply = raw_exchange(server.port,
                          b"GET /gen?n=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    status, headers, body = _split(reply)
-    assert status == b"HTTP/1.1 200 OK"
+    response = parse_whole(reply)
+    assert response.status_line == "HTTP/1.1 200 OK"
+    headers = response.headers
     assert headers["transfer-encoding"] == "chunked" and "content-length" not in headers
-    assert _dechunk(body) == b"".join(b"chunk %d\n" % i for i in range(4))
+    assert response.body == b"".join(b"chunk %d\n" % i for i in range(4))
     reply = raw_exchange(server.port, b"GET /gen?n=3 HTTP/1.0\r\n\r\n")
-    status, headers, body = _split(reply)
+    response = parse_whole(reply)
+    headers, body = response.headers, response.body
     assert "transfer-encoding" not in headers and "content-length" not in headers
     assert "keep-alive" not in headers.get("connection", "")  # the close ends the body
     assert body == b"chunk 0\nchunk 1\nchunk 2\n"
@@ -157,7 +145,7 @@ def test_first_chunk_arrives_before_the_generator_finishes(server):
             data += chunk
         total = time.monotonic() - start
     assert first_at < 1.0 <= total  # the generator sleeps 1.5 s between its chunks
-    assert _dechunk(_split(data)[2]) == b"first\nsecond\n"
+    assert parse_whole(data).body == b"first\nsecond\n"
 
 
 def test_50_mb_stream_is_not_buffered_whole(server):
@@ -191,8 +179,8 @@ def test_generator_error_before_output_is_500_after_output_cuts_the_connection(s
     assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     server.wait_for("generator failed before any output")
     reply = raw_exchange(server.port, b"GET /gen-fail-later HTTP/1.1\r\nHost: x\r\n\r\n")
-    status, headers, body = _split(reply)
-    assert status == b"HTTP/1.1 200 OK"
+    head, body = parse_head(reply)  # the body as sent: cut on purpose
+    assert head.status_line == "HTTP/1.1 200 OK"
     assert body.startswith(b"8\r\npartial\n\r\n")
     assert not body.endswith(b"0\r\n\r\n")  # no last chunk: the client sees a cut body
     server.wait_for("generator failed mid-stream")
@@ -205,9 +193,8 @@ def test_generator_is_closed_when_the_client_goes_away(server, tmp_path):
         s.sendall(f"GET /gen-closed?file={marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         s.recv(65536)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the app creates the file, then writes it
+    wait_until(lambda: marker.exists() and marker.read_text() != "", timeout=10)
     assert marker.read_text() == "closed"
     assert http_request(server.port, path="/str")[0] == 200
 
@@ -281,7 +268,7 @@ def test_invalid_responses_are_500_with_a_log_line(server, path, message):
 def test_unsupported_targets_are_rejected_at_start_up(target, message):
     if target.endswith("AsyncCallable"):
         target, message = "nativeapp:ASYNC_INSTANCE", "async def handlers are not supported yet"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     proc = subprocess.run([sys.executable, "-m", "tailfast", "run", target, "--bind", ":0"],
                           capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
     assert proc.returncode == 2
@@ -298,7 +285,7 @@ def test_file_response_api_is_exported():
 
 
 def test_a_star_args_target_needs_an_explicit_interface():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     proc = subprocess.run([sys.executable, "-m", "tailfast", "run", "wsgiapps:validated_app",
                            "--bind", ":0"], capture_output=True, text=True, timeout=30, env=env,
                           cwd=ROOT)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Server, http_request
+from conftest import Server, http_request, wait_until
 from docsnippets import snippet
 
 NGINX = shutil.which("nginx") or next(
@@ -77,7 +77,7 @@ def proxied(run_server, tmp_path) -> Iterator[tuple[int, list[Server]]]:
                     error_log = tmp_path / "error.log"
                     log = error_log.read_text() if error_log.exists() else ""
                     raise AssertionError(f"nginx did not start: {log}") from None
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling nginx's port
         yield port, servers
     finally:
         nginx.terminate()
@@ -145,7 +145,8 @@ def test_sigterm_to_one_instance_under_load_loses_no_request(proxied):
     threads = [threading.Thread(target=client) for _ in range(6)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    # both instances are answering before one is stopped
+    assert wait_until(lambda: results["a"] > 0 and results["b"] > 0, timeout=10), failures[:5]
     with lock:
         before = dict(results)
     a.signal(signal.SIGTERM)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from conftest import APPS, ROOT, http_request
+from conftest import ROOT, http_request, server_env
 
 from tailfast.headers import Headers
 from tailfast.proxy import parse_allow_ips
@@ -70,8 +69,7 @@ def test_unix_socket_peers_and_ipv4_mapped_peers():
 
 @pytest.mark.parametrize("bad", ["10.0.0.0/33", "nonsense", "*,10.0.0.1", "1.2.3.4/8/1"])
 def test_bad_allow_list_is_one_line_and_exit_2(bad):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILFAST_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
+    env = server_env()
     result = subprocess.run(
         [sys.executable, "-m", "tailfast", "run", "deployapp:app", "--bind", ":0",
          "--forwarded-allow-ips", bad],

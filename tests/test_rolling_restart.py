@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from conftest import Load, wait_until
+
 from tailfast.status import read_status
 
 APP = '''
@@ -27,55 +29,13 @@ def write_app(path: Path, version: str) -> None:
     path.write_text(APP.format(version=version, padding=" " * len(version) * 3))
 
 
-class Load:
-    """Threads sending requests, a new connection each, until stopped (bounded)."""
-
-    def __init__(self, port: int, threads: int = 4, limit: float = 30.0) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self.versions: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._deadline = time.monotonic() + limit
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self) -> None:
-        for _ in range(100_000):
-            if self._stop.is_set() or time.monotonic() > self._deadline:
-                return
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read().decode()
-                with self._lock:
-                    if resp.status == 200:
-                        self.ok += 1
-                        self.versions.append(body.split()[0])
-                    else:
-                        self.failures.append(f"status {resp.status}")
-            except Exception as exc:  # noqa: BLE001 - every failure is counted
-                with self._lock:
-                    self.failures.append(repr(exc))
-            finally:
-                conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
-
-
 def test_three_sighup_rolls_under_load_fail_nothing_and_serve_new_code(run_server, tmp_path):
     app_file = tmp_path / "rollapp.py"
     write_app(app_file, "v0")
     server = run_server("rollapp:app", "--bind", ":0", "--workers", "2", cwd=tmp_path)
     load = Load(server.port)
     try:
-        time.sleep(0.3)
+        load.wait_answered(1)  # v0 is served before the first roll
         for roll in range(1, 4):
             write_app(app_file, f"v{roll}")
             server.signal(signal.SIGHUP)
@@ -85,7 +45,9 @@ def test_three_sighup_rolls_under_load_fail_nothing_and_serve_new_code(run_serve
             ready = [p for p in snapshot["processes"] if p["ready"]]
             assert len(ready) == 2
             assert {p["generation"] for p in ready} == {roll}
-            time.sleep(0.3)
+            # the load reaches the new code before the next roll
+            assert wait_until(lambda v=f"v{roll}": v in load.versions, 10), load.failures[:5]
+        load.wait_answered(101)
     finally:
         load.stop()
     print(f"\nrolling restarts: {load.ok} requests answered, {len(load.failures)} failed")
@@ -105,35 +67,39 @@ def test_hup_storm_coalesces_and_never_drops_below_n_ready(run_server, tmp_path)
     write_app(app_file, "a")
     server = run_server("stormapp:app", "--bind", ":0", "--workers", "2", cwd=tmp_path)
     write_app(app_file, "bb")
-    # "started" is logged at fork: the property is about the storm, from ready on
-    deadline = time.monotonic() + 10
-    while sum(p["ready"] for p in read_status(pid=server.proc.pid)["processes"]) < 2:
-        assert time.monotonic() < deadline, server.output
-        time.sleep(0.01)
+    server.wait_ready(2)  # the property is about the storm, from ready on
     samples: list[int] = []
     done = threading.Event()
 
+    def consistent() -> dict:
+        """A snapshot read twice alike: one read walks the entries one by one,
+        and a replacement's entry read before it was ready beside the entry of
+        the worker it replaced, read after that one began draining, would show
+        a dip that never was."""
+        previous = None
+        while True:
+            snapshot = read_status(pid=server.proc.pid)
+            states = [(p["pid"], p["state"]) for p in snapshot["processes"]]
+            if states == previous:
+                return snapshot
+            previous = states
+
     def sample() -> None:
         while not done.is_set():
-            snapshot = read_status(pid=server.proc.pid)
+            snapshot = consistent()
             samples.append(sum(p["ready"] for p in snapshot["processes"]))
-            time.sleep(0.002)
+            time.sleep(0.002)  # the sampling interval
 
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
         for _ in range(10):  # ten signals within a second
             server.signal(signal.SIGHUP)
-            time.sleep(0.05)
-        deadline = time.monotonic() + 20
-        while True:
-            snapshot = read_status(pid=server.proc.pid)
-            ready = [p for p in snapshot["processes"] if p["ready"]]
-            if (len(snapshot["processes"]) == 2
-                    and {p["generation"] for p in ready} == {snapshot["generation"]}):
-                break
-            assert time.monotonic() < deadline, server.output
-            time.sleep(0.02)
+            time.sleep(0.05)  # the storm's spacing: what is tested
+        snapshot = server.wait_state(
+            lambda s: len(s["processes"]) == 2 and {
+                p["generation"] for p in s["processes"] if p["ready"]} == {s["generation"]},
+            "two workers left, all of the last generation", timeout=20)
     finally:
         done.set()
         sampler.join()

@@ -50,7 +50,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise AssertionError("redis-server did not start")
-            time.sleep(0.05)
+            time.sleep(0.05)  # polling redis
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()

@@ -7,16 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-from conftest import ROOT
-from test_rolling_restart import Load
+from conftest import Load, server_env
 
 from tailfast.status import read_status
 
 
 def status_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = server_env()
     return subprocess.run([sys.executable, "-m", "tailfast", "status", *args],
                           capture_output=True, text=True, env=env, timeout=30)
 
@@ -26,10 +24,11 @@ def test_status_json_and_table_from_pid_file(run_server, tmp_path):
     server = run_server("testapp:app", "--bind", ":0", "--workers", "2",
                         "--pid-file", str(pid_file))
     assert pid_file.read_text().strip() == str(server.proc.pid)
-    load = Load(server.port, threads=2, limit=1.0)
-    time.sleep(1.0)
-    load.stop()
-    time.sleep(1.1)  # the primary samples memory once a second
+    with Load(server.port, threads=2, limit=10.0) as load:
+        load.wait_answered(200)
+    # the primary samples memory once a second
+    server.wait_state(lambda s: all(p["state"] == "idle" and p["rss"] > 0
+                                    for p in s["processes"]), "idle workers with their RSS")
     proc = status_cli("--pid-file", str(pid_file), "--json")
     assert proc.returncode == 0, proc.stderr
     snapshot = json.loads(proc.stdout)
@@ -73,14 +72,16 @@ def test_crash_loop_back_off_is_shown_by_status(run_server):
 def test_max_requests_recycles_through_readiness_without_failures(run_server):
     server = run_server("testapp:app", "--bind", ":0", "--workers", "2",
                         "--max-requests", "300", "--max-requests-jitter", "50")
-    load = Load(server.port, threads=4, limit=3.0)
-    time.sleep(3.0)
-    load.stop()
+    with Load(server.port, threads=4, limit=20.0) as load:
+        load.wait_answered(1001, timeout=20)
+        server.wait_for("max-requests reached; starting its replacement", count=2, timeout=20)
+        server.wait_for(r"\(retired\)", timeout=20)
     print(f"\nmax-requests 300: {load.ok} answered, {len(load.failures)} failed, "
           f"{server.output.count('max-requests reached')} recycled")
     assert not load.failures, load.failures[:5]
     assert load.ok > 1000
     assert server.output.count("max-requests reached; starting its replacement") >= 2
     assert "(retired)" in server.output
+    server.wait_ready(2)
     snapshot = read_status(pid=server.proc.pid)
     assert sum(p["ready"] for p in snapshot["processes"]) == 2

@@ -10,7 +10,15 @@ import sys
 import threading
 import time
 
-from conftest import APPS, ROOT, http_request, pid_alive, wait_until
+from conftest import (
+    LISTENING,
+    http_request,
+    pid_alive,
+    read_scoreboard,
+    ready_count,
+    server_env,
+    wait_until,
+)
 
 
 def test_killed_worker_is_replaced_in_its_slot(run_server):
@@ -76,7 +84,7 @@ def test_sigterm_finishes_in_flight_request_and_exits_0(run_server):
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.3)  # the request is in the handler now
+    server.wait_busy("GET", "/slow")  # the request is in the handler now
     server.signal(signal.SIGTERM)
     t.join(10)
     status, headers, body = result["reply"]
@@ -93,7 +101,7 @@ def test_graceful_timeout_kills_stuck_workers(run_server):
                         "--graceful-timeout", "0.5")
     t = threading.Thread(target=lambda: _swallow(http_request, server.port, path="/slow?5"))
     t.start()
-    time.sleep(0.3)
+    server.wait_busy("GET", "/slow")
     started = time.monotonic()
     server.signal(signal.SIGTERM)
     assert server.wait(10) == 0
@@ -120,7 +128,7 @@ def test_sigquit_stops_immediately(run_server):
     server = run_server("testapp:app", "--bind", ":0", "--workers", "2")
     t = threading.Thread(target=lambda: _swallow(http_request, server.port, path="/slow?5"))
     t.start()
-    time.sleep(0.3)
+    server.wait_busy("GET", "/slow")
     started = time.monotonic()
     server.signal(signal.SIGQUIT)
     assert server.wait(10) == 0
@@ -148,13 +156,14 @@ def test_ttin_and_ttou_change_the_worker_count(run_server):
     server.signal(signal.SIGTTOU)
     server.wait_for(r"SIGTTOU: now 1 workers")
     server.wait_for(rf"worker 2 \(pid {pid2}\) exited with status 0$")
-    time.sleep(0.2)
+    server.wait_state(lambda s: [p["worker_id"] for p in s["processes"]] == [1],
+                      "worker 1 alone")
     assert sorted(server.live_workers()) == [1]
     assert http_request(server.port)[0] == 200
 
 
 def _run_python(code: str, timeout: float = 20.0) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]))
+    env = server_env()
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
@@ -205,11 +214,13 @@ sys.exit(tailfast.serve(app, bind="127.0.0.1:0", workers=2))
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if "listening on" in line:
-                port = int(line.split("listening on http://127.0.0.1:")[1].split()[0])
-            if port and sum("started" in x for x in lines) == 2:
+            listening = LISTENING.search(line)
+            if listening:
+                port = int(listening.group(2).rsplit(":", 1)[1])
                 break
         assert port, "".join(lines)
+        assert wait_until(lambda: ready_count(read_scoreboard(proc.pid) or {"processes": []})
+                          == 2, timeout=10), "".join(lines)
         status, _, body = http_request(port, path="/x")
         assert status == 200 and b'"path":"/x"' in body.replace(b" ", b"")
         proc.send_signal(signal.SIGTERM)

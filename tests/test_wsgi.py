@@ -9,12 +9,11 @@ import json
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
-from conftest import APPS, http_request, raw_exchange
+from conftest import APPS, http_request, parse_head, parse_whole, raw_exchange, wait_until
 
 FORM = b"a=1&b=two+words&a=3"
 BOUNDARY = "tfboundary42"
@@ -24,33 +23,6 @@ UPLOAD = (
     f"Content-Type: application/octet-stream\r\n\r\n"
 ).encode() + bytes(range(256)) * 40 + f"\r\n--{BOUNDARY}--\r\n".encode()
 MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-
-
-def _split(reply: bytes) -> tuple[str, dict[str, str], bytes]:
-    head, _, body = reply.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return lines[0], headers, body
-
-
-def _body(reply: bytes) -> bytes:
-    _, headers, body = _split(reply)
-    return _dechunk(body) if headers.get("transfer-encoding") == "chunked" else body
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = b""
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            assert body == b"\r\n"
-            return out
-        out += body[:size]
-        body = body[size + 2:]
 
 
 @pytest.fixture
@@ -75,8 +47,9 @@ def test_environ_is_complete_and_typed(validated):
         b"X-Multi: a\r\nX-Multi: b\r\nX_Under: sneaky\r\nContent-Length: 3\r\n"
         b"Connection: close\r\n\r\nabc",
     )
-    assert _split(reply)[0] == "HTTP/1.1 200 OK"
-    info = ast.literal_eval(_body(reply).decode())
+    response = parse_whole(reply)
+    assert response.status_line == "HTTP/1.1 200 OK"
+    info = ast.literal_eval(response.body.decode())
     assert info["problems"] == []
     assert info["method"] == "POST" and info["script_name"] == ""
     assert info["path_info"] == "/environ" and info["query"] == "x=%41"
@@ -115,8 +88,9 @@ def test_chunked_upload_is_terminated_input(validated):
         b"POST /read-all HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
         b"\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n",
     )
-    assert _split(reply)[0] == "HTTP/1.1 200 OK"
-    assert _body(reply) == b"wikipedia"
+    response = parse_whole(reply)
+    assert response.status_line == "HTTP/1.1 200 OK"
+    assert response.body == b"wikipedia"
 
 
 def test_get_and_post_with_a_body(validated, raw):
@@ -133,19 +107,21 @@ def test_get_and_post_with_a_body(validated, raw):
 def test_write_callable_then_iterable_is_chunked(validated):
     reply = raw_exchange(validated.port,
                          b"GET /write HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    status, headers, body = _split(reply)
-    assert status == "HTTP/1.1 200 OK" and headers["transfer-encoding"] == "chunked"
-    assert _dechunk(body) == b"written twice then returned"
+    response = parse_whole(reply)
+    assert response.status_line == "HTTP/1.1 200 OK"
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.body == b"written twice then returned"
     reply = raw_exchange(validated.port, b"GET /write HTTP/1.0\r\n\r\n")
-    assert _split(reply)[2] == b"written twice then returned"
+    assert parse_whole(reply).body == b"written twice then returned"
 
 
 def test_streaming_iterable_without_length_is_chunked(validated):
     reply = raw_exchange(validated.port,
                          b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    status, headers, body = _split(reply)
+    response = parse_whole(reply)
+    headers = response.headers
     assert headers["transfer-encoding"] == "chunked" and "content-length" not in headers
-    assert _dechunk(body) == b"".join(b"part %d\n" % i for i in range(5))
+    assert response.body == b"".join(b"part %d\n" % i for i in range(5))
     assert http_request(validated.port, path="/empty-first")[2] == b"after empties"
     reply = raw_exchange(validated.port, b"HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     assert reply.endswith(b"\r\n\r\n") and b"part" not in reply
@@ -153,9 +129,10 @@ def test_streaming_iterable_without_length_is_chunked(validated):
 
 def test_content_length_is_respected(raw):
     reply = raw_exchange(raw.port, b"GET /length HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    status, headers, body = _split(reply)
+    response = parse_whole(reply)
+    headers = response.headers
     assert headers["content-length"] == "5" and "transfer-encoding" not in headers
-    assert body == b"12345"
+    assert response.body == b"12345"
 
 
 def test_exc_info_replaces_the_status_before_output(validated):
@@ -166,8 +143,8 @@ def test_exc_info_replaces_the_status_before_output(validated):
 
 def test_exc_info_after_output_reraises_and_cuts_the_body(validated):
     reply = raw_exchange(validated.port, b"GET /exc-info-late HTTP/1.1\r\nHost: x\r\n\r\n")
-    status, headers, body = _split(reply)
-    assert status == "HTTP/1.1 200 OK"
+    head, body = parse_head(reply)  # the body as sent: cut on purpose
+    assert head.status_line == "HTTP/1.1 200 OK"
     assert body.startswith(b"c\r\nalready sent\r\n") and not body.endswith(b"0\r\n\r\n")
     validated.wait_for("KeyError: 'after output'")
     assert http_request(validated.port, path="/stream")[0] == 200
@@ -193,9 +170,8 @@ def test_close_is_called_when_the_client_goes_away(raw, tmp_path):
         s.sendall(f"GET /closed?{marker} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         s.recv(65536)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the app creates the file, then writes it
+    wait_until(lambda: marker.exists() and marker.read_text() != "", timeout=10)
     assert marker.read_text().startswith("closed ")
     assert http_request(raw.port, path="/stream")[0] == 200
 

@@ -144,10 +144,12 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
         for i in range(args.repeat):
             progress.step(f"workers={workers} run {i + 1}/{args.repeat}", args.duration)
             pids = server.pids()
+            server.wait_idle()  # the warm-up's (or last run's) requests all counted
             cpu_before = {pid: cpu_seconds(pid) for pid in pids}
             served_before = worker_requests(server)
             result = _load_pinned(load_cpus, duration=args.duration, **load)
             cpu_after = {pid: cpu_seconds(pid) for pid in pids}
+            server.wait_idle()
             result["per_worker"] = _delta(served_before, worker_requests(server))
             result["server_cpu"] = {pid: cpu_after[pid] - cpu_before[pid] for pid in pids}
             runs.append(result)
