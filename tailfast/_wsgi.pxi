@@ -110,6 +110,8 @@ cdef class _Exchange:
     cdef long long length  # the application's Content-Length, -1 when it gave none
     cdef bint sent
     cdef bint complete
+    cdef object result  # --threads: what the application returned, sent by the loop
+    cdef list early     # --threads: bytes given to write() on a runner, sent by the loop
 
     def start_response(self, status, headers, exc_info=None):
         cdef list pairs = []
@@ -148,6 +150,9 @@ cdef class _Exchange:
         """The PEP's write() callable: the bytes go out before it returns."""
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, got {type(data).__name__}")
+        if self.early is not None:
+            self.early.append(data)  # on a runner: the loop writes it, first
+            return
         if not self.sent:
             self._send_head()
         if not _write(self.request._live_conn(), data):
@@ -198,6 +203,46 @@ cdef class _Exchange:
             raise
         tf_conn_respond_end(conn, self.complete)
         return 0
+
+
+    cdef int answer(self) except -1:
+        """--threads, on the loop: sends what _run_app kept, then closes it."""
+        result, self.result = self.result, None
+        early, self.early = self.early, None
+        if early:
+            result = _EarlyThen(early, result)  # write()'s bytes go first
+        try:
+            self.finish(result)
+        except ClientDisconnected:
+            pass
+        finally:
+            if type(result) is not list:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        return 0
+
+    cdef int discard(self) except -1:
+        """--threads, on the loop: the client is gone; closes the result."""
+        result, self.result = self.result, None
+        if type(result) is not list and result is not ANSWERED:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return 0
+
+
+class _EarlyThen:
+    """The bytes an application gave to write() on a runner, then its iterable.
+    close() is the application's (PEP 3333)."""
+
+    def __init__(self, early: list, rest: object) -> None:
+        self.early = early
+        self.rest = rest
+
+    def __iter__(self):
+        yield from self.early
+        yield from self.rest
 
 
 def _file_span(wrapper):
@@ -289,6 +334,17 @@ cdef class WSGIHandler:
             "wsgi.input_terminated": True,  # the body is complete: read() to EOF is safe
             "wsgi.file_wrapper": FileWrapper,
         }
+
+    cdef _Exchange _run_app(self, Request request):
+        """--threads, on a runner: calls the application; the loop sends the
+        answer (_Exchange.answer). write() is buffered until then."""
+        cdef _Exchange exchange = _Exchange.__new__(_Exchange)
+        exchange.request = request
+        exchange.length = -1
+        exchange.complete = True
+        exchange.early = []
+        exchange.result = self.app(_wsgi_environ(request, self.base), exchange.start_response)
+        return exchange
 
     def __call__(self, Request request):
         cdef _Exchange exchange = _Exchange.__new__(_Exchange)
