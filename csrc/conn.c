@@ -79,6 +79,12 @@ void tf_conn_close(tf_conn *c) {
     if (c->file_left > 0)
         close(c->file_fd);
     c->file_left = 0;
+    if (c->pull) {
+        /* the body will not be finished: its source is released (closed) */
+        void *source = c->pull;
+        c->pull = NULL;
+        w->cb->on_pull(w->cb->ctx, c, source, 1);
+    }
     w->conn_count--;
     if (tf_sb_me)
         tf_sb_me->open = w->conn_count;

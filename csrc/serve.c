@@ -122,7 +122,7 @@ static int tf_conn_request_ready(tf_conn *c) {
 static void tf_conn_arm_timer(tf_conn *c) {
     const tf_worker_config *cfg = c->worker->cfg;
     double now = c->worker->now;
-    if (tf_conn_pending(c)) {
+    if (tf_conn_pending(c) || c->pull) {
         c->deadline = now + cfg->request_timeout; /* a response write may stall this long */
         return;
     }
@@ -182,6 +182,20 @@ static void tf_publish_in_flight(tf_worker *w) {
     me->in_flight_started = oldest;
 }
 
+void tf_conn_pull(tf_conn *c, void *source) { c->pull = source; }
+
+/* Asks the pulled body's source for more while the output is below the
+ * low-water mark, at most TF_PULL_ROUNDS times (EPOLLOUT brings it back). */
+static void tf_conn_pump(tf_conn *c) {
+    const tf_worker_callbacks *cb = c->worker->cb;
+    for (int i = 0; i < TF_PULL_ROUNDS && c->pull && c->file_left == 0 &&
+                    tf_conn_pending(c) < TF_PULL_LOW_WATER;
+         i++) {
+        if (cb->on_pull(cb->ctx, c, c->pull, 0) <= 0)
+            c->pull = NULL; /* ended: the embedder released it */
+    }
+}
+
 void tf_conn_defer(tf_conn *c, tf_job *job) {
     tf_worker *w = c->worker;
     job->conn = c;
@@ -200,7 +214,7 @@ void tf_conn_defer(tf_conn *c, tf_job *job) {
  * drops it from c->in. r: what the dispatch returned (-1: close). */
 static int tf_conn_served(tf_conn *c, int r) {
     tf_worker *w = c->worker;
-    if (c->streaming != TF_STREAM_NONE)
+    if (c->streaming != TF_STREAM_NONE && !c->pull)
         tf_conn_respond_end(c, 0); /* the embedder left it unfinished */
     if (!c->responded)
         tf_conn_error(c, 500);
@@ -257,17 +271,18 @@ static int tf_conn_settle(tf_conn *c) {
         return -1;
     }
     size_t pending = tf_conn_pending(c);
-    if (c->close_after_write && !pending) {
+    int writing = pending > 0 || c->pull != NULL; /* a pulled body is still owed */
+    if (c->close_after_write && !writing) {
         /* unprocessed input means the client sent more: linger so it reads the answer */
         tf_conn_finish(c, c->in_len > 0);
         return -1;
     }
-    if (c->peer_closed && !pending) {
+    if (c->peer_closed && !writing) {
         tf_conn_close(c);
         return -1;
     }
     uint32_t events = 0;
-    if (pending)
+    if (writing)
         events |= EPOLLOUT;
     if (pending < TF_OUT_HIGH_WATER && !c->peer_closed && !c->close_after_write)
         events |= EPOLLIN;
@@ -275,7 +290,7 @@ static int tf_conn_settle(tf_conn *c) {
         tf_conn_close(c);
         return -1;
     }
-    if (c->in_len == 0 && !pending && c->worker->draining) {
+    if (c->in_len == 0 && !writing && c->worker->draining) {
         tf_conn_close(c); /* idle during a drain: nothing in flight */
         return -1;
     }
@@ -285,7 +300,9 @@ static int tf_conn_settle(tf_conn *c) {
 
 /* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
 static int tf_conn_process(tf_conn *c) {
-    while (!c->job && !c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
+    if (c->pull)
+        tf_conn_pump(c);
+    while (!c->job && !c->pull && !c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
            tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
         int ready = tf_conn_request_ready(c);
         if (ready < 0) {
@@ -301,6 +318,8 @@ static int tf_conn_process(tf_conn *c) {
         }
         if (r == TF_DEFERRED)
             return tf_conn_settle(c);
+        if (c->pull)
+            tf_conn_pump(c);
     }
     if (c->in_len == 0 && c->in_cap > TF_IN_SHRINK_ABOVE &&
         tf_conn_resize_in(c, TF_IN_INITIAL) < 0) {
@@ -388,6 +407,10 @@ void tf_conn_complete(tf_conn *c, tf_job *job) {
 void tf_conn_on_writable(tf_conn *c) {
     if (tf_conn_flush(c) < 0) {
         tf_conn_close(c);
+        return;
+    }
+    if (c->pull && tf_conn_pending(c) < TF_PULL_LOW_WATER) {
+        tf_conn_process(c); /* more of the pulled body, then what follows it */
         return;
     }
     if (tf_conn_pending(c))

@@ -133,6 +133,13 @@ typedef struct {
     /* A deferred request ran past cfg->timeout (once per request, lock held):
      * the embedder interrupts whoever runs it. NULL: nothing to do. */
     void (*on_overrun)(void *ctx, tf_job *job);
+    /* A streamed body's source (tf_conn_pull), called on the loop with the lock
+     * held whenever the connection can take more. abort=0: write the next
+     * chunk(s) with tf_conn_write_body (which then never waits) and return 1
+     * for more, or end the answer with tf_conn_respond_end, release source
+     * and return 0. abort=1: the connection is gone or stalled past the
+     * request timeout: release source, write nothing. */
+    int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort);
 } tf_worker_callbacks;
 
 typedef struct {
@@ -169,6 +176,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb);
  * threads: tf_runq_push (loop), tf_runq_take (a runner, without the lock;
  * blocks, NULL once tf_runq_stop ran). Counts are kept in the scoreboard. */
 void tf_conn_defer(tf_conn *conn, tf_job *job);
+void tf_conn_pull(tf_conn *conn, void *source);
 void tf_runq_push(tf_job *job);
 tf_job *tf_runq_take(void);
 void tf_job_done(tf_job *job);
@@ -182,9 +190,14 @@ int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                     size_t num_headers, const char *body, size_t body_len,
                     int close_after);
 
-/* Streaming answers, from within on_request (the worker is single-threaded:
- * while a streamed body waits for the socket, this one connection is waited
- * for with poll(2), at most request_timeout per wait, the lock released).
+/* Streaming answers. After tf_conn_respond_start, a body is either written
+ * at once (tf_conn_write_body: while more than a small buffer is queued the
+ * call waits for this one connection with poll(2), at most request_timeout,
+ * the lock released), or pulled by the loop: tf_conn_pull hands it a source,
+ * and the loop calls cb->on_pull whenever the connection's output is below
+ * a low-water mark, serving every other connection meanwhile. A pulled body
+ * never blocks the loop; a reader stalled past request_timeout is dropped
+ * (cb->on_pull with abort=1).
  *
  * tf_conn_respond_start queues the head. The body is framed by
  * content_length when >= 0 (never more bytes than announced), else chunked on

@@ -52,7 +52,8 @@ static void tf_worker_sweep(tf_worker *w) {
                 w->cb->on_overrun(w->cb->ctx, c->job);
         }
         if (c->deadline > 0 && w->now >= c->deadline) {
-            if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->close_after_write) {
+            if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->pull &&
+                !c->close_after_write) {
                 c->req.keep_alive = 0;
                 c->req.is_head = 0;
                 c->req.version_minor = 1;
@@ -117,7 +118,7 @@ static void tf_worker_start_drain(tf_worker *w) {
      * not sent its first request yet was accepted for a client that is
      * sending one: it is served (with Connection: close) like any other. */
     for (tf_conn *c = w->conns; c; c = c->next) {
-        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->lingering &&
+        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->pull && !c->lingering &&
             !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)
             c->deadline = w->now + TF_DRAIN_IDLE_SECONDS;
     }

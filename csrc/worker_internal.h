@@ -29,6 +29,8 @@
 #define TF_IN_SHRINK_ABOVE (256 * 1024)
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
+#define TF_PULL_LOW_WATER (64 * 1024) /* a pulled body is asked for more below this */
+#define TF_PULL_ROUNDS 16 /* chunks per connection per wake-up: the others' turn next */
 
 /* How the body of a streamed response is framed (tf_conn.streaming). */
 enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
@@ -75,6 +77,7 @@ struct tf_conn {
     double job_started;    /* coarse clock when it was deferred */
     int job_overrun;       /* cb->on_overrun was called for it */
     int orphaned;          /* closed while in flight: freed when the job completes */
+    void *pull;            /* a streamed body's source (tf_conn_pull), else NULL */
 
     struct sockaddr_storage peer;
     tf_conn *prev, *next;

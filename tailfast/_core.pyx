@@ -63,6 +63,7 @@ from tailfast._tf cimport (
     tf_conn,
     tf_conn_defer,
     tf_conn_peer,
+    tf_conn_pull,
     TF_DEFERRED,
     tf_job,
     tf_job_done,

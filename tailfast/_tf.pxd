@@ -63,6 +63,7 @@ cdef extern from "tailfast.h" nogil:
         int (*on_metrics)(void *ctx, tf_conn *conn) noexcept
         int (*on_complete)(void *ctx, tf_job *job, int alive) noexcept
         void (*on_overrun)(void *ctx, tf_job *job) noexcept
+        int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort) noexcept
 
     ctypedef struct tf_worker_config:
         int listen_fd
@@ -94,6 +95,7 @@ cdef extern from "tailfast.h" nogil:
     int tf_conn_respond_end(tf_conn *conn, int complete)
     int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port)
     void tf_conn_defer(tf_conn *conn, tf_job *job)
+    void tf_conn_pull(tf_conn *conn, void *source)
     void tf_runq_push(tf_job *job)
     tf_job *tf_runq_take() nogil
     void tf_job_done(tf_job *job) nogil

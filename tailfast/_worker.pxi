@@ -143,6 +143,7 @@ cdef int _run_http_worker(CConfig c) except -1:
     cb.on_metrics = _on_metrics
     cb.on_complete = _on_complete
     cb.on_overrun = _on_overrun
+    cb.on_pull = _on_pull
     cb.ctx = NULL
     if tf_accesslog_open(c.access_log, c.access_log_format) < 0:
         raise OSError(errno, f"cannot open the access log {os.fsdecode(c.access_log)!r}: "
