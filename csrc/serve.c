@@ -35,10 +35,7 @@ static int tf_conn_head_ready(tf_conn *c) {
     }
     c->parsed_len = 0;
     if (r < 0) {
-        c->req.keep_alive = 0;
-        c->req.is_head = 0;
-        c->req.version_minor = 1;
-        tf_conn_error(c, status);
+        tf_conn_error(c, status); /* c->head_len is 0: answered as to no parsed head */
         return -1;
     }
     c->head_len = (size_t)r;

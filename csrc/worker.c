@@ -60,10 +60,7 @@ static void tf_worker_sweep(tf_worker *w) {
         tf_conn *next = c->next;
         if (c->deadline > 0 && w->now >= c->deadline) {
             if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->close_after_write) {
-                c->req.keep_alive = 0;
-                c->req.is_head = 0;
-                c->req.version_minor = 1;
-                tf_conn_error(c, 408);
+                tf_conn_error(c, 408); /* a HEAD (parsed or not) gets no body */
                 /* linger: the client may still be sending, and a reset would
                  * destroy the 408 before it is read */
                 tf_conn_finish(c, 1);

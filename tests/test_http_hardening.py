@@ -1,0 +1,84 @@
+"""Findings of the issue-15 audit, seen from a client: real servers, raw sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+
+from conftest import raw_exchange
+
+# Small limits, so that each is reached with a few hundred bytes.
+LIMIT_ARGS = [
+    "--limit-request-line", "256",
+    "--limit-request-fields", "20",
+    "--limit-request-field-size", "256",
+    "--limit-request-body", "4096",
+]
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def head_only(reply: bytes) -> tuple[int, dict[str, str]]:
+    """The status and headers of the one response in reply, which must carry no
+    body (nothing after the blank line)."""
+    head, sep, rest = reply.partition(b"\r\n\r\n")
+    assert sep, f"no complete head in {reply!r}"
+    assert rest == b"", f"a HEAD answer with {len(rest)} body bytes: {reply!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, value = line.split(":", 1)
+        headers[name.lower()] = value.strip()
+    return int(lines[0].split(" ")[1]), headers
+
+
+# ------------------------------------------------------ errors answering HEAD
+
+HEAD_ERRORS = [
+    (b"HEAD /url HTTP/1.1\r\n\r\n", 400),  # no Host: the audit's case
+    (b"\r\nHEAD / HTTP/2.0\r\nHost: h\r\n\r\n", 505),  # after a skipped empty line
+    (b"HEAD /" + b"a" * 300 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+    (b"HEAD / HTTP/1.1\r\nHost: h\r\n" + b"X-A: b\r\n" * 30 + b"\r\n", 431),
+    (b"HEAD / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999\r\n\r\n", 413),
+    (b"HEAD / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n", 417),
+    (b"HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+]
+
+
+def test_error_responses_to_head_carry_no_body(run_server):
+    server = run_server("protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1", *LIMIT_ARGS)
+    for data, status in HEAD_ERRORS:
+        got, headers = head_only(raw_exchange(server.port, data))
+        assert got == status, data
+        # the length a GET would have had may be stated
+        assert int(headers["content-length"]) > 0
+        assert headers["connection"] == "close"
+    # the same errors to a GET still carry their text
+    reply = raw_exchange(server.port, b"GET /url HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.endswith(b"\r\n\r\n400 Bad Request\n")
+
+
+def test_a_head_that_times_out_gets_408_without_a_body(run_server):
+    server = run_server("protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1",
+                        "--header-timeout", "0.5")
+    for data in (b"HEAD / HTTP/1.1\r\nHost: h\r\n",  # a head that never ends
+                 # a HEAD after a served request on the same connection
+                 b"GET / HTTP/1.1\r\nHost: h\r\n\r\nHEAD / HTTP/1.1\r\nHost"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(data)
+            reply = read_to_eof(s)
+        if data.startswith(b"GET"):
+            first, _, reply = reply.partition(b"\r\n\r\n")
+            assert first.startswith(b"HTTP/1.1 200 ")
+            reply = reply[int(first.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):]
+        assert head_only(reply)[0] == 408
