@@ -27,6 +27,7 @@
 #define TF_IN_SHRINK_ABOVE (256 * 1024)
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
+#define TF_ACCEPT_RETRY_SECONDS 1.0 /* after an accept errno outside the handled set */
 
 /* How the body of a streamed response is framed (tf_conn.streaming). */
 enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
@@ -80,7 +81,8 @@ struct tf_worker {
     int epfd;
     int listen_fd;
     int listening;     /* listener registered with epoll */
-    double accept_resume; /* when paused after EMFILE: resume at this time */
+    double accept_resume; /* when paused after EMFILE or an accept error: resume at this time */
+    int accept_errno;     /* the last unexpected accept errno, logged once (0: none) */
     int signal_pipe[2];
     int draining;
     int balance_paused; /* stepped out of accepting: above the fair share */

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+import time
 
-from conftest import raw_exchange
+from conftest import cpu_seconds, raw_exchange
 
 # Small limits, so that each is reached with a few hundred bytes.
 LIMIT_ARGS = [
@@ -82,3 +83,36 @@ def test_a_head_that_times_out_gets_408_without_a_body(run_server):
             assert first.startswith(b"HTTP/1.1 200 ")
             reply = reply[int(first.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):]
         assert head_only(reply)[0] == 408
+
+
+# ------------------------------------------------------- accept errors
+
+
+def test_an_accept_error_outside_the_handled_set_neither_spins_nor_floods_the_log(run_server):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    fd = listener.fileno()
+    try:
+        server = run_server("protoapp:app", "--fd", str(fd), "--workers", "1", pass_fds=(fd,))
+        (pid,) = server.live_workers().values()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as kept:
+            kept.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert kept.recv(4096).startswith(b"HTTP/1.1 200 ")
+            # from outside the server: accept() now fails with EINVAL, and
+            # the listener stays ready for epoll
+            listener.shutdown(socket.SHUT_RDWR)
+            server.wait_for(r"accept: Invalid argument", timeout=5)
+            before = cpu_seconds(pid)
+            time.sleep(2.0)
+            spent = cpu_seconds(pid) - before
+            # a spinning worker takes a core (or its share of a busy machine)
+            assert spent < 0.2, f"the worker spun: {spent:.2f} s of CPU in 2 s"
+            lines = [line for line in server.output.splitlines() if "accept:" in line]
+            assert len(lines) == 1, f"{len(lines)} accept lines, the first: {lines[:3]}"
+            # the connections it has are still served
+            kept.sendall(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert kept.recv(4096).startswith(b"HTTP/1.1 200 ")
+        assert list(server.live_workers().values()) == [pid]
+    finally:
+        listener.close()
