@@ -94,7 +94,8 @@ def test_an_accept_error_outside_the_handled_set_neither_spins_nor_floods_the_lo
     listener.listen(16)
     fd = listener.fileno()
     try:
-        server = run_server("protoapp:app", "--fd", str(fd), "--workers", "1", pass_fds=(fd,))
+        server = run_server("protoapp:app", "--fd", str(fd), "--workers", "1",
+                            "--keepalive-timeout", "60", pass_fds=(fd,))
         (pid,) = server.live_workers().values()
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as kept:
             kept.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
