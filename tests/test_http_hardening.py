@@ -117,3 +117,99 @@ def test_an_accept_error_outside_the_handled_set_neither_spins_nor_floods_the_lo
         assert list(server.live_workers().values()) == [pid]
     finally:
         listener.close()
+
+
+# ------------------------------------------------------- body buffers
+
+
+def vm_kib(pid: int, field: str) -> int:
+    """A VmXxx: line of /proc/<pid>/status, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+def test_an_announced_body_is_not_buffered_before_it_arrives(run_server):
+    # default limits: bodies up to 16 MiB
+    server = run_server("protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1")
+    (pid,) = server.live_workers().values()
+    size = 16 << 20
+    head = (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % size)
+    rss, data = vm_kib(pid, "VmRSS"), vm_kib(pid, "VmData")
+    socks = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(head)
+            # "100 Continue" is sent once the head is read and checked
+            assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            socks.append(s)
+        # VmData: what malloc reserved (untouched pages do not show in VmRSS
+        # yet); both must stay far below 4 x 16 MiB
+        grown_data = vm_kib(pid, "VmData") - data
+        grown_rss = vm_kib(pid, "VmRSS") - rss
+        assert grown_data < 8 * 1024, f"VmData grew by {grown_data} KiB before any body byte"
+        assert grown_rss < 8 * 1024, f"VmRSS grew by {grown_rss} KiB before any body byte"
+        # the body, when it comes, is read whole
+        body = bytes(range(256)) * (size // 256)
+        socks[0].sendall(body)
+        reply = read_to_eof_or_length(socks[0], size)
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"\r\nX-Body-Length: %d\r\n" % size in reply
+        assert reply.endswith(body[-1000:])
+    finally:
+        for s in socks:
+            s.close()
+
+
+def read_to_eof_or_length(sock: socket.socket, length: int) -> bytes:
+    """One response whose body is length bytes (or what came before EOF)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf or len(buf.partition(b"\r\n\r\n")[2]) < length:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def test_a_worker_caps_what_its_connections_buffer(run_server):
+    # limits of 64 KiB bodies and small heads: the cap is 16 x 64 KiB = 1 MiB
+    server = run_server("protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1",
+                        "--limit-request-line", "256", "--limit-request-fields", "20",
+                        "--limit-request-field-size", "256", "--limit-request-body", "65536")
+    size = 65536
+    head = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
+    socks = []
+    try:
+        for _ in range(24):  # 24 bodies of 64 KiB in flight at once: 1.5 MiB
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(head + b"x" * (size - 100))
+            socks.append(s)
+        server.wait_for(r"input buffers at the cap \(1048576 bytes\); 503", timeout=5)
+        refused = served = 0
+        for s in socks:
+            try:
+                s.sendall(b"x" * 100)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # answered 503 already
+            reply = read_to_eof_or_length(s, size)
+            if reply.startswith(b"HTTP/1.1 503 "):
+                refused += 1
+                assert b"Connection: close" in reply, reply
+            else:
+                assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+                assert b"\r\nX-Body-Length: %d\r\n" % size in reply
+                served += 1
+        print(f"{served} served, {refused} refused")
+        # 16 bodies of the largest size fit; 24 do not
+        assert refused >= 1 and served >= 12, (served, refused)
+    finally:
+        for s in socks:
+            s.close()
+    # the room comes back once those connections are gone
+    for _ in range(16):
+        reply = raw_exchange(server.port, head + b"y" * size)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
