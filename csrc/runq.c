@@ -32,18 +32,21 @@ static void tf_runq_publish(void) {
 }
 
 int tf_jobs_open(void) {
+    pthread_mutex_lock(&tf_runq_lock);
     if (tf_done_fd < 0)
         tf_done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    pthread_mutex_lock(&tf_runq_lock);
     tf_runq_stopped = 0;
+    int fd = tf_done_fd;
     pthread_mutex_unlock(&tf_runq_lock);
-    return tf_done_fd;
+    return fd;
 }
 
 void tf_jobs_close(void) {
+    pthread_mutex_lock(&tf_runq_lock);
     if (tf_done_fd >= 0)
         close(tf_done_fd);
     tf_done_fd = -1;
+    pthread_mutex_unlock(&tf_runq_lock);
 }
 
 void tf_runq_push(tf_job *job) {
@@ -94,9 +97,10 @@ void tf_job_done(tf_job *job) {
     else
         tf_done_head = job;
     tf_done_tail = job;
-    pthread_mutex_unlock(&tf_runq_lock);
     if (was_empty && tf_done_fd >= 0) {
-        /* one wake-up per batch: the loop takes the whole list */
+        /* one wake-up per batch: the loop takes the whole list. Written under
+         * the lock: after the loop ended, the descriptor is closed (and its
+         * number may be reused) under the same lock. */
         uint64_t one = 1;
         ssize_t r;
         do
@@ -104,6 +108,7 @@ void tf_job_done(tf_job *job) {
         while (r < 0 && errno == EINTR);
         (void)r; /* EAGAIN: the counter is saturated, the loop wakes anyway */
     }
+    pthread_mutex_unlock(&tf_runq_lock);
 }
 
 tf_job *tf_jobs_take_done(void) {

@@ -129,7 +129,8 @@ cdef void _stop_runners(list runners) noexcept:
     with nogil:
         tf_runq_stop()
     try:
+        deadline = time.monotonic() + 1.0  # for all of them: a stuck one is not waited for
         for t in runners:
-            t.join(0.1)
+            t.join(max(0.0, deadline - time.monotonic()))
     except BaseException:
         pass
