@@ -211,7 +211,7 @@ int tf_conn_respond_start(tf_conn *conn, int status, const tf_header *headers,
                           size_t num_headers, int64_t content_length, int close_after);
 
 /* Writes body bytes (chunk framing done here), blocking while more than a
- * small buffer is queued. Returns 0, or -1 when the peer went away or stalled
+ * small buffer is queued, except from cb->on_pull (a pulled body never waits). Returns 0, or -1 when the peer went away or stalled
  * past the request timeout: stop producing, then call tf_conn_respond_end. */
 int tf_conn_write_body(tf_conn *conn, const char *data, size_t len);
 
