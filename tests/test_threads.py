@@ -10,6 +10,7 @@ from collections.abc import Callable
 from conftest import http_request
 
 from tailfast.metrics import render
+from tailfast.status import format_table
 
 
 def _parallel(calls: list[Callable[[], object]]) -> list[object]:
@@ -62,6 +63,9 @@ def test_other_requests_answered_while_one_runs_for_seconds(run_server):
     proc = snapshot["processes"][0]
     assert proc["threads"] == 4 and proc["threads_busy"] == 1 and proc["state"] == "idle"
     assert "tailfast_threads_busy{worker=\"1\"} 1" in render(snapshot)
+    assert "tailfast_requests_in_flight 1" in render(snapshot)
+    row = format_table(snapshot).splitlines()[2]
+    assert " 1/4 " in row and "1 in flight" in row, row
     for _ in range(10):
         status, body, seconds = _get(server.port, "/who")
         assert status == 200 and seconds < 1.0, (status, seconds)
