@@ -46,10 +46,16 @@ static void tf_worker_sweep(tf_worker *w) {
     double timeout = w->cfg->timeout;
     while (c) {
         tf_conn *next = c->next;
-        if (c->job && timeout > 0 && !c->job_overrun && w->now - c->job_started >= timeout) {
-            c->job_overrun = 1; /* once: the runner answers, or the primary kills */
-            if (w->cb->on_overrun)
-                w->cb->on_overrun(w->cb->ctx, c->job);
+        if (c->job) {
+            /* parked: a write (a 100 Continue) may have set a deadline, but
+             * its request is with a runner; --timeout is its only limit */
+            if (timeout > 0 && !c->job_overrun && w->now - c->job_started >= timeout) {
+                c->job_overrun = 1; /* once: the runner answers, or the primary kills */
+                if (w->cb->on_overrun)
+                    w->cb->on_overrun(w->cb->ctx, c->job);
+            }
+            c = next;
+            continue;
         }
         if (c->deadline > 0 && w->now >= c->deadline) {
             if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->pull &&
