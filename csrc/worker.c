@@ -340,7 +340,8 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             break;
         if (tf_worker_sig_drain)
             tf_worker_start_drain(&w);
-        if (w.draining && w.conn_count == 0)
+        /* requests in flight whose client left still finish (their effects) */
+        if (w.draining && w.conn_count == 0 && w.in_flight == 0)
             break;
         int n = tf_worker_wait(&w, events);
         if (n < 0) {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -165,3 +167,19 @@ def test_thread_stuck_in_c_gets_its_worker_killed(run_server):
     assert not isinstance(stuck.result, tuple) or stuck.result[0] != 200, stuck.result
     server.wait_for("stuck where no signal reaches it; killing the worker")
     assert _get(server.port, "/who")[0] == 200
+
+
+def test_client_gone_while_its_request_runs(run_server):
+    server = run_server("threadapp:app", "--bind", ":0", "--workers", "1", "--threads", "2")
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"GET /sleep?s=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    server.wait_state(lambda s: _in_flight(s, 1), "the request in flight")
+    # a reset: the parked connection is closed at once, its request runs on
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    server.wait_state(lambda s: s["processes"][0]["open"] == 0 and _in_flight(s, 1),
+                      "closed while in flight")
+    server.wait_state(lambda s: s["processes"][0]["in_flight"] == 0, "its answer dropped")
+    assert _get(server.port, "/who")[0] == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait(15) == 0
