@@ -343,8 +343,10 @@ cdef int _respond(tf_conn *conn, object result) except -1:
 
 
 cdef inline int _check_status(int status) except -1:
-    if status < 100 or status > 999:
-        raise ResponseError(f"invalid status {status}")
+    # a 1xx is interim, never the answer: sent as one, the client would read the
+    # next response on the connection as this request's (RFC 9110 15.2)
+    if status < 200 or status > 999:
+        raise ResponseError(f"invalid status {status}: a final status is 200-999")
     return 0
 
 

@@ -91,14 +91,15 @@ cdef int _parse_status(object status) except -1:
     if type(status) is str:
         text = <str>status
         n = len(text)
-        if (n >= 4 and text[3] == " " and "1" <= text[0] <= "9" and "0" <= text[1] <= "9"
+        # 2xx-9xx: a 1xx is interim, never the final answer (RFC 9110 15.2)
+        if (n >= 4 and text[3] == " " and "2" <= text[0] <= "9" and "0" <= text[1] <= "9"
                 and "0" <= text[2] <= "9"):
             for i in range(4, n):
                 if text[i] == "\r" or text[i] == "\n":
                     break
             else:
                 return (ord(text[0]) - 48) * 100 + (ord(text[1]) - 48) * 10 + ord(text[2]) - 48
-    raise ValueError(f"invalid WSGI status {status!r}: expected '200 OK'")
+    raise ValueError(f"invalid WSGI status {status!r}: expected a final status such as '200 OK'")
 
 
 cdef class _Exchange:
