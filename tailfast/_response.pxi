@@ -90,8 +90,15 @@ cdef bytes _header_bytes(object text, str what):
             raise ResponseError(f"header {what} {text!r} is not latin-1")
     else:
         raw = str(text).encode("latin-1")
-    if b"\r" in raw or b"\n" in raw or b"\0" in raw:
-        raise ResponseError(f"header {what} {text!r} contains CR, LF or NUL")
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t i
+    for i in range(PyBytes_GET_SIZE(raw)):
+        # field-value is VCHAR, SP, HTAB and obs-text (RFC 9110 5.5): any other
+        # control character, or DEL, would be read differently by each client
+        if (p[i] < 0x20 and p[i] != 0x09) or p[i] == 0x7f:
+            if p[i] == 0x0d or p[i] == 0x0a or p[i] == 0:
+                raise ResponseError(f"header {what} {text!r} contains CR, LF or NUL")
+            raise ResponseError(f"header {what} {text!r} contains a control character")
     return raw
 
 

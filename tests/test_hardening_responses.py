@@ -66,3 +66,39 @@ def test_final_statuses_still_pass(native, wsgi, status):
     assert get(native.port, f"/status?s={status}").startswith(f"HTTP/1.1 {status} ".encode())
     assert get(wsgi.port, f"/status?s={status}%20Fine").startswith(
         f"HTTP/1.1 {status} ".encode())
+
+
+# ------------------------------------------------ control characters in headers
+
+
+def refused(value: str) -> str:
+    return f"header value {value!r} contains a control character"
+
+
+CONTROLS = [0x01, 0x08, 0x0b, 0x0c, 0x1b, 0x1f, 0x7f]
+
+
+@pytest.mark.parametrize("code", CONTROLS)
+def test_native_control_character_in_header_value_is_500(native, code):
+    assert_500_then_served(native, f"/header?v={code}", refused("a" + chr(code) + "b"))
+    assert_500_then_served(native, f"/ctype?v={code}", refused("text/plain" + chr(code)))
+
+
+@pytest.mark.parametrize("code", CONTROLS)
+def test_wsgi_control_character_in_header_value_is_500(wsgi, code):
+    assert_500_then_served(wsgi, f"/header?v={code}", refused("a" + chr(code) + "b"))
+
+
+@pytest.mark.parametrize("code", [*CONTROLS, 0x09, 0x20, 0x80])
+def test_header_names_stay_tokens(native, wsgi, code):
+    # a control character is refused as such, the others as not a token
+    assert_500_then_served(native, f"/name?v={code}", "header name 'X")
+    assert_500_then_served(wsgi, f"/name?v={code}", "header name 'X")
+
+
+@pytest.mark.parametrize("code", [0x09, 0x20, 0x7e, 0x80, 0xff])
+def test_htab_visible_and_obs_text_values_pass(native, wsgi, code):
+    for server in (native, wsgi):
+        reply = get(server.port, f"/header?v={code}")
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+        assert b"\r\nX-Test: a" + bytes([code]) + b"b\r\n" in reply
