@@ -1,6 +1,8 @@
 # The Request view: a lazy window on the parsed request in the connection's buffer.
 # Included by _core.pyx.
 
+from libc.string cimport memchr
+
 
 cdef bint _has_forwarding_headers(const tf_request *req):
     """Whether the request carries X-Forwarded-For/-Proto or Forwarded."""
@@ -13,6 +15,18 @@ cdef bint _has_forwarding_headers(const tf_request *req):
         if h.name_len >= 15 and strncasecmp(h.name, b"x-forwarded-", 12) == 0:
             return True
     return False
+
+
+cdef object _target_authority(const tf_request *req):
+    """The authority of an absolute-form target ("h:8080" of "http://h:8080/p"),
+    else None. RFC 9112 3.2.2: it names the host, not the Host field."""
+    cdef const char *t = req.target
+    if req.target_len == 0 or t[0] == b"/" or t[0] == b"*":
+        return None
+    # the parser checked scheme "://" (a scheme holds no ':'); the authority
+    # runs from there to where the path starts
+    cdef const char *start = <const char *>memchr(t, b":", req.target_len) + 3
+    return start[:req.path - start].decode("latin-1")
 
 
 cdef str _method_str(const char *p, size_t n):
@@ -39,6 +53,7 @@ cdef class Request:
     cdef size_t _body_len
     cdef tf_conn *_conn
     cdef object _method, _path, _raw_path, _query_string, _headers, _body, _remote, _scheme
+    cdef object _host
     cdef object _query, _cookies
     cdef int _version_minor, _remote_port
     cdef readonly object worker_id
@@ -56,7 +71,9 @@ cdef class Request:
     def raw_path(self):
         """The path as sent, still percent-encoded."""
         if self._raw_path is None:
-            self._raw_path = self._req.path[:self._req.path_len].decode("latin-1")
+            # empty only for an absolute-form target without a path: that is "/"
+            self._raw_path = (self._req.path[:self._req.path_len].decode("latin-1")
+                              if self._req.path_len else "/")
         return self._raw_path
 
     @property
@@ -70,6 +87,17 @@ cdef class Request:
             else:
                 self._path = raw
         return self._path
+
+    @property
+    def host(self):
+        """The host the request names, port included when sent: an absolute-form
+        target's authority ("GET http://h:8080/p"), else the Host field; "" when
+        neither (HTTP/1.0). request.headers keep the Host field as sent."""
+        if self._host is None:
+            self._host = _target_authority(self._req)
+            if self._host is None:
+                self._host = self.headers.get("host", "")
+        return self._host
 
     @property
     def query_string(self):
@@ -182,6 +210,7 @@ cdef class Request:
         if self._req == NULL:
             return
         self.method, self.path, self.query_string, self.headers, self.body, self.remote_addr
+        self.host
         self.cookies
         self.scheme
         self._req = NULL

@@ -224,7 +224,9 @@ cdef dict _wsgi_environ(Request request, dict base):
     cdef bytes raw_name
     cdef str raw
     env["REQUEST_METHOD"] = _method_str(req.method, req.method_len)
-    if memchr(req.path, b"%", req.path_len) != NULL:
+    if req.path_len == 0:
+        raw = "/"  # an absolute-form target without a path
+    elif memchr(req.path, b"%", req.path_len) != NULL:
         from urllib.parse import unquote_to_bytes
         # PEP 3333: the decoded bytes, carried in a latin-1 str
         raw = unquote_to_bytes(req.path[:req.path_len]).decode("latin-1")
@@ -257,7 +259,11 @@ cdef dict _wsgi_environ(Request request, dict base):
             env[key] = value
     if req.chunked:
         env["CONTENT_LENGTH"] = str(request._body_len)
-    host = env.get("HTTP_HOST")
+    host = _target_authority(req)
+    if host is not None:
+        env["HTTP_HOST"] = host  # RFC 9112 3.2.2: the target's authority wins
+    else:
+        host = env.get("HTTP_HOST")
     if host:
         name, colon, port = (<str>host).rpartition(":")
         if colon and "]" not in port and port.isdigit():

@@ -4,6 +4,8 @@ absolute-form targets name the host. Real servers, raw sockets."""
 
 from __future__ import annotations
 
+import ast
+import json
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -102,3 +104,49 @@ def test_htab_visible_and_obs_text_values_pass(native, wsgi, code):
         reply = get(server.port, f"/header?v={code}")
         assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply
         assert b"\r\nX-Test: a" + bytes([code]) + b"b\r\n" in reply
+
+
+# ----------------------------------------------------- absolute-form targets
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("http://example.com/host?q=1", ("example.com", "/host", "q=1")),
+    ("http://example.com:8080/ho%73t", ("example.com:8080", "/host", "")),
+    ("https://[::1]:8443/host", ("[::1]:8443", "/host", "")),
+    ("/host", ("x", "/host", "")),  # origin-form: the Host field names the host
+])
+def test_absolute_form_target_names_the_host_native(native, target, expected):
+    data = json.loads(get(native.port, target).split(b"\r\n\r\n", 1)[1])
+    assert (data["host"], data["path"], data["query"]) == expected
+    assert data["header"] == "x"  # the Host field itself stays as sent
+
+
+def test_absolute_form_path_and_query_native(native):
+    reply = get(native.port, "http://example.com:81/host?q=1")
+    data = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert data == {"host": "example.com:81", "path": "/host", "raw_path": "/host",
+                    "query": "q=1", "header": "x"}
+    # origin-form: the Host field names the host
+    data = json.loads(get(native.port, "/host").split(b"\r\n\r\n", 1)[1])
+    assert data["host"] == "x" and data["path"] == "/host"
+
+
+def test_absolute_form_without_a_path_is_slash(native, wsgi):
+    assert get(native.port, "http://example.com").endswith(b"\r\n\r\nok")
+    assert get(wsgi.port, "http://example.com?a=1").endswith(b"\r\n\r\nok")
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("http://example.com/host?q=1", ("example.com", "example.com", "80", "/host", "q=1")),
+    ("http://example.com:8080/host", ("example.com:8080", "example.com", "8080", "/host", "")),
+    ("https://[::1]:8443/host", ("[::1]:8443", "[::1]", "8443", "/host", "")),
+    ("/host", ("x", "x", "80", "/host", "")),
+])
+def test_absolute_form_target_names_the_host_wsgi(wsgi, target, expected):
+    reply = get(wsgi.port, target)
+    assert ast.literal_eval(reply.split(b"\r\n\r\n", 1)[1].decode()) == expected
+
+
+@pytest.mark.parametrize("target", ["http:///host", "http://user@example.com/host"])
+def test_absolute_form_without_a_host_or_with_userinfo_is_400(native, target):
+    assert get(native.port, target).startswith(b"HTTP/1.1 400 ")
