@@ -10,13 +10,15 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
-from conftest import Server, raw_exchange, wait_until
+from conftest import ResponseReader, Server, connect, raw_exchange, wait_until
 
 
 def serve(*args: str) -> Iterator[Server]:
-    server = Server([*args, "--bind", "127.0.0.1:0", "--workers", "1"]).wait_listening()
-    yield server
-    server.stop()
+    server = Server([*args, "--bind", "127.0.0.1:0", "--workers", "1"])
+    try:
+        yield server.wait_listening()
+    finally:
+        server.stop()
     assert not server.leftovers(), f"processes left behind: {server.leftovers()}"
 
 
@@ -150,3 +152,31 @@ def test_absolute_form_target_names_the_host_wsgi(wsgi, target, expected):
 @pytest.mark.parametrize("target", ["http:///host", "http://user@example.com/host"])
 def test_absolute_form_without_a_host_or_with_userinfo_is_400(native, target):
     assert get(native.port, target).startswith(b"HTTP/1.1 400 ")
+
+
+# --------------------------------------------- a kept request whose copy failed
+
+
+@pytest.fixture
+def keeper() -> Iterator[Server]:
+    yield from serve("keepapp:app")
+
+
+def test_kept_request_whose_copy_failed_raises_instead_of_reading_reused_memory(keeper):
+    """The copy of a kept request (after its handler returned) fails: the fields
+    copied before stay, the others raise RuntimeError, never the bytes of the
+    next request that reuses the buffer; one log line says so."""
+    server = keeper
+    with connect(server.port) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(b"POST /keep HTTP/1.1\r\nHost: first\r\nContent-Length: 16\r\n\r\n"
+                     + b"A" * 16)
+        assert reader.response().body == b"kept"
+        sock.sendall(b"POST /read-kept HTTP/1.1\r\nHost: other\r\nContent-Length: 16\r\n\r\n"
+                     + b"B" * 16)
+        lines = reader.response().body.decode().split("\n")
+    assert lines[:2] == ["POST", "/keep"]
+    for name, line in zip(("headers", "body", "host"), lines[2:], strict=True):
+        assert line.startswith(f"{name}: RuntimeError: "), lines
+    server.wait_for("a request kept past its handler could not be copied out")
+    assert "MemoryError: injected" in server.output
