@@ -199,7 +199,7 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
 
 /* How long the next wait may last, in milliseconds. */
 static int tf_worker_wait_ms(const tf_worker *w) {
-    int timeout_ms = (int)(w->sweep_every * 1000);
+    int timeout_ms = tf_clock_ms(w->sweep_every);
     if (!w->listening && !w->draining && w->accept_resume > 0 && timeout_ms > 100)
         timeout_ms = 100;
     if (w->balance_paused && !w->draining)
