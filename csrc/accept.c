@@ -20,7 +20,8 @@
  * takes what comes, one with the listener armed, or one waiting for its
  * share that is at or below it now, which is told so (TF_ACCEPT_SIGNAL)
  * rather than left to find out at its next timer (20 ms at a time, which let
- * 3,000 idle connects fill the queue). Each side publishes its own state
+ * 3,000 idle connects fill the queue); with the queue a quarter full it goes
+ * on accepting until the told one is back. Each side publishes its own state
  * (tf_sb_proc.accepting) before it reads the others', so of two workers
  * stepping out at once at least one sees the other and stays.
  */
@@ -29,7 +30,11 @@
 #include "log.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -72,6 +77,29 @@ int tf_listener_arm(tf_worker *w, int on) {
     return 0;
 }
 
+/* Whether the listen queue holds a quarter of its capacity or more (TCP_INFO
+ * on a listener: tcpi_unacked is the queue, tcpi_sacked its capacity); 0
+ * when unknown (a unix socket). */
+static int tf_listener_backlogged(const tf_worker *w) {
+    struct tcp_info info;
+    socklen_t len = sizeof(info);
+    if (getsockopt(w->listen_fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0 ||
+        len < offsetof(struct tcp_info, tcpi_sacked) + sizeof(info.tcpi_sacked))
+        return 0;
+    return info.tcpi_sacked > 0 && (uint64_t)info.tcpi_unacked * 4 >= info.tcpi_sacked;
+}
+
+/* Another worker takes what comes if this one steps out: one with the
+ * listener armed, or one waiting at or below its share, told so now; but
+ * while that one wakes up (a scheduler's latency on a busy machine) the
+ * queue grows, so with a quarter of it full this one goes on. */
+static int tf_accept_handed_over(const tf_worker *w) {
+    int32_t wake;
+    if (tf_scoreboard_accept_peer(&wake))
+        return 1;
+    return wake > 0 && kill(wake, TF_ACCEPT_SIGNAL) == 0 && !tf_listener_backlogged(w);
+}
+
 /* Above the fair share: steps out of accepting when another worker takes
  * what comes (see the top of the file); otherwise stays. Returns 1 when it
  * stepped out. */
@@ -81,8 +109,7 @@ static int tf_accept_step_out(tf_worker *w) {
         return 0; /* cannot step out: go on accepting */
     w->balance_paused = 1; /* resumes at the fair share (tf_accept_resume) */
     tf_accept_publish(w);
-    int32_t wake;
-    if (tf_scoreboard_accept_peer(&wake) || (wake > 0 && kill(wake, TF_ACCEPT_SIGNAL) == 0)) {
+    if (tf_accept_handed_over(w)) {
         if (was_listening)
             tf_accept_count_pause(TF_PAUSE_FAIR_SHARE);
         return 1;
@@ -174,17 +201,14 @@ void tf_listener_rotate(tf_worker *w) {
 }
 
 /* A worker waiting for its share keeps waiting while above it and another
- * takes what comes (telling one that waits at or below its share to). */
-static int tf_accept_keep_waiting(void) {
-    if (!tf_scoreboard_over_share())
-        return 0;
-    int32_t wake;
-    return tf_scoreboard_accept_peer(&wake) || (wake > 0 && kill(wake, TF_ACCEPT_SIGNAL) == 0);
+ * takes what comes (tf_accept_handed_over). */
+static int tf_accept_keep_waiting(const tf_worker *w) {
+    return tf_scoreboard_over_share() && tf_accept_handed_over(w);
 }
 
 void tf_accept_resume(tf_worker *w) {
     if (w->listening || w->draining || w->conn_count >= w->cfg->max_connections ||
-        w->now < w->accept_resume || (w->balance_paused && tf_accept_keep_waiting()))
+        w->now < w->accept_resume || (w->balance_paused && tf_accept_keep_waiting(w)))
         return;
     w->accept_resume = 0;
     if (tf_listener_arm(w, 1) == 0)
