@@ -201,7 +201,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             vs_cpu = f"{per_cpu / base_cpu:.2f}" if base_cpu else "n/a"
             tr.write_line(f"| {name} | {rate:,.0f} | {f['p99_ms']:.2f} | {per_cpu:,.0f} "
                           f"| {vs_tf} | {vs_ng} | {vs_cpu} |")
-    for group in ("scaling", "balance", "lifecycle", "memory", "parser"):
+    for group in ("scaling", "balance", "idle connections", "lifecycle", "memory", "parser"):
         rows = RESULTS.get(group)
         if not rows:
             continue

@@ -2,6 +2,7 @@
 #ifndef TF_CLOCK_H
 #define TF_CLOCK_H
 
+#include <limits.h>
 #include <time.h>
 
 /* Header-only: each is one vDSO call, and the per-request path reads a clock
@@ -23,5 +24,19 @@ static inline double tf_clock_coarse(void) { return tf_clock_read_(CLOCK_MONOTON
 
 /* Wall clock (CLOCK_REALTIME): timestamps shown to people. */
 static inline double tf_clock_wall(void) { return tf_clock_read_(CLOCK_REALTIME); }
+
+/* seconds as the int milliseconds poll/epoll_wait take: rounded up (a wait
+ * never ends before its deadline), at least 0, at most INT_MAX (about 24.8
+ * days: a longer duration would overflow the int and wrap to a tiny or
+ * negative wait). Settings are bounded well below that; this is the backstop. */
+static inline int tf_clock_ms(double seconds) {
+    double ms = seconds * 1000.0;
+    if (!(ms > 0))
+        return 0; /* also NaN */
+    if (ms >= (double)INT_MAX)
+        return INT_MAX;
+    int whole = (int)ms;
+    return whole < ms ? whole + 1 : whole;
+}
 
 #endif

@@ -250,6 +250,10 @@ static int tf_split_target(tf_request *req) {
         p = s + 3;
         while (p < end && *p != '/' && *p != '?' && *p != '#')
             p++;
+        /* the authority names the host (RFC 9112 3.2.2): empty is 400, and so
+         * is userinfo, which a client must not send (RFC 9110 4.2.4) */
+        if (p == s + 3 || memchr(s + 3, '@', (size_t)(p - (s + 3))) != NULL)
+            return 400;
         /* p is at the path's '/', or at '?', '#' or the end: an empty path */
     }
 

@@ -221,7 +221,7 @@ int tf_conn_respond_start(tf_conn *c, int status, const tf_header *headers,
 static int tf_conn_wait_writable(tf_conn *c) {
     tf_worker *w = c->worker;
     struct pollfd p = {.fd = c->fd, .events = POLLOUT};
-    int timeout_ms = (int)(w->cfg->request_timeout * 1000.0);
+    int timeout_ms = tf_clock_ms(w->cfg->request_timeout);
     int n;
     w->cb->release(w->cb->ctx);
     do

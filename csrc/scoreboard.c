@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -164,16 +165,81 @@ static int tf_sb_ready_sums(long *open, uint64_t *requests) {
     return ready;
 }
 
+/* A busy worker whose request started this recently (seconds) still counts
+ * as accepting: it is back in its loop in a moment, and leaving it out
+ * would let the others take its share of a burst. */
+#define TF_SB_BUSY_GRACE 0.01
+
+/* Whether p takes new connections now or soon, for the fair share: this
+ * worker (its loop runs), or another whose loop runs (idle, or busy for less
+ * than TF_SB_BUSY_GRACE) with the listener armed or waiting for its share. A
+ * worker held in a handler longer cannot accept, so it holds no one back. */
+static int tf_sb_can_accept(const tf_sb_proc *p, double now) {
+    if (p == tf_sb_me)
+        return 1;
+    if (__atomic_load_n(&p->accepting, __ATOMIC_SEQ_CST) == TF_ACCEPT_OFF)
+        return 0;
+    int state = __atomic_load_n(&p->state, __ATOMIC_ACQUIRE);
+    if (state == TF_W_IDLE)
+        return 1;
+    return state == TF_W_BUSY && now - p->request_started < TF_SB_BUSY_GRACE;
+}
+
+/* Sums the open connections of the workers that can accept; returns how many. */
+static int tf_sb_accepting_sums(long *open, double now) {
+    int hw = tf_sb->procs_hw;
+    if (hw > TF_SB_MAX_PROCS)
+        hw = TF_SB_MAX_PROCS;
+    int n = 0;
+    *open = 0;
+    for (int i = 0; i < hw; i++) {
+        const tf_sb_proc *p = &tf_sb->procs[i];
+        if (tf_sb_can_accept(p, now)) {
+            *open += p->open;
+            n++;
+        }
+    }
+    return n;
+}
+
 int tf_scoreboard_over_share(void) {
     if (!tf_sb || !tf_sb_me)
         return 0;
     long total;
-    uint64_t requests;
-    int ready = tf_sb_ready_sums(&total, &requests);
-    if (ready < 2)
+    int n = tf_sb_accepting_sums(&total, tf_clock_coarse());
+    if (n < 2)
         return 0;
-    /* open > mean, in integers: open * ready > total */
-    return (long)tf_sb_me->open * ready > total;
+    /* open > mean, in integers: open * n > total */
+    return (long)tf_sb_me->open * n > total;
+}
+
+int tf_scoreboard_accept_peer(int32_t *wake) {
+    *wake = 0;
+    if (!tf_sb || !tf_sb_me)
+        return 0;
+    double now = tf_clock_coarse();
+    long total;
+    int n = tf_sb_accepting_sums(&total, now);
+    int hw = tf_sb->procs_hw;
+    if (hw > TF_SB_MAX_PROCS)
+        hw = TF_SB_MAX_PROCS;
+    int32_t fewest = INT32_MAX;
+    for (int i = 0; i < hw; i++) {
+        const tf_sb_proc *p = &tf_sb->procs[i];
+        if (p == tf_sb_me || !tf_sb_can_accept(p, now))
+            continue;
+        int accepting = __atomic_load_n(&p->accepting, __ATOMIC_SEQ_CST);
+        if (accepting == TF_ACCEPT_ARMED)
+            return 1;
+        int32_t open = p->open;
+        /* waiting, and would take more: at or below the mean */
+        if (accepting == TF_ACCEPT_WAITING && (long)open * n <= total && open < fewest &&
+            p->pid > 0) {
+            fewest = open;
+            *wake = p->pid;
+        }
+    }
+    return 0;
 }
 
 int tf_scoreboard_ahead_of_mean(double margin) {
@@ -213,4 +279,6 @@ void tf_scoreboard_fold(int index) {
     for (int i = 0; i < TF_LATENCY_BUCKETS; i++)
         slot->retired.latency[i] += p->stats.latency[i];
     slot->retired.latency_sum += p->stats.latency_sum;
+    for (int i = 0; i < TF_PAUSE_COUNT; i++)
+        slot->retired_pauses[i] += p->pauses[i];
 }

@@ -12,7 +12,7 @@
 typedef enum {
     TF_END_STOPPED,    /* the server is stopping, or the slot was removed: not replaced */
     TF_END_RETIRED,    /* drained as asked, its replacement serving: not replaced */
-    TF_END_FATAL,      /* exit status TF_EXIT_FATAL from a slot's serving process: stop */
+    TF_END_FATAL,      /* exit status TF_EXIT_FATAL before any worker was ever ready: stop */
     TF_END_TAKEN_OVER, /* died while its replacement was starting: that one takes the slot */
     TF_END_UNREADY,    /* a replacement died before it was ready: back off, the old one serves */
     TF_END_STUCK,      /* killed for a request stuck past the timeout: replaced at once */
@@ -36,7 +36,12 @@ static tf_end tf_sv_classify_exit(const tf_supervisor *s, int idx, int status) {
         return TF_END_STOPPED;
     if (p->state == TF_W_DRAINING)
         return TF_END_RETIRED;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == TF_EXIT_FATAL && !was_next)
+    /* "cannot start" stops the server only at its very first start: later it
+     * may be transient (EMFILE, ENOMEM; a --no-preload import of code being
+     * deployed) and the workers that started once still serve, so it backs
+     * off like a crash below */
+    if (WIFEXITED(status) && WEXITSTATUS(status) == TF_EXIT_FATAL && !was_next &&
+        !s->ever_ready)
         return TF_END_FATAL;
     if (slot->current == idx && slot->next >= 0)
         return TF_END_TAKEN_OVER;

@@ -82,6 +82,7 @@ typedef struct {
     double delay_until; /* > 0: still serving after SIGTERM until then */
     int delay_signal;   /* the signal that began the delay */
     double next_timeout_check;
+    int ever_ready; /* a worker became ready once: a start failure no longer stops */
     int ready_sent; /* READY=1 went to systemd */
     int reloading;  /* RELOADING=1 went, READY=1 not yet */
     int exit_status;

@@ -15,6 +15,8 @@
  * ready from there (tf_sv_check_ready), and draining is what it asked for. */
 void tf_sv_proc_set_state(tf_supervisor *s, int idx, int state) {
     s->procs[idx].state = state;
+    if (state == TF_W_IDLE)
+        s->ever_ready = 1;
     if (state == TF_W_FREE || state == TF_W_STARTING || (state == TF_W_IDLE && !s->cfg->http))
         __atomic_store_n(&tf_sb->procs[idx].state, state, __ATOMIC_RELEASE);
 }

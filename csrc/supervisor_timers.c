@@ -35,8 +35,7 @@ int tf_sv_next_timeout(const tf_supervisor *s) {
 #undef TF_SOONER
     if (next < 0)
         return -1;
-    double ms = (next - now) * 1000.0;
-    return ms <= 0 ? 0 : (int)(ms + 1);
+    return tf_clock_ms(next - now);
 }
 
 /* Each process's resident memory (for --max-rss and the metrics) and the

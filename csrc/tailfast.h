@@ -280,7 +280,7 @@ int tf_signals_unblock_all(void);
  * read-only. The layout is versioned by TF_SB_VERSION. */
 
 #define TF_SB_MAGIC 0x3142534654ULL /* "TFSB1" */
-#define TF_SB_VERSION 3
+#define TF_SB_VERSION 4
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
@@ -320,6 +320,21 @@ enum {
     TF_CAUSE_COUNT = 4
 };
 
+/* Whether a worker's loop takes new connections (tf_sb_proc.accepting). */
+enum {
+    TF_ACCEPT_OFF = 0,     /* not now: starting, draining, at --max-connections, out of fds */
+    TF_ACCEPT_ARMED = 1,   /* the listener is in its epoll set */
+    TF_ACCEPT_WAITING = 2  /* stepped out while above the fair share; takes more when told */
+};
+
+/* Why a worker paused accepting (tf_sb_proc.pauses). */
+enum {
+    TF_PAUSE_FAIR_SHARE = 0,      /* above the accepting workers' mean */
+    TF_PAUSE_EMFILE = 1,          /* accept failed: out of descriptors (or memory) */
+    TF_PAUSE_MAX_CONNECTIONS = 2, /* at --max-connections */
+    TF_PAUSE_COUNT = 3
+};
+
 typedef struct {
     int32_t pid;
     int32_t worker_id;
@@ -342,6 +357,11 @@ typedef struct {
     char method[16];        /* of the request in progress, NUL-terminated */
     char path[112];
     tf_sb_stats stats;
+    /* accepting (accept.c): TF_ACCEPT_*, read by the other workers' balancing;
+     * times it paused accepting, by TF_PAUSE_* */
+    int32_t accepting;
+    int32_t accept_pad_;
+    uint64_t pauses[TF_PAUSE_COUNT];
 } __attribute__((aligned(64))) tf_sb_proc; /* own cache lines: workers never write a shared one */
 
 typedef struct {
@@ -353,6 +373,7 @@ typedef struct {
     /* counters of this id's processes that have exited, so totals never go back */
     uint64_t retired_requests;
     tf_sb_stats retired;
+    uint64_t retired_pauses[TF_PAUSE_COUNT];
 } tf_sb_slot;
 
 typedef struct {

@@ -28,7 +28,7 @@ static void tf_worker_on_signal(int sig) {
     int saved = errno;
     if (sig == SIGQUIT)
         tf_worker_sig_quit = 1;
-    else
+    else if (sig != TF_ACCEPT_SIGNAL) /* that one only wakes the loop */
         tf_worker_sig_drain = 1;
     if (tf_sig_pipe_write >= 0) {
         char b = 1;
@@ -139,7 +139,7 @@ static int tf_worker_setup_signals(tf_worker *w) {
     sa.sa_handler = tf_worker_on_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    const int handled[] = {SIGTERM, SIGINT, SIGQUIT};
+    const int handled[] = {SIGTERM, SIGINT, SIGQUIT, TF_ACCEPT_SIGNAL};
     for (size_t i = 0; i < sizeof(handled) / sizeof(handled[0]); i++)
         if (sigaction(handled[i], &sa, NULL) < 0)
             return -1;
@@ -235,7 +235,7 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
 
 /* How long the next wait may last, in milliseconds. */
 static int tf_worker_wait_ms(const tf_worker *w) {
-    int timeout_ms = (int)(w->sweep_every * 1000);
+    int timeout_ms = tf_clock_ms(w->sweep_every);
     if (!w->listening && !w->draining && w->accept_resume > 0 && timeout_ms > 100)
         timeout_ms = 100;
     if (w->balance_paused && !w->draining)
@@ -292,18 +292,6 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
     return accepted;
 }
 
-/* Takes the listener back once below the cap, past an EMFILE pause, and
- * back at the fair share. */
-static void tf_worker_maybe_resume(tf_worker *w) {
-    if (w->listening || w->draining || w->conn_count >= w->cfg->max_connections ||
-        w->now < w->accept_resume || (w->balance_paused && tf_scoreboard_over_share()))
-        return;
-    w->accept_resume = 0;
-    w->balance_paused = 0;
-    if (tf_listener_arm(w, 1) == 0)
-        tf_accept_some(w); /* a re-armed exclusive waiter misses what is queued */
-}
-
 static void tf_worker_cleanup(tf_worker *w) {
     while (w->conns)
         tf_conn_close(w->conns);
@@ -355,7 +343,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         int accepted = tf_worker_handle(&w, events, n);
         if (accepted > 0 && cfg->balance && !w.draining)
             tf_listener_rotate(&w);
-        tf_worker_maybe_resume(&w);
+        tf_accept_resume(&w);
         tf_accesslog_tick(w.now);
         if (w.now - w.last_sweep >= w.sweep_every || w.draining) {
             w.last_sweep = w.now;

@@ -38,6 +38,11 @@
 /* How the body of a streamed response is framed (tf_conn.streaming). */
 enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
 
+/* Tells a worker waiting for its share of connections to take the queue
+ * (accept.c); it only wakes the loop. Ignored by default, so one sent to a
+ * process that has not installed the handler yet does nothing. */
+#define TF_ACCEPT_SIGNAL SIGURG
+
 /* epoll data of the two descriptors that are not connections (those carry a tf_conn *). */
 enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2, TF_TAG_JOBS = 3 };
 
@@ -118,10 +123,14 @@ struct tf_worker {
  * arrives while a handler runs already counts for that response. */
 extern volatile sig_atomic_t tf_worker_sig_drain, tf_worker_sig_quit;
 
-/* accept.c */
+/* accept.c. tf_listener_arm: in or out of accepting (out: not waiting for a
+ * share either), published in the scoreboard. tf_accept_resume, after each
+ * wake-up: takes the listener back once below the cap, past an EMFILE pause,
+ * and back at the fair share (or with no one else to take the queue). */
 int tf_listener_arm(tf_worker *w, int on);
 int tf_accept_some(tf_worker *w);
 void tf_listener_rotate(tf_worker *w);
+void tf_accept_resume(tf_worker *w);
 
 /* conn.c */
 tf_conn *tf_conn_open(tf_worker *w, int fd, const struct sockaddr_storage *peer);

@@ -29,7 +29,7 @@ from io import BytesIO
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.errno cimport errno
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp
 
@@ -47,11 +47,18 @@ from tailfast._tf cimport (
     tf_latency_bounds,
     tf_sb_stats,
     TF_TIMEOUT_SIGNAL,
+    TF_ACCEPT_ARMED,
+    TF_ACCEPT_OFF,
+    TF_ACCEPT_WAITING,
     TF_CAUSE_COUNT,
     TF_CAUSE_CRASH,
     TF_CAUSE_MAX_REQUESTS,
     TF_CAUSE_MAX_RSS,
     TF_CAUSE_ROLLING,
+    TF_PAUSE_COUNT,
+    TF_PAUSE_EMFILE,
+    TF_PAUSE_FAIR_SHARE,
+    TF_PAUSE_MAX_CONNECTIONS,
     TF_SLOT_BACKOFF,
     TF_SLOT_RUNNING,
     TF_SLOT_UNUSED,

@@ -76,7 +76,8 @@ def run_primary(handler, config, launch, on_worker_start=None, reload=None, work
                 _handler, start_hook, exit_hook = reload()
             except BaseException as exc:
                 if first_load:
-                    # nothing else can serve this code: the primary stops
+                    # "cannot start": at the server's first start the primary
+                    # stops; a respawn later backs off (supervisor_exit.c)
                     _log(f"worker {worker_id}: {exc}")
                     return TF_EXIT_FATAL
                 _log(f"worker {worker_id} (pid {os.getpid()}): cannot load the application; "

@@ -1,6 +1,8 @@
 # The Request view: a lazy window on the parsed request in the connection's buffer.
 # Included by _core.pyx.
 
+from libc.string cimport memchr
+
 
 cdef bint _has_forwarding_headers(const tf_request *req):
     """Whether the request carries X-Forwarded-For/-Proto or Forwarded."""
@@ -13,6 +15,18 @@ cdef bint _has_forwarding_headers(const tf_request *req):
         if h.name_len >= 15 and strncasecmp(h.name, b"x-forwarded-", 12) == 0:
             return True
     return False
+
+
+cdef object _target_authority(const tf_request *req):
+    """The authority of an absolute-form target ("h:8080" of "http://h:8080/p"),
+    else None. RFC 9112 3.2.2: it names the host, not the Host field."""
+    cdef const char *t = req.target
+    if req.target_len == 0 or t[0] == b"/" or t[0] == b"*":
+        return None
+    # the parser checked scheme "://" (a scheme holds no ':'); the authority
+    # runs from there to where the path starts
+    cdef const char *start = <const char *>memchr(t, b":", req.target_len) + 3
+    return start[:req.path - start].decode("latin-1")
 
 
 cdef str _method_str(const char *p, size_t n):
@@ -39,6 +53,7 @@ cdef class Request:
     cdef size_t _body_len
     cdef tf_conn *_conn
     cdef object _method, _path, _raw_path, _query_string, _headers, _body, _remote, _scheme
+    cdef object _host
     cdef object _query, _cookies
     cdef int _version_minor, _remote_port
     cdef readonly object worker_id
@@ -53,15 +68,20 @@ cdef class Request:
 
     @property
     def method(self):
+        cdef const tf_request *req
         if self._method is None:
-            self._method = _method_str(self._req.method, self._req.method_len)
+            req = self._live_req()
+            self._method = _method_str(req.method, req.method_len)
         return self._method
 
     @property
     def raw_path(self):
         """The path as sent, still percent-encoded."""
+        cdef const tf_request *req
         if self._raw_path is None:
-            self._raw_path = self._req.path[:self._req.path_len].decode("latin-1")
+            # empty only for an absolute-form target without a path: that is "/"
+            req = self._live_req()
+            self._raw_path = req.path[:req.path_len].decode("latin-1") if req.path_len else "/"
         return self._raw_path
 
     @property
@@ -77,9 +97,22 @@ cdef class Request:
         return self._path
 
     @property
+    def host(self):
+        """The host the request names, port included when sent: an absolute-form
+        target's authority ("GET http://h:8080/p"), else the Host field; "" when
+        neither (HTTP/1.0). request.headers keep the Host field as sent."""
+        if self._host is None:
+            self._host = _target_authority(self._live_req())
+            if self._host is None:
+                self._host = self.headers.get("host", "")
+        return self._host
+
+    @property
     def query_string(self):
+        cdef const tf_request *req
         if self._query_string is None:
-            self._query_string = self._req.query[:self._req.query_len].decode("latin-1")
+            req = self._live_req()
+            self._query_string = req.query[:req.query_len].decode("latin-1")
         return self._query_string
 
     @property
@@ -91,10 +124,12 @@ cdef class Request:
         """Case-insensitive, multi-valued view of the request headers."""
         cdef size_t i
         cdef const tf_header *h
+        cdef const tf_request *req
         if self._headers is None:
+            req = self._live_req()
             pairs = []
-            for i in range(self._req.num_headers):
-                h = &self._req.headers[i]
+            for i in range(req.num_headers):
+                h = &req.headers[i]
                 pairs.append((h.name[:h.name_len].decode("latin-1"),
                               h.value[:h.value_len].decode("latin-1")))
             self._headers = Headers(pairs)
@@ -103,6 +138,8 @@ cdef class Request:
     @property
     def body(self):
         if self._body is None:
+            if self._body_ptr == NULL and self._body_len:
+                self._live_req()  # raises: the body was not copied before its buffer was reused
             self._body = PyBytes_FromStringAndSize(self._body_ptr, self._body_len)
         return self._body
 
@@ -182,16 +219,28 @@ cdef class Request:
             raise RuntimeError("the request has already been answered")
         return self._conn
 
-    cdef void _detach(self):
-        """Copies every field out of the connection's buffer, which is reused next."""
+    cdef const tf_request *_live_req(self) except NULL:
+        """The parsed head, while it is still in the connection's buffer."""
         if self._req == NULL:
-            return
-        self.method, self.path, self.query_string, self.headers, self.body, self.remote_addr
-        self.cookies
-        self.scheme
-        self._req = NULL
-        self._conn = NULL
-        self._body_ptr = NULL
+            raise RuntimeError("this request field was not copied before the connection's "
+                               "buffer was reused (the copy failed when the handler returned; "
+                               "read the fields a kept request needs inside the handler)")
+        return self._req
+
+    cdef int _detach(self) except -1:
+        """Copies every field out of the connection's buffer, which is reused next.
+        The pointers are dropped even when a copy fails (MemoryError, a timeout
+        signal): a field not copied then raises instead of reading reused memory."""
+        if self._req == NULL:
+            return 0
+        try:
+            self.method, self.path, self.query_string, self.headers, self.body
+            self.remote_addr, self.host, self.cookies, self.scheme
+        finally:
+            self._req = NULL
+            self._conn = NULL
+            self._body_ptr = NULL
+        return 0
 
     def __repr__(self):
         return f"<Request {self.method} {self.raw_path}>"

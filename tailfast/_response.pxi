@@ -90,8 +90,15 @@ cdef bytes _header_bytes(object text, str what):
             raise ResponseError(f"header {what} {text!r} is not latin-1")
     else:
         raw = str(text).encode("latin-1")
-    if b"\r" in raw or b"\n" in raw or b"\0" in raw:
-        raise ResponseError(f"header {what} {text!r} contains CR, LF or NUL")
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t i
+    for i in range(PyBytes_GET_SIZE(raw)):
+        # field-value is VCHAR, SP, HTAB and obs-text (RFC 9110 5.5): any other
+        # control character, or DEL, would be read differently by each client
+        if (p[i] < 0x20 and p[i] != 0x09) or p[i] == 0x7f:
+            if p[i] == 0x0d or p[i] == 0x0a or p[i] == 0:
+                raise ResponseError(f"header {what} {text!r} contains CR, LF or NUL")
+            raise ResponseError(f"header {what} {text!r} contains a control character")
     return raw
 
 
@@ -403,8 +410,10 @@ cdef int _respond(tf_conn *conn, object result) except -1:
 
 
 cdef inline int _check_status(int status) except -1:
-    if status < 100 or status > 999:
-        raise ResponseError(f"invalid status {status}")
+    # a 1xx is interim, never the answer: sent as one, the client would read the
+    # next response on the connection as this request's (RFC 9110 15.2)
+    if status < 200 or status > 999:
+        raise ResponseError(f"invalid status {status}: a final status is 200-999")
     return 0
 
 

@@ -8,6 +8,15 @@ _SLOT_STATES = {TF_SLOT_UNUSED: "unused", TF_SLOT_RUNNING: "running",
                 TF_SLOT_BACKOFF: "backoff"}
 _CAUSES = {TF_CAUSE_CRASH: "crash", TF_CAUSE_ROLLING: "rolling_restart",
            TF_CAUSE_MAX_REQUESTS: "max_requests", TF_CAUSE_MAX_RSS: "max_rss"}
+_ACCEPTING = {TF_ACCEPT_OFF: "off", TF_ACCEPT_ARMED: "armed", TF_ACCEPT_WAITING: "waiting"}
+_PAUSES = {TF_PAUSE_FAIR_SHARE: "fair_share", TF_PAUSE_EMFILE: "emfile",
+           TF_PAUSE_MAX_CONNECTIONS: "max_connections"}
+
+
+cdef dict _pauses(const uint64_t *counts):
+    """Times accepting paused, by reason."""
+    cdef int i
+    return {_PAUSES[i]: counts[i] for i in range(TF_PAUSE_COUNT)}
 
 
 cdef str _cstr(const char *text):
@@ -40,6 +49,8 @@ cdef dict _proc_dict(const tf_sb_proc *p, double mono, double wall):
         "requests": p.requests,
         "accepted": p.accepted,
         "open": p.open,
+        "accepting": _ACCEPTING.get(p.accepting, "unknown"),
+        "accept_pauses": _pauses(p.pauses),
         "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
         "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
         "request": f"{_cstr(p.method)} {_cstr(p.path)}" if busy else None,
@@ -86,10 +97,11 @@ cdef dict _snapshot(const tf_scoreboard *sb):
         if i <= min(sb.workers, TF_SB_MAX_WORKERS):
             slots.append(_slot_dict(i, sl, wall))
         retired_statuses = [sl.retired.status[k] for k in range(_status_classes(&sl.retired))]
-        if sl.retired_requests or any(retired_statuses):
+        retired_pauses = _pauses(sl.retired_pauses)
+        if sl.retired_requests or any(retired_statuses) or any(retired_pauses.values()):
             # exited processes of this id (also ids above the current count)
             retired.append({"worker_id": i, "requests": sl.retired_requests,
-                            "stats": _stats(&sl.retired)})
+                            "stats": _stats(&sl.retired), "accept_pauses": retired_pauses})
     return {
         "primary_pid": sb.primary_pid,
         "listen": _cstr(sb.listen),

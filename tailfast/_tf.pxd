@@ -135,6 +135,9 @@ cdef extern from "tailfast.h" nogil:
     const double tf_latency_bounds[TF_LATENCY_BUCKETS - 1]
     int TF_CAUSE_CRASH, TF_CAUSE_ROLLING, TF_CAUSE_MAX_REQUESTS, TF_CAUSE_MAX_RSS
     enum: TF_CAUSE_COUNT
+    int TF_ACCEPT_OFF, TF_ACCEPT_ARMED, TF_ACCEPT_WAITING
+    int TF_PAUSE_FAIR_SHARE, TF_PAUSE_EMFILE, TF_PAUSE_MAX_CONNECTIONS
+    enum: TF_PAUSE_COUNT
 
     ctypedef struct tf_sb_stats:
         uint64_t status[5]
@@ -162,6 +165,8 @@ cdef extern from "tailfast.h" nogil:
         char method[16]
         char path[112]
         tf_sb_stats stats
+        int32_t accepting
+        uint64_t pauses[TF_PAUSE_COUNT]
 
     ctypedef struct tf_sb_slot:
         int32_t state
@@ -171,6 +176,7 @@ cdef extern from "tailfast.h" nogil:
         double next_attempt
         uint64_t retired_requests
         tf_sb_stats retired
+        uint64_t retired_pauses[TF_PAUSE_COUNT]
 
     ctypedef struct tf_scoreboard:
         uint64_t magic

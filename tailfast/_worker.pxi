@@ -112,7 +112,8 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
         try:
             request._detach()
         except BaseException:
-            pass
+            _log(f"worker {_worker_id}: a request kept past its handler could not be copied "
+                 "out; its fields not read yet raise RuntimeError", True)
     return 0
 
 

@@ -91,14 +91,15 @@ cdef int _parse_status(object status) except -1:
     if type(status) is str:
         text = <str>status
         n = len(text)
-        if (n >= 4 and text[3] == " " and "1" <= text[0] <= "9" and "0" <= text[1] <= "9"
+        # 2xx-9xx: a 1xx is interim, never the final answer (RFC 9110 15.2)
+        if (n >= 4 and text[3] == " " and "2" <= text[0] <= "9" and "0" <= text[1] <= "9"
                 and "0" <= text[2] <= "9"):
             for i in range(4, n):
                 if text[i] == "\r" or text[i] == "\n":
                     break
             else:
                 return (ord(text[0]) - 48) * 100 + (ord(text[1]) - 48) * 10 + ord(text[2]) - 48
-    raise ValueError(f"invalid WSGI status {status!r}: expected '200 OK'")
+    raise ValueError(f"invalid WSGI status {status!r}: expected a final status such as '200 OK'")
 
 
 DEF _HANDED = 2  # _Exchange.finish: the rest of the body is pulled by the loop
@@ -283,7 +284,9 @@ cdef dict _wsgi_environ(Request request, dict base):
     cdef bytes raw_name
     cdef str raw
     env["REQUEST_METHOD"] = _method_str(req.method, req.method_len)
-    if memchr(req.path, b"%", req.path_len) != NULL:
+    if req.path_len == 0:
+        raw = "/"  # an absolute-form target without a path
+    elif memchr(req.path, b"%", req.path_len) != NULL:
         from urllib.parse import unquote_to_bytes
         # PEP 3333: the decoded bytes, carried in a latin-1 str
         raw = unquote_to_bytes(req.path[:req.path_len]).decode("latin-1")
@@ -316,7 +319,11 @@ cdef dict _wsgi_environ(Request request, dict base):
             env[key] = value
     if req.chunked:
         env["CONTENT_LENGTH"] = str(request._body_len)
-    host = env.get("HTTP_HOST")
+    host = _target_authority(req)
+    if host is not None:
+        env["HTTP_HOST"] = host  # RFC 9112 3.2.2: the target's authority wins
+    else:
+        host = env.get("HTTP_HOST")
     if host:
         name, colon, port = (<str>host).rpartition(":")
         if colon and "]" not in port and port.isdigit():

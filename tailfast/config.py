@@ -131,13 +131,23 @@ def _int_in(low: int, high: int, expected: str) -> Callable[[str], int]:
     return parse
 
 
+# Every duration's upper bound. The C side waits in poll/epoll_wait, whose int
+# milliseconds end at about 24.8 days (past it the wait wrapped: every stalled
+# write failed after 1 ms); a day is far below that and above any sane timeout.
+MAX_SECONDS = 86400.0
+
+
 def _seconds(minimum: float, *, strict: bool, expected: str) -> Callable[[str], float]:
+    """A duration in seconds: finite, > (strict) or >= minimum, at most MAX_SECONDS."""
+    expected = f"{expected}, at most {MAX_SECONDS:g} (one day)"
+
     def parse(value: str) -> float:
         try:
             number = float(value)
         except ValueError:
             raise ValueError(expected) from None
-        if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+        if (not math.isfinite(number) or number < minimum or (strict and number == minimum)
+                or number > MAX_SECONDS):
             raise ValueError(expected)
         return number
 

@@ -19,6 +19,7 @@ __all__ = ["CONTENT_TYPE", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+PAUSE_REASONS = ("fair_share", "emfile", "max_connections")
 
 
 def _number(value: float) -> str:
@@ -64,7 +65,10 @@ def render(snapshot: dict[str, Any]) -> str:
     latency = [0] * (len(bounds) + 1)
     latency_sum = 0.0
     per_worker: dict[int, int] = {}
+    pauses = dict.fromkeys(PAUSE_REASONS, 0)
     for entry in [*procs, *retired]:
+        for reason, count in entry.get("accept_pauses", {}).items():
+            pauses[reason] = pauses.get(reason, 0) + count
         stats = entry["stats"]
         _add(status, stats["status"])
         _add(latency, stats["latency"])
@@ -128,6 +132,12 @@ def render(snapshot: dict[str, Any]) -> str:
 
     w.family("tailfast_open_connections", "gauge", "Client connections open in the workers.")
     w.sample("tailfast_open_connections", sum(p["open"] for p in procs))
+
+    w.family("tailfast_accept_pauses_total", "counter",
+             "Times a worker paused accepting, by reason: above its fair share of connections, "
+             "accept out of descriptors (EMFILE, ENFILE) or memory, at --max-connections.")
+    for reason, count in pauses.items():
+        w.sample("tailfast_accept_pauses_total", count, [("reason", reason)])
 
     depth, capacity = snapshot["queue_depth"], snapshot["queue_max"]
     if depth >= 0:

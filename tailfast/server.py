@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from tailfast.listen import (
     remove_unix_socket,
     reuseport_socket,
 )
-from tailfast.log import LEVELS, WARNING, log, set_level
+from tailfast.log import DEBUG, LEVELS, WARNING, log, set_level
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,36 @@ def reuseport_setup(sock: Any, config: Config) -> Callable[[int], int]:
     return worker_setup
 
 
+# Descriptors a worker holds beside its connections: the listener, epoll, pipes,
+# sendfile's duplicates, the access log, the application's own files and sockets.
+DESCRIPTOR_MARGIN = 1024
+
+
+def raise_descriptor_limit(config: Config) -> None:
+    """Raises this process's soft RLIMIT_NOFILE toward the hard limit, as far as
+    a worker at --max-connections needs, before the workers inherit it; says so
+    once when the hard limit is lower than that. The limit is per process: each
+    worker gets the whole of it, so the need is one worker's, not the sum."""
+    need = config.max_connections + DESCRIPTOR_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:  # e.g. above fs.nr_open
+        log(f"warning: cannot raise the open files limit from {soft} to {target}: {exc}",
+            WARNING)
+        return
+    if target < need:
+        log(f"warning: open files limit {target} (the hard limit) is below the {need} a worker "
+            f"needs at --max-connections {config.max_connections}: accepts pause on EMFILE "
+            "before that; raise the hard limit (ulimit -Hn, systemd LimitNOFILE=)", WARNING)
+    else:
+        log(f"open files limit raised from {soft} to {target} for --max-connections "
+            f"{config.max_connections}", DEBUG)
+
+
 def remove_pid_file(path: str) -> None:
     """Removes the pid file if it still names this process (a successor may own it now)."""
     try:
@@ -166,6 +197,7 @@ def run(
     handler = None if app is None else as_handler(app, config.interface, config.script_name)
     proxy.configure(config.forwarded_allow_ips)
     check_access_log(config.access_log)
+    raise_descriptor_limit(config)
     sock, inherited = open_listener(config)
     # systemd's notification socket is the primary's alone: not the workers' or the app's
     notify_socket = os.environ.pop("NOTIFY_SOCKET", None)

@@ -52,8 +52,16 @@ def _mib(value: int) -> str:
     return f"{value / (1024 * 1024):.1f}"
 
 
+def _pauses(process: dict[str, Any]) -> str:
+    """Times it paused accepting: fair share/EMFILE/--max-connections."""
+    pauses = process.get("accept_pauses", {})
+    return "/".join(str(pauses.get(k, 0)) for k in ("fair_share", "emfile", "max_connections"))
+
+
 def format_table(snapshot: dict[str, Any]) -> str:
-    """One header line, then a row per worker process and per slot in back-off."""
+    """One header line, then a row per worker process and per slot in back-off. PAUSES:
+    times the worker paused accepting, above its fair share/out of descriptors/at
+    --max-connections."""
     depth = snapshot["queue_depth"]
     queue = "n/a" if depth < 0 else f"{depth}/{snapshot['queue_max']}"
     lines = [
@@ -61,7 +69,8 @@ def format_table(snapshot: dict[str, Any]) -> str:
         f"{snapshot['workers']} workers, generation {snapshot['generation']}, "
         f"up {snapshot['uptime']:.0f} s, listen queue {queue}",
         f"{'ID':>3} {'PID':>8} {'STATE':<9} {'GEN':>3} {'REQUESTS':>9} {'ACCEPTED':>9} "
-        f"{'OPEN':>5} {'UP(s)':>7} {'RSS(MiB)':>8} {'RESTARTS':>8} {'THREADS':>9}  REQUEST",
+        f"{'OPEN':>5} {'PAUSES':>13} {'UP(s)':>7} {'RSS(MiB)':>8} {'RESTARTS':>8} "
+        f"{'THREADS':>9}  REQUEST",
     ]
     slots = {s["worker_id"]: s for s in snapshot["slots"]}
     for p in sorted(snapshot["processes"], key=lambda p: (p["worker_id"], p["uptime"])):
@@ -79,14 +88,15 @@ def format_table(snapshot: dict[str, Any]) -> str:
                 threads += f"+{p['threads_waiting']}"
         lines.append(
             f"{p['worker_id']:>3} {p['pid']:>8} {p['state']:<9} {p['generation']:>3} "
-            f"{p['requests']:>9} {p['accepted']:>9} {p['open']:>5} {p['uptime']:>7.0f} "
+            f"{p['requests']:>9} {p['accepted']:>9} {p['open']:>5} {_pauses(p):>13} "
+            f"{p['uptime']:>7.0f} "
             f"{_mib(p['rss']):>8} {slot.get('restarts', 0):>8} {threads:>9}  {request}"
         )
     for slot in snapshot["slots"]:
         if slot["state"] == "backoff":
             lines.append(
                 f"{slot['worker_id']:>3} {'-':>8} {'backoff':<9} {'':>3} {'':>9} {'':>9} "
-                f"{'':>5} {'':>7} {'':>8} {slot['restarts']:>8} {'':>9}  "
+                f"{'':>5} {'':>13} {'':>7} {'':>8} {slot['restarts']:>8} {'':>9}  "
                 f"{slot['crashes']} crashes, next attempt in {slot['next_attempt_in']:.1f} s"
             )
     return "\n".join(lines)

@@ -449,3 +449,18 @@ def test_port_in_use_is_a_clear_config_error(tmp_path: Path) -> None:
         f"cannot listen on 127.0.0.1:{port} (bind from flag --bind): "
         f"{os.strerror(errno.EADDRINUSE).lower()}"
     )
+
+
+DURATIONS = [s.name for s in config_module.SETTINGS if s.value_type is float]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+def test_every_duration_is_at_most_one_day(tmp_path: Path, name: str) -> None:
+    """Past about 24.8 days a duration overflowed poll's int milliseconds (every
+    stalled write then failed after 1 ms): each is bounded where it is parsed."""
+    assert "request_timeout" in DURATIONS and "graceful_timeout" in DURATIONS
+    assert getattr(load(tmp_path, {name: "86400"}), name) == 86400.0
+    for value in ("86400.5", "2147484", "3e6", "1e300"):
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path, {name: value})
+        assert "at most 86400 (one day)" in str(info.value)
