@@ -43,10 +43,23 @@ static void tf_worker_on_signal(int sig) {
 /* Closes (or answers 408 to) every connection past its deadline. */
 static void tf_worker_sweep(tf_worker *w) {
     tf_conn *c = w->conns;
+    double timeout = w->cfg->timeout;
     while (c) {
         tf_conn *next = c->next;
+        if (c->job) {
+            /* parked: a write (a 100 Continue) may have set a deadline, but
+             * its request is with a runner; --timeout is its only limit */
+            if (timeout > 0 && !c->job_overrun && w->now - c->job_started >= timeout) {
+                c->job_overrun = 1; /* once: the runner answers, or the primary kills */
+                if (w->cb->on_overrun)
+                    w->cb->on_overrun(w->cb->ctx, c->job);
+            }
+            c = next;
+            continue;
+        }
         if (c->deadline > 0 && w->now >= c->deadline) {
-            if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->close_after_write) {
+            if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->pull &&
+                !c->close_after_write) {
                 tf_conn_error(c, 408); /* a HEAD (parsed or not) gets no body */
                 /* linger: the client may still be sending, and a reset would
                  * destroy the 408 before it is read */
@@ -69,6 +82,8 @@ static double tf_sweep_interval(const tf_worker_config *cfg) {
         every = cfg->request_timeout;
     if (cfg->keepalive_timeout > 0 && cfg->keepalive_timeout < every)
         every = cfg->keepalive_timeout;
+    if (cfg->threads > 1 && cfg->timeout > 0 && cfg->timeout < every)
+        every = cfg->timeout; /* requests in flight are timed out here */
     every /= 4;
     if (!(every <= 1.0))
         every = 1.0;
@@ -106,7 +121,7 @@ static void tf_worker_start_drain(tf_worker *w) {
      * not sent its first request yet was accepted for a client that is
      * sending one: it is served (with Connection: close) like any other. */
     for (tf_conn *c = w->conns; c; c = c->next) {
-        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->lingering &&
+        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->pull && !c->lingering &&
             !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)
             c->deadline = w->now + TF_DRAIN_IDLE_SECONDS;
     }
@@ -146,6 +161,25 @@ static void tf_worker_drain_signal_pipe(tf_worker *w) {
     }
 }
 
+/* Requests in flight come back through an eventfd (runq.c). */
+static int tf_worker_setup_jobs(tf_worker *w) {
+    w->jobs_fd = tf_jobs_open();
+    if (w->jobs_fd < 0)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TF_TAG_JOBS};
+    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->jobs_fd, &ev);
+}
+
+/* Applies every completed job, oldest first, in this one pass with the lock held. */
+static void tf_worker_complete_jobs(void) {
+    tf_job *job = tf_jobs_take_done();
+    while (job) {
+        tf_job *next = job->next;
+        tf_conn_complete(job->conn, job);
+        job = next;
+    }
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 /* The cap on what a worker's connections buffer beyond their first
@@ -174,6 +208,7 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
     w->listen_fd = cfg->listen_fd;
     w->epfd = -1;
     w->signal_pipe[0] = w->signal_pipe[1] = -1;
+    w->jobs_fd = -1;
     w->now = w->last_sweep = tf_clock_coarse();
     cpu_set_t cpus;
     w->cpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
@@ -189,7 +224,8 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
         return TF_EXIT_FATAL;
     }
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->epfd < 0 || tf_worker_setup_signals(w) < 0 || tf_listener_arm(w, 1) < 0) {
+    if (w->epfd < 0 || tf_worker_setup_signals(w) < 0 || tf_worker_setup_jobs(w) < 0 ||
+        tf_listener_arm(w, 1) < 0) {
         tf_log_at(TF_LOG_ERROR, "worker %d (pid %d): cannot start event loop: %s",
                   cfg->worker_id, (int)getpid(), strerror(errno));
         return TF_EXIT_FATAL;
@@ -240,6 +276,8 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
                 accepted += tf_accept_some(w);
         } else if (tag == TF_TAG_SIGNAL) {
             tf_worker_drain_signal_pipe(w);
+        } else if (tag == TF_TAG_JOBS) {
+            tf_worker_complete_jobs();
         } else {
             tf_conn *c = events[i].data.ptr;
             /* only this event's own handling can close c, and epoll
@@ -266,6 +304,7 @@ static void tf_worker_cleanup(tf_worker *w) {
         close(w->signal_pipe[0]);
     if (w->signal_pipe[1] >= 0)
         close(w->signal_pipe[1]);
+    tf_jobs_close();
 }
 
 int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
@@ -279,6 +318,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         /* the loop runs from here on: ready, and the primary may retire the
          * worker this one replaces */
         tf_sb_me->heartbeat = w.now;
+        tf_sb_me->threads = cfg->threads > 1 ? cfg->threads : 0;
         __atomic_store_n(&tf_sb_me->state, TF_W_IDLE, __ATOMIC_RELEASE);
         tf_scoreboard_notify();
     }
@@ -288,7 +328,8 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             break;
         if (tf_worker_sig_drain)
             tf_worker_start_drain(&w);
-        if (w.draining && w.conn_count == 0)
+        /* requests in flight whose client left still finish (their effects) */
+        if (w.draining && w.conn_count == 0 && w.in_flight == 0)
             break;
         int n = tf_worker_wait(&w, events);
         if (n < 0) {
