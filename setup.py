@@ -18,6 +18,7 @@ DEBUG = os.environ.get("TAILFAST_DEBUG") == "1"
 CORE_SOURCES = [
     "csrc/http.c",
     "csrc/worker.c",
+    "csrc/runq.c",
     "csrc/accept.c",
     "csrc/conn.c",
     "csrc/serve.c",

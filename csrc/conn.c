@@ -61,25 +61,45 @@ tf_conn *tf_conn_open(tf_worker *w, int fd, const struct sockaddr_storage *peer)
 
 void tf_conn_close(tf_conn *c) {
     tf_worker *w = c->worker;
+    if (c->orphaned)
+        return; /* closed already; its job has not completed yet */
     /* close() alone leaves the registration in place while a child forked by
      * a handler still holds the socket: epoll would then report events for
      * this freed connection. ENOENT/EBADF cannot happen; nothing to handle. */
     (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
+    c->fd = -1;
     if (c->prev)
         c->prev->next = c->next;
     else
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     if (c->file_left > 0)
         close(c->file_fd);
-    free(c->in);
-    free(c->out);
-    free(c);
+    c->file_left = 0;
+    if (c->pull) {
+        /* the body will not be finished: its source is released (closed) */
+        void *source = c->pull;
+        c->pull = NULL;
+        w->cb->on_pull(w->cb->ctx, c, source, 1);
+    }
     w->conn_count--;
     if (tf_sb_me)
         tf_sb_me->open = w->conn_count;
+    if (c->job) {
+        /* its request is with a runner, which holds pointers into c->in */
+        c->orphaned = 1;
+        return;
+    }
+    tf_conn_free(c);
+}
+
+void tf_conn_free(tf_conn *c) {
+    free(c->in);
+    free(c->out);
+    free(c);
 }
 
 /* Moves the parsed request's pointers from buffer old to buffer new. */

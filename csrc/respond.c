@@ -218,7 +218,8 @@ static int tf_conn_wait_writable(tf_conn *c) {
 static int tf_conn_stream_out(tf_conn *c, struct iovec *iov, int iovcnt) {
     if (tf_conn_send(c, iov, iovcnt) < 0)
         return -1;
-    while (tf_conn_pending(c) > TF_STREAM_BUFFER) {
+    /* a pulled body is asked for more only below the low-water mark: never wait */
+    while (!c->pull && tf_conn_pending(c) > TF_STREAM_BUFFER) {
         if (tf_conn_wait_writable(c) < 0 || tf_conn_flush(c) < 0)
             return -1;
     }

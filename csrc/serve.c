@@ -122,7 +122,7 @@ static int tf_conn_request_ready(tf_conn *c) {
 static void tf_conn_arm_timer(tf_conn *c) {
     const tf_worker_config *cfg = c->worker->cfg;
     double now = c->worker->now;
-    if (tf_conn_pending(c)) {
+    if (tf_conn_pending(c) || c->pull) {
         c->deadline = now + cfg->request_timeout; /* a response write may stall this long */
         return;
     }
@@ -168,24 +168,59 @@ static void tf_mark_done(tf_sb_proc *me, tf_worker *w) {
     }
 }
 
-/* Hands the complete request to the embedder and drops it from c->in.
- * Returns what the dispatch returned (-1: close the connection). */
-static int tf_conn_serve_one(tf_conn *c) {
-    tf_worker *w = c->worker;
-    c->responded = 0;
+/* Scoreboard: requests in flight and the oldest one's start (the primary's
+ * --timeout + --timeout-grace kill looks at it). */
+static void tf_publish_in_flight(tf_worker *w) {
     tf_sb_proc *me = tf_sb_me;
-    if (me)
-        tf_mark_busy(me, c);
-    c->dispatched = tf_clock_precise();
-    int r = tf_dispatch(w->cfg, w->cb, c, &c->req, c->in + c->head_len, c->body_len,
-                        tf_worker_stopping(w));
-    if (c->streaming != TF_STREAM_NONE)
+    if (!me)
+        return;
+    double oldest = 0;
+    for (tf_conn *c = w->conns; c; c = c->next)
+        if (c->job && (oldest == 0 || c->job_started < oldest))
+            oldest = c->job_started;
+    __atomic_store_n(&me->in_flight, w->in_flight, __ATOMIC_RELAXED);
+    me->in_flight_started = oldest;
+}
+
+void tf_conn_pull(tf_conn *c, void *source) { c->pull = source; }
+
+/* Asks the pulled body's source for more while the output is below the
+ * low-water mark, at most TF_PULL_ROUNDS times (EPOLLOUT brings it back). */
+static void tf_conn_pump(tf_conn *c) {
+    const tf_worker_callbacks *cb = c->worker->cb;
+    for (int i = 0; i < TF_PULL_ROUNDS && c->pull && c->file_left == 0 &&
+                    tf_conn_pending(c) < TF_PULL_LOW_WATER;
+         i++) {
+        if (cb->on_pull(cb->ctx, c, c->pull, 0) <= 0)
+            c->pull = NULL; /* ended: the embedder released it */
+    }
+}
+
+void tf_conn_defer(tf_conn *c, tf_job *job) {
+    tf_worker *w = c->worker;
+    job->conn = c;
+    c->job = job;
+    c->job_started = tf_clock_coarse();
+    c->job_overrun = 0;
+    w->in_flight++;
+    if (tf_sb_me) {
+        tf_sb_me->in_flight = w->in_flight;
+        if (tf_sb_me->in_flight_started == 0)
+            tf_sb_me->in_flight_started = c->job_started;
+    }
+}
+
+/* The request was answered (inline, or its job completed): counts it and
+ * drops it from c->in. r: what the dispatch returned (-1: close). */
+static int tf_conn_served(tf_conn *c, int r) {
+    tf_worker *w = c->worker;
+    if (c->streaming != TF_STREAM_NONE && !c->pull)
         tf_conn_respond_end(c, 0); /* the embedder left it unfinished */
     if (!c->responded)
         tf_conn_error(c, 500);
     c->served++;
-    if (me)
-        tf_mark_done(me, w);
+    if (tf_sb_me)
+        tf_mark_done(tf_sb_me, w);
     size_t used = c->head_len + c->body_len;
     memmove(c->in, c->in + used, c->in_len - used);
     c->in_len -= used;
@@ -197,25 +232,57 @@ static int tf_conn_serve_one(tf_conn *c) {
     return r;
 }
 
+/* Hands the complete request to the embedder and, unless it is deferred
+ * (TF_DEFERRED: c is parked until its job completes), drops it from c->in.
+ * Returns what the dispatch returned (-1: close the connection). */
+static int tf_conn_serve_one(tf_conn *c) {
+    tf_worker *w = c->worker;
+    c->responded = 0;
+    tf_sb_proc *me = tf_sb_me;
+    if (me)
+        tf_mark_busy(me, c);
+    c->dispatched = tf_clock_precise();
+    int r = tf_dispatch(w->cfg, w->cb, c, &c->req, c->in + c->head_len, c->body_len,
+                        tf_worker_stopping(w));
+    if (r == TF_DEFERRED && c->job) {
+        if (me) /* the loop goes on: busy means it cannot accept */
+            __atomic_store_n(&me->state, w->draining ? TF_W_DRAINING : TF_W_IDLE,
+                             __ATOMIC_RELEASE);
+        return TF_DEFERRED;
+    }
+    return tf_conn_served(c, r);
+}
+
 /* After the requests: flush, then choose what to wait for (or close).
  * Returns -1 when c was closed. */
 static int tf_conn_settle(tf_conn *c) {
+    if (c->job) {
+        /* parked: no reading (the request and its body point into c->in),
+         * no timer (--timeout is the limit); a 100 Continue may be pending */
+        c->deadline = 0;
+        if (tf_conn_flush(c) < 0 || tf_conn_set_events(c, tf_conn_pending(c) ? EPOLLOUT : 0) < 0) {
+            tf_conn_close(c);
+            return -1;
+        }
+        return 0;
+    }
     if (tf_conn_flush(c) < 0) {
         tf_conn_close(c);
         return -1;
     }
     size_t pending = tf_conn_pending(c);
-    if (c->close_after_write && !pending) {
+    int writing = pending > 0 || c->pull != NULL; /* a pulled body is still owed */
+    if (c->close_after_write && !writing) {
         /* unprocessed input means the client sent more: linger so it reads the answer */
         tf_conn_finish(c, c->in_len > 0);
         return -1;
     }
-    if (c->peer_closed && !pending) {
+    if (c->peer_closed && !writing) {
         tf_conn_close(c);
         return -1;
     }
     uint32_t events = 0;
-    if (pending)
+    if (writing)
         events |= EPOLLOUT;
     if (pending < TF_OUT_HIGH_WATER && !c->peer_closed && !c->close_after_write)
         events |= EPOLLIN;
@@ -223,7 +290,7 @@ static int tf_conn_settle(tf_conn *c) {
         tf_conn_close(c);
         return -1;
     }
-    if (c->in_len == 0 && !pending && c->worker->draining) {
+    if (c->in_len == 0 && !writing && c->worker->draining) {
         tf_conn_close(c); /* idle during a drain: nothing in flight */
         return -1;
     }
@@ -233,7 +300,9 @@ static int tf_conn_settle(tf_conn *c) {
 
 /* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
 static int tf_conn_process(tf_conn *c) {
-    while (!c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
+    if (c->pull)
+        tf_conn_pump(c);
+    while (!c->job && !c->pull && !c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
            tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
         int ready = tf_conn_request_ready(c);
         if (ready < 0) {
@@ -242,10 +311,15 @@ static int tf_conn_process(tf_conn *c) {
         }
         if (ready == 0)
             break;
-        if (tf_conn_serve_one(c) < 0) {
+        int r = tf_conn_serve_one(c);
+        if (r < 0) {
             tf_conn_close(c);
             return -1;
         }
+        if (r == TF_DEFERRED)
+            return tf_conn_settle(c);
+        if (c->pull)
+            tf_conn_pump(c);
     }
     if (c->in_len == 0 && c->in_cap > TF_IN_SHRINK_ABOVE &&
         tf_conn_resize_in(c, TF_IN_INITIAL) < 0) {
@@ -269,6 +343,11 @@ static void tf_conn_discard_input(tf_conn *c) {
 }
 
 void tf_conn_on_readable(tf_conn *c) {
+    if (c->job) {
+        /* parked with no events: only a hang-up or an error is reported */
+        tf_conn_close(c);
+        return;
+    }
     if (c->lingering) {
         tf_conn_discard_input(c);
         return;
@@ -304,9 +383,34 @@ void tf_conn_on_readable(tf_conn *c) {
     tf_conn_process(c);
 }
 
+void tf_conn_complete(tf_conn *c, tf_job *job) {
+    tf_worker *w = c->worker;
+    int alive = !c->orphaned;
+    w->in_flight--;
+    int r = w->cb->on_complete(w->cb->ctx, job, alive);
+    c->job = NULL;
+    if (tf_sb_me && c->job_started <= tf_sb_me->in_flight_started)
+        tf_publish_in_flight(w); /* it was the oldest: find the next */
+    else if (tf_sb_me)
+        __atomic_store_n(&tf_sb_me->in_flight, w->in_flight, __ATOMIC_RELAXED);
+    if (!alive) {
+        tf_conn_free(c);
+        return;
+    }
+    if (tf_conn_served(c, r) < 0) {
+        tf_conn_close(c);
+        return;
+    }
+    tf_conn_process(c);
+}
+
 void tf_conn_on_writable(tf_conn *c) {
     if (tf_conn_flush(c) < 0) {
         tf_conn_close(c);
+        return;
+    }
+    if (c->pull && tf_conn_pending(c) < TF_PULL_LOW_WATER) {
+        tf_conn_process(c); /* more of the pulled body, then what follows it */
         return;
     }
     if (tf_conn_pending(c))

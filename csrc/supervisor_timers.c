@@ -149,9 +149,14 @@ double tf_sv_check_timeouts(tf_supervisor *s, double now) {
         if (p->state == TF_W_FREE || p->stuck)
             continue;
         const tf_sb_proc *e = &tf_sb->procs[i];
-        if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != TF_W_BUSY)
+        /* the loop's own request, or the oldest on a runner thread */
+        int busy = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == TF_W_BUSY;
+        double started = busy ? e->request_started : 0;
+        double deferred = e->in_flight_started;
+        if (deferred > 0 && (started == 0 || deferred < started))
+            started = deferred;
+        if (started == 0)
             continue;
-        double started = e->request_started;
         int signalled = p->timed_out == started;
         double deadline = started + s->cfg->timeout + (signalled ? s->cfg->timeout_grace : 0);
         if (now < deadline) {

@@ -101,6 +101,19 @@ void tf_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 typedef struct tf_conn tf_conn;
 
+/* on_request's answer "later": the request is in flight (see tf_conn_defer). */
+#define TF_DEFERRED 1
+
+/* A request in flight. The embedder owns the memory (it may live inside its
+ * own request object) and keeps it alive until on_complete has run. Threads
+ * other than the loop only ever touch a job, never its connection. */
+typedef struct tf_job {
+    struct tf_job *next; /* queue link: the queues' own */
+    int on_runner;       /* taken by a runner thread: the queues' own */
+    tf_conn *conn;       /* set by tf_conn_defer; read by the loop only */
+    void *data;          /* the embedder's */
+} tf_job;
+
 typedef struct {
     /* Around every blocking wait: lets the embedder release its lock (the GIL). */
     void (*release)(void *ctx);
@@ -113,6 +126,20 @@ typedef struct {
     /* A request for cfg->metrics_path: answered like on_request (NULL: the
      * path goes to on_request like any other). */
     int (*on_metrics)(void *ctx, tf_conn *conn);
+    /* A deferred request's answer is ready (tf_job_done), on the loop with the
+     * lock held. alive: answer it on job->conn like on_request would, and
+     * return 0 (-1 closes); 0: the connection is gone, only release the job. */
+    int (*on_complete)(void *ctx, tf_job *job, int alive);
+    /* A deferred request ran past cfg->timeout (once per request, lock held):
+     * the embedder interrupts whoever runs it. NULL: nothing to do. */
+    void (*on_overrun)(void *ctx, tf_job *job);
+    /* A streamed body's source (tf_conn_pull), called on the loop with the lock
+     * held whenever the connection can take more. abort=0: write the next
+     * chunk(s) with tf_conn_write_body (which then never waits) and return 1
+     * for more, or end the answer with tf_conn_respond_end, release source
+     * and return 0. abort=1: the connection is gone or stalled past the
+     * request timeout: release source, write nothing. */
+    int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort);
 } tf_worker_callbacks;
 
 typedef struct {
@@ -133,11 +160,27 @@ typedef struct {
     const char *health_path;  /* liveness: 200 while the loop runs */
     const char *ready_path;   /* readiness: 200, or 503 once the server is stopping */
     const char *metrics_path; /* handed to cb->on_metrics */
+    int threads;              /* runner threads of the embedder (1: requests run inline) */
+    double timeout;           /* seconds a deferred request may run: cb->on_overrun (0: none) */
 } tf_worker_config;
 
 /* Runs the accept/serve loop until SIGTERM/SIGINT (graceful: stop accepting,
  * finish what is in flight) or SIGQUIT (immediate). Returns the exit status. */
 int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb);
+
+/* Requests in flight (runq.c). From on_request: tf_conn_defer ties job to
+ * the connection, which is parked (input kept in place, no further request
+ * read or processed) until the job completes; on_request then returns
+ * TF_DEFERRED. The answer comes back from any thread with tf_job_done: the
+ * loop wakes and calls cb->on_complete. A run queue hands jobs to runner
+ * threads: tf_runq_push (loop), tf_runq_take (a runner, without the lock;
+ * blocks, NULL once tf_runq_stop ran). Counts are kept in the scoreboard. */
+void tf_conn_defer(tf_conn *conn, tf_job *job);
+void tf_conn_pull(tf_conn *conn, void *source);
+void tf_runq_push(tf_job *job);
+tf_job *tf_runq_take(void);
+void tf_job_done(tf_job *job);
+void tf_runq_stop(void);
 
 /* Answers the connection's current request: head built in C, then head and
  * body written with one writev where the socket takes it; the rest waits for
@@ -147,9 +190,14 @@ int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                     size_t num_headers, const char *body, size_t body_len,
                     int close_after);
 
-/* Streaming answers, from within on_request (the worker is single-threaded:
- * while a streamed body waits for the socket, this one connection is waited
- * for with poll(2), at most request_timeout per wait, the lock released).
+/* Streaming answers. After tf_conn_respond_start, a body is either written
+ * at once (tf_conn_write_body: while more than a small buffer is queued the
+ * call waits for this one connection with poll(2), at most request_timeout,
+ * the lock released), or pulled by the loop: tf_conn_pull hands it a source,
+ * and the loop calls cb->on_pull whenever the connection's output is below
+ * a low-water mark, serving every other connection meanwhile. A pulled body
+ * never blocks the loop; a reader stalled past request_timeout is dropped
+ * (cb->on_pull with abort=1).
  *
  * tf_conn_respond_start queues the head. The body is framed by
  * content_length when >= 0 (never more bytes than announced), else chunked on
@@ -229,7 +277,7 @@ int tf_signals_unblock_all(void);
  * read-only. The layout is versioned by TF_SB_VERSION. */
 
 #define TF_SB_MAGIC 0x3142534654ULL /* "TFSB1" */
-#define TF_SB_VERSION 2
+#define TF_SB_VERSION 3
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
@@ -282,6 +330,12 @@ typedef struct {
     double heartbeat;       /* CLOCK_MONOTONIC seconds of its loop's last pass */
     double request_started; /* CLOCK_MONOTONIC seconds, while busy */
     uint64_t rss;           /* bytes, sampled by the primary */
+    /* requests in flight (tf_conn_defer): deferred, on a runner thread, waiting for one */
+    int32_t in_flight;
+    int32_t threads_busy;
+    int32_t threads_waiting;
+    int32_t threads;          /* runner threads (0: inline) */
+    double in_flight_started; /* CLOCK_MONOTONIC: the oldest in flight (0: none) */
     char method[16];        /* of the request in progress, NUL-terminated */
     char path[112];
     tf_sb_stats stats;

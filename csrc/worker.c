@@ -43,10 +43,17 @@ static void tf_worker_on_signal(int sig) {
 /* Closes (or answers 408 to) every connection past its deadline. */
 static void tf_worker_sweep(tf_worker *w) {
     tf_conn *c = w->conns;
+    double timeout = w->cfg->timeout;
     while (c) {
         tf_conn *next = c->next;
+        if (c->job && timeout > 0 && !c->job_overrun && w->now - c->job_started >= timeout) {
+            c->job_overrun = 1; /* once: the runner answers, or the primary kills */
+            if (w->cb->on_overrun)
+                w->cb->on_overrun(w->cb->ctx, c->job);
+        }
         if (c->deadline > 0 && w->now >= c->deadline) {
-            if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->close_after_write) {
+            if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->pull &&
+                !c->close_after_write) {
                 c->req.keep_alive = 0;
                 c->req.is_head = 0;
                 c->req.version_minor = 1;
@@ -72,6 +79,8 @@ static double tf_sweep_interval(const tf_worker_config *cfg) {
         every = cfg->request_timeout;
     if (cfg->keepalive_timeout > 0 && cfg->keepalive_timeout < every)
         every = cfg->keepalive_timeout;
+    if (cfg->threads > 1 && cfg->timeout > 0 && cfg->timeout < every)
+        every = cfg->timeout; /* requests in flight are timed out here */
     every /= 4;
     if (!(every <= 1.0))
         every = 1.0;
@@ -109,7 +118,7 @@ static void tf_worker_start_drain(tf_worker *w) {
      * not sent its first request yet was accepted for a client that is
      * sending one: it is served (with Connection: close) like any other. */
     for (tf_conn *c = w->conns; c; c = c->next) {
-        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->lingering &&
+        if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->pull && !c->lingering &&
             !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)
             c->deadline = w->now + TF_DRAIN_IDLE_SECONDS;
     }
@@ -149,6 +158,25 @@ static void tf_worker_drain_signal_pipe(tf_worker *w) {
     }
 }
 
+/* Requests in flight come back through an eventfd (runq.c). */
+static int tf_worker_setup_jobs(tf_worker *w) {
+    w->jobs_fd = tf_jobs_open();
+    if (w->jobs_fd < 0)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TF_TAG_JOBS};
+    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->jobs_fd, &ev);
+}
+
+/* Applies every completed job, oldest first, in this one pass with the lock held. */
+static void tf_worker_complete_jobs(void) {
+    tf_job *job = tf_jobs_take_done();
+    while (job) {
+        tf_job *next = job->next;
+        tf_conn_complete(job->conn, job);
+        job = next;
+    }
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 /* Sets up w for cfg; returns 0, or an exit status (logged) when it cannot run. */
@@ -160,6 +188,7 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
     w->listen_fd = cfg->listen_fd;
     w->epfd = -1;
     w->signal_pipe[0] = w->signal_pipe[1] = -1;
+    w->jobs_fd = -1;
     w->now = w->last_sweep = tf_clock_coarse();
     cpu_set_t cpus;
     w->cpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
@@ -174,7 +203,8 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
         return TF_EXIT_FATAL;
     }
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->epfd < 0 || tf_worker_setup_signals(w) < 0 || tf_listener_arm(w, 1) < 0) {
+    if (w->epfd < 0 || tf_worker_setup_signals(w) < 0 || tf_worker_setup_jobs(w) < 0 ||
+        tf_listener_arm(w, 1) < 0) {
         tf_log_at(TF_LOG_ERROR, "worker %d (pid %d): cannot start event loop: %s",
                   cfg->worker_id, (int)getpid(), strerror(errno));
         return TF_EXIT_FATAL;
@@ -225,6 +255,8 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
                 accepted += tf_accept_some(w);
         } else if (tag == TF_TAG_SIGNAL) {
             tf_worker_drain_signal_pipe(w);
+        } else if (tag == TF_TAG_JOBS) {
+            tf_worker_complete_jobs();
         } else {
             tf_conn *c = events[i].data.ptr;
             /* only this event's own handling can close c, and epoll
@@ -263,6 +295,7 @@ static void tf_worker_cleanup(tf_worker *w) {
         close(w->signal_pipe[0]);
     if (w->signal_pipe[1] >= 0)
         close(w->signal_pipe[1]);
+    tf_jobs_close();
 }
 
 int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
@@ -276,6 +309,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         /* the loop runs from here on: ready, and the primary may retire the
          * worker this one replaces */
         tf_sb_me->heartbeat = w.now;
+        tf_sb_me->threads = cfg->threads > 1 ? cfg->threads : 0;
         __atomic_store_n(&tf_sb_me->state, TF_W_IDLE, __ATOMIC_RELEASE);
         tf_scoreboard_notify();
     }

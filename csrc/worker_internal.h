@@ -7,6 +7,7 @@
  *   dispatch.c routing a request: health and readiness in C, metrics, the app
  *   respond.c  response framing (whole, streamed, chunked, sendfile): tf_conn_respond*
  *   worker.c   the loop: signals, timers, drain
+ *   runq.c     requests in flight: the run queue to runner threads, completions back
  * Data flows one way: worker.c -> accept.c / serve.c -> dispatch.c -> the
  * embedder -> respond.c -> conn.c, and respond.c -> observe.c, accesslog.c (leaves).
  */
@@ -28,12 +29,14 @@
 #define TF_IN_SHRINK_ABOVE (256 * 1024)
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
+#define TF_PULL_LOW_WATER (64 * 1024) /* a pulled body is asked for more below this */
+#define TF_PULL_ROUNDS 16 /* chunks per connection per wake-up: the others' turn next */
 
 /* How the body of a streamed response is framed (tf_conn.streaming). */
 enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
 
 /* epoll data of the two descriptors that are not connections (those carry a tf_conn *). */
-enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2 };
+enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2, TF_TAG_JOBS = 3 };
 
 typedef struct tf_worker tf_worker;
 
@@ -70,6 +73,11 @@ struct tf_conn {
     double req_start;      /* when the current request began (accept or first byte) */
     double last_read;      /* when bytes last arrived */
     int idle;              /* between requests: the keep-alive timer runs */
+    tf_job *job;           /* the request in flight (tf_conn_defer), else NULL */
+    double job_started;    /* coarse clock when it was deferred */
+    int job_overrun;       /* cb->on_overrun was called for it */
+    int orphaned;          /* closed while in flight: freed when the job completes */
+    void *pull;            /* a streamed body's source (tf_conn_pull), else NULL */
 
     struct sockaddr_storage peer;
     tf_conn *prev, *next;
@@ -92,6 +100,8 @@ struct tf_worker {
     double now;         /* tf_clock_coarse() at the last wake-up */
     double last_sweep;
     double sweep_every; /* seconds between timeout sweeps */
+    int jobs_fd;        /* eventfd: completed jobs wait (runq.c) */
+    int in_flight;      /* connections whose request is deferred */
 };
 
 #pragma GCC visibility push(hidden) /* direct calls inside the extension, no PLT */
@@ -107,7 +117,8 @@ void tf_listener_rotate(tf_worker *w);
 
 /* conn.c */
 tf_conn *tf_conn_open(tf_worker *w, int fd, const struct sockaddr_storage *peer);
-void tf_conn_close(tf_conn *c);
+void tf_conn_close(tf_conn *c); /* in flight: unlinked and shut now, freed on completion */
+void tf_conn_free(tf_conn *c);
 int tf_conn_resize_in(tf_conn *c, size_t want);
 int tf_conn_append_out(tf_conn *c, const char *data, size_t len);
 int tf_conn_flush_out(tf_conn *c);
@@ -117,6 +128,13 @@ void tf_conn_finish(tf_conn *c, int linger);
 /* serve.c */
 void tf_conn_on_readable(tf_conn *c);
 void tf_conn_on_writable(tf_conn *c);
+void tf_conn_complete(tf_conn *c, tf_job *job); /* applies a deferred request's answer */
+
+/* runq.c: the loop's side. tf_jobs_open returns the eventfd that becomes
+ * readable when jobs completed (-1 with errno); tf_jobs_take_done takes them all, oldest first. */
+int tf_jobs_open(void);
+void tf_jobs_close(void);
+tf_job *tf_jobs_take_done(void);
 
 /* dispatch.c: routes a complete request: the health, readiness and metrics
  * paths of cfg, else cb->on_request. stopping: the worker is draining.

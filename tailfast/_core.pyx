@@ -21,11 +21,13 @@ import random
 import signal
 import stat
 import sys
+import threading
 import time
 import traceback
 from io import BytesIO
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.errno cimport errno
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -59,7 +61,15 @@ from tailfast._tf cimport (
     TF_W_IDLE,
     TF_W_STARTING,
     tf_conn,
+    tf_conn_defer,
     tf_conn_peer,
+    tf_conn_pull,
+    TF_DEFERRED,
+    tf_job,
+    tf_job_done,
+    tf_runq_push,
+    tf_runq_stop,
+    tf_runq_take,
     tf_conn_respond,
     tf_conn_respond_end,
     tf_conn_respond_start,
@@ -107,6 +117,7 @@ cdef extern from "Python.h":
     void PyOS_AfterFork_Parent()
     void PyOS_AfterFork_Child()
     Py_ssize_t Py_REFCNT(object o)
+    int PyThreadState_SetAsyncExc(unsigned long id, PyObject *exc)
 
 
 # ------------------------------------------------------------------- state
@@ -132,4 +143,5 @@ include "_worker.pxi"
 include "_primary.pxi"
 include "_scoreboard.pxi"
 include "_wsgi.pxi"
+include "_threads.pxi"
 

@@ -42,6 +42,11 @@ cdef class Request:
     cdef object _query, _cookies
     cdef int _version_minor, _remote_port
     cdef readonly object worker_id
+    # --threads: this request in flight on a runner thread (_worker.pxi)
+    cdef tf_job _job
+    cdef object _result, _error
+    cdef unsigned long _thread
+    cdef bint _running
 
     def __cinit__(self):
         self._req = NULL

@@ -242,30 +242,86 @@ cdef object _END = object()
 cdef int _stream(tf_conn *conn, int status, list pairs, object ctype, object body,
                  int64_t content_length) except -1:
     """Streams an iterable body: chunked on HTTP/1.1, until close on HTTP/1.0,
-    never held whole in memory. Its close() is always called."""
-    cdef bint complete = False
+    never held whole in memory. The first chunk is taken here; the rest is
+    pulled by the C loop as the client reads (_on_pull), which closes it."""
     cdef bint started = False
+    cdef bint handed = False
     try:
         it = iter(body)
         # the first chunk before the head: an error before any output is still a clean 500
         first = next(it, _END)
         _start(conn, status, pairs, ctype, content_length)
         started = True
-        if first is not _END and _write(conn, first):
-            for chunk in it:
-                if not _write(conn, chunk):
-                    break  # the client went away: stop producing
-            else:
-                complete = True
-        elif first is _END:
-            complete = True
+        if first is _END:
+            tf_conn_respond_end(conn, 1)
+        elif not _write(conn, first):
+            tf_conn_respond_end(conn, 0)  # the client went away: stop producing
+        else:
+            _pull_from(conn, it, body, False)
+            handed = True
+    except BaseException:
+        if started:
+            tf_conn_respond_end(conn, 0)  # the head is out: the body is cut
+        raise
     finally:
-        try:
-            if started:
-                tf_conn_respond_end(conn, complete)
-        finally:
+        if not handed:
             _close_iterable(body)
     return 0
+
+
+cdef class _Pull:
+    """A streamed body the C loop pulls from (tf_conn_pull): the iterator, and
+    the object whose close() ends it (PEP 3333 for WSGI)."""
+    cdef object it
+    cdef object body
+    cdef bint wsgi  # chunks must be bytes; empty ones are skipped
+
+
+cdef int _pull_from(tf_conn *conn, object it, object body, bint wsgi) except -1:
+    """Hands the rest of a streamed body to the loop; the connection holds a reference."""
+    cdef _Pull p = _Pull.__new__(_Pull)
+    p.it = it
+    p.body = body
+    p.wsgi = wsgi
+    Py_INCREF(p)  # dropped by _on_pull when the body ends or is aborted
+    tf_conn_pull(conn, <void *>p)
+    return 0
+
+
+cdef int _on_pull(void *ctx, tf_conn *conn, void *source, int abort) noexcept:
+    """The loop: the connection can take more of a pulled body (or, abort, is
+    gone). Writes one chunk; returns 1 for more, 0 once ended and released."""
+    cdef _Pull p = <_Pull>source
+    cdef bint more = False
+    try:
+        if abort:
+            return 0
+        chunk = next(p.it, _END)
+        if chunk is _END:
+            tf_conn_respond_end(conn, 1)
+            return 0
+        if p.wsgi:
+            if type(chunk) is not bytes:
+                raise TypeError(f"the application yielded {type(chunk).__name__}, not bytes")
+            if not chunk:
+                more = True
+                return 1
+        if not _write(conn, chunk):
+            tf_conn_respond_end(conn, 0)  # the client went away: stop producing
+            return 0
+        more = True
+        return 1
+    except BaseException:
+        _log(f"worker {_worker_id}: error in a streamed body; the response is cut", True)
+        tf_conn_respond_end(conn, 0)
+        return 0
+    finally:
+        if not more:
+            Py_DECREF(p)  # the connection's reference; `p` holds its own
+            try:
+                _close_iterable(p.body)
+            except BaseException:
+                _log(f"worker {_worker_id}: error closing a streamed body", True)
 
 
 cdef int _send_file(tf_conn *conn, FileResponse response, list pairs) except -1:

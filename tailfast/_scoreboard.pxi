@@ -46,6 +46,13 @@ cdef dict _proc_dict(const tf_sb_proc *p, double mono, double wall):
         "request_age": round(mono - p.request_started, 3) if busy else None,
         "rss": p.rss,
         "retire": bool(p.retire),
+        # --threads: requests handed to runner threads (in flight), those
+        # running on one (busy threads) and those queued for one (waiting)
+        "threads": p.threads,
+        "in_flight": p.in_flight,
+        "threads_busy": p.threads_busy,
+        "threads_waiting": p.threads_waiting,
+        "in_flight_age": round(mono - p.in_flight_started, 3) if p.in_flight_started > 0 else None,
         "stats": _stats(&p.stats),
     }
 

@@ -24,6 +24,7 @@ DERIVED_C_FIELDS = (
     "worker.listen_fd",             # the inherited socket, or the worker's own (reuseport)
     "worker.worker_id",
     "worker.accepts_per_wakeup",    # _ACCEPTS_PER_WAKEUP
+    "worker.timeout",               # --timeout (supervisor.timeout): runner threads' overruns
     "supervisor.http",              # 1 for run_primary, 0 for spawn_workers
     "supervisor.listen_fd",         # the shared socket whose queue is sampled (-1: none)
     "supervisor.boot_timeout",      # _BOOT_TIMEOUT
@@ -112,6 +113,8 @@ cdef CConfig _fill_c_config(object config, object launch, int worker_id=0, int o
     w.health_path = _c_str(c._health_path)
     w.ready_path = _c_str(c._ready_path)
     w.metrics_path = _c_str(c._metrics_path)
+    w.threads = config.threads
+    w.timeout = config.timeout
 
     s.workers = config.workers
     s.graceful_timeout = config.graceful_timeout
@@ -167,6 +170,8 @@ def c_config_fields(config, launch=None, int worker_id=0, int own_fd=-1):
         "worker.balance": w.balance,
         "worker.health_path": _opt_str(w.health_path),
         "worker.ready_path": _opt_str(w.ready_path),
+        "worker.threads": w.threads,
+        "worker.timeout": w.timeout,
         "worker.metrics_path": _opt_str(w.metrics_path),
         "supervisor.workers": s.workers,
         "supervisor.graceful_timeout": s.graceful_timeout,

@@ -47,6 +47,13 @@ cdef extern from "tailfast.h" nogil:
     ctypedef struct tf_conn:
         pass
 
+    enum: TF_DEFERRED
+
+    ctypedef struct tf_job:
+        tf_job *next
+        tf_conn *conn
+        void *data
+
     ctypedef struct tf_worker_callbacks:
         void (*release)(void *ctx) noexcept
         void (*acquire)(void *ctx) noexcept
@@ -54,6 +61,9 @@ cdef extern from "tailfast.h" nogil:
                           const char *body, size_t body_len) noexcept
         void *ctx
         int (*on_metrics)(void *ctx, tf_conn *conn) noexcept
+        int (*on_complete)(void *ctx, tf_job *job, int alive) noexcept
+        void (*on_overrun)(void *ctx, tf_job *job) noexcept
+        int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort) noexcept
 
     ctypedef struct tf_worker_config:
         int listen_fd
@@ -71,6 +81,8 @@ cdef extern from "tailfast.h" nogil:
         const char *health_path
         const char *ready_path
         const char *metrics_path
+        int threads
+        double timeout
 
     int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb)
     int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
@@ -82,6 +94,12 @@ cdef extern from "tailfast.h" nogil:
     int tf_conn_sendfile(tf_conn *conn, int fd, int64_t offset, int64_t count)
     int tf_conn_respond_end(tf_conn *conn, int complete)
     int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port)
+    void tf_conn_defer(tf_conn *conn, tf_job *job)
+    void tf_conn_pull(tf_conn *conn, void *source)
+    void tf_runq_push(tf_job *job)
+    tf_job *tf_runq_take() nogil
+    void tf_job_done(tf_job *job) nogil
+    void tf_runq_stop() nogil
 
     ctypedef struct tf_supervisor_callbacks:
         void (*release)(void *ctx) noexcept
@@ -135,6 +153,11 @@ cdef extern from "tailfast.h" nogil:
         double heartbeat
         double request_started
         uint64_t rss
+        int32_t in_flight
+        int32_t threads_busy
+        int32_t threads_waiting
+        int32_t threads
+        double in_flight_started
         char method[16]
         char path[112]
         tf_sb_stats stats

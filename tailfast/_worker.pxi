@@ -68,12 +68,14 @@ def _on_timeout_signal(signum, frame):
 cdef bytes BODY_503 = b"503 Service Unavailable: the request timed out\n"
 
 
-cdef void _answer_timeout(tf_conn *conn, Request request) noexcept:
+cdef void _answer_timeout(tf_conn *conn, Request request, bint inline=True) noexcept:
     """Logs the timed-out request (method, path, duration) and answers 503."""
     if _answered:
         _log_handler_error(request)  # a streamed answer is under way: it is cut instead
         return
-    elapsed = (time.monotonic() - tf_sb_me.request_started) if tf_sb_me != NULL else _timeout
+    elapsed = _timeout
+    if inline and tf_sb_me != NULL:
+        elapsed = time.monotonic() - tf_sb_me.request_started
     _log(f"worker {_worker_id} (pid {os.getpid()}): {_describe(request)} timed out "
          f"after {elapsed:.2f} s (timeout {_timeout:g} s); answered 503")
     try:
@@ -91,6 +93,8 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
     request._body_len = body_len
     request._version_minor = req.version_minor
     request.worker_id = _worker_id
+    if _threads > 1:
+        return _defer(conn, request)
     global _answered
     _answered = False
     try:
@@ -137,11 +141,16 @@ cdef int _run_http_worker(CConfig c) except -1:
     cb.acquire = _acquire_gil
     cb.on_request = _on_request
     cb.on_metrics = _on_metrics
+    cb.on_complete = _on_complete
+    cb.on_overrun = _on_overrun
+    cb.on_pull = _on_pull
     cb.ctx = NULL
     if tf_accesslog_open(c.access_log, c.access_log_format) < 0:
         raise OSError(errno, f"cannot open the access log {os.fsdecode(c.access_log)!r}: "
                              f"{os.strerror(errno)}")
+    runners = _start_runners(c.worker.threads)
     try:
         return tf_worker_run(&c.worker, &cb)
     finally:
+        _stop_runners(runners)
         tf_accesslog_close()

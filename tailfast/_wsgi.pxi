@@ -101,6 +101,9 @@ cdef int _parse_status(object status) except -1:
     raise ValueError(f"invalid WSGI status {status!r}: expected '200 OK'")
 
 
+DEF _HANDED = 2  # _Exchange.finish: the rest of the body is pulled by the loop
+
+
 cdef class _Exchange:
     """One request's start_response / write() state."""
 
@@ -110,6 +113,8 @@ cdef class _Exchange:
     cdef long long length  # the application's Content-Length, -1 when it gave none
     cdef bint sent
     cdef bint complete
+    cdef object result  # --threads: what the application returned, sent by the loop
+    cdef list early     # --threads: bytes given to write() on a runner, sent by the loop
 
     def start_response(self, status, headers, exc_info=None):
         cdef list pairs = []
@@ -148,6 +153,9 @@ cdef class _Exchange:
         """The PEP's write() callable: the bytes go out before it returns."""
         if type(data) is not bytes:
             raise TypeError(f"write() takes bytes, got {type(data).__name__}")
+        if self.early is not None:
+            self.early.append(data)  # on a runner: the loop writes it, first
+            return
         if not self.sent:
             self._send_head()
         if not _write(self.request._live_conn(), data):
@@ -155,7 +163,8 @@ cdef class _Exchange:
             raise ClientDisconnected("the client went away")
 
     cdef int finish(self, object result) except -1:
-        """Sends what the application returned, then ends the response."""
+        """Sends what the application returned, then ends the response; returns
+        _HANDED when the loop goes on with an iterable (and closes it)."""
         cdef tf_conn *conn = self.request._live_conn()
         cdef bytes body
         if not self.sent:
@@ -180,7 +189,8 @@ cdef class _Exchange:
                     tf_conn_respond_end(conn, 1)
                     return 0
         try:
-            for chunk in result:
+            it = iter(result)
+            for chunk in it:
                 if type(chunk) is not bytes:
                     raise TypeError(f"the application yielded {type(chunk).__name__}, not bytes")
                 if not chunk:
@@ -190,6 +200,10 @@ cdef class _Exchange:
                 if not _write(conn, chunk):
                     self.complete = False
                     break  # the client went away: stop iterating
+                if type(result) is not list:
+                    # the rest is pulled by the loop as the client reads; it closes result
+                    _pull_from(conn, it, result, True)
+                    return _HANDED
             if not self.sent:
                 self._send_head()  # an empty body
         except BaseException:
@@ -198,6 +212,51 @@ cdef class _Exchange:
             raise
         tf_conn_respond_end(conn, self.complete)
         return 0
+
+    cdef int answer(self) except -1:
+        """--threads, on the loop: sends what _run_app kept, then closes it."""
+        result, self.result = self.result, None
+        early, self.early = self.early, None
+        if early:
+            result = _EarlyThen(early, result)  # write()'s bytes go first
+        cdef int sent = 0
+        try:
+            sent = self.finish(result)
+        except ClientDisconnected:
+            pass
+        finally:
+            if sent != _HANDED and type(result) is not list:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        return 0
+
+    cdef int discard(self) except -1:
+        """--threads, on the loop: the client is gone; closes the result."""
+        result, self.result = self.result, None
+        if type(result) is not list and result is not ANSWERED:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return 0
+
+
+class _EarlyThen:
+    """The bytes an application gave to write() on a runner, then its iterable.
+    close() is the application's (PEP 3333)."""
+
+    def __init__(self, early: list, rest: object) -> None:
+        self.early = early
+        self.rest = rest
+
+    def __iter__(self):
+        yield from self.early
+        yield from self.rest
+
+    def close(self) -> None:
+        close = getattr(self.rest, "close", None)
+        if close is not None:
+            close()
 
 
 def _file_span(wrapper):
@@ -290,6 +349,17 @@ cdef class WSGIHandler:
             "wsgi.file_wrapper": FileWrapper,
         }
 
+    cdef _Exchange _run_app(self, Request request):
+        """--threads, on a runner: calls the application; the loop sends the
+        answer (_Exchange.answer). write() is buffered until then."""
+        cdef _Exchange exchange = _Exchange.__new__(_Exchange)
+        exchange.request = request
+        exchange.length = -1
+        exchange.complete = True
+        exchange.early = []
+        exchange.result = self.app(_wsgi_environ(request, self.base), exchange.start_response)
+        return exchange
+
     def __call__(self, Request request):
         cdef _Exchange exchange = _Exchange.__new__(_Exchange)
         exchange.request = request
@@ -299,12 +369,13 @@ cdef class WSGIHandler:
             result = self.app(_wsgi_environ(request, self.base), exchange.start_response)
         except ClientDisconnected:
             return ANSWERED  # write() found the client gone; nothing left to send
+        cdef int sent = 0
         try:
-            exchange.finish(result)
+            sent = exchange.finish(result)
         except ClientDisconnected:
             pass  # close() below still runs
         finally:
-            if type(result) is not list:
+            if sent != _HANDED and type(result) is not list:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()

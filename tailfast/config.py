@@ -459,6 +459,18 @@ SETTINGS: tuple[Setting, ...] = (
         c_field="worker.limits.max_header_field",
     ),
     Setting(
+        name="threads",
+        value_type=int,
+        parse=_int_in(1, 1024, "expected an integer from 1 to 1024"),
+        default="1",
+        flags=("--threads",),
+        env=("TAILFAST_THREADS",),
+        help="threads per worker that run sync handlers (native and WSGI) while the worker's "
+        "loop goes on serving other connections; 1 runs each request inline in the loop",
+        metavar="N",
+        c_field="worker.threads",
+    ),
+    Setting(
         name="max_connections",
         value_type=int,
         parse=_int_in(1, 1_000_000, "expected an integer from 1 to 1000000"),

@@ -106,8 +106,25 @@ def render(snapshot: dict[str, Any]) -> str:
     w.sample("tailfast_request_duration_seconds_count", cumulative)
 
     w.family("tailfast_requests_in_flight", "gauge",
-             "Requests being handled now (one per busy worker, this scrape included).")
-    w.sample("tailfast_requests_in_flight", sum(1 for p in procs if p["state"] == "busy"))
+             "Requests being handled now (one per busy worker, this scrape included, "
+             "plus those handed to runner threads).")
+    w.sample("tailfast_requests_in_flight",
+             sum((1 if p["state"] == "busy" else 0) + p["in_flight"] for p in procs))
+
+    # --threads, by worker id (a worker being replaced counts with its successor)
+    for field, name, help_text in (
+        ("threads", "tailfast_threads", "Runner threads (--threads), by worker id."),
+        ("threads_busy", "tailfast_threads_busy", "Runner threads running a request."),
+        ("threads_waiting", "tailfast_requests_waiting_for_thread",
+         "Requests queued for a runner thread."),
+    ):
+        w.family(name, "gauge", help_text)
+        by_worker: dict[int, int] = {}
+        for p in procs:
+            if p["threads"]:
+                by_worker[p["worker_id"]] = by_worker.get(p["worker_id"], 0) + p[field]
+        for worker in sorted(by_worker):
+            w.sample(name, by_worker[worker], [("worker", str(worker))])
 
     w.family("tailfast_open_connections", "gauge", "Client connections open in the workers.")
     w.sample("tailfast_open_connections", sum(p["open"] for p in procs))

@@ -61,7 +61,7 @@ def format_table(snapshot: dict[str, Any]) -> str:
         f"{snapshot['workers']} workers, generation {snapshot['generation']}, "
         f"up {snapshot['uptime']:.0f} s, listen queue {queue}",
         f"{'ID':>3} {'PID':>8} {'STATE':<9} {'GEN':>3} {'REQUESTS':>9} {'ACCEPTED':>9} "
-        f"{'OPEN':>5} {'UP(s)':>7} {'RSS(MiB)':>8} {'RESTARTS':>8}  REQUEST",
+        f"{'OPEN':>5} {'UP(s)':>7} {'RSS(MiB)':>8} {'RESTARTS':>8} {'THREADS':>9}  REQUEST",
     ]
     slots = {s["worker_id"]: s for s in snapshot["slots"]}
     for p in sorted(snapshot["processes"], key=lambda p: (p["worker_id"], p["uptime"])):
@@ -69,16 +69,24 @@ def format_table(snapshot: dict[str, Any]) -> str:
         request = ""
         if p["request"]:
             request = f"{p['request']} ({p['request_age']:.1f} s)"
+        elif p["in_flight"]:
+            request = f"{p['in_flight']} in flight (oldest {p['in_flight_age'] or 0:.1f} s)"
+        # busy threads/threads, +requests waiting for one; "-" when requests run inline
+        threads = "-"
+        if p["threads"]:
+            threads = f"{p['threads_busy']}/{p['threads']}"
+            if p["threads_waiting"]:
+                threads += f"+{p['threads_waiting']}"
         lines.append(
             f"{p['worker_id']:>3} {p['pid']:>8} {p['state']:<9} {p['generation']:>3} "
             f"{p['requests']:>9} {p['accepted']:>9} {p['open']:>5} {p['uptime']:>7.0f} "
-            f"{_mib(p['rss']):>8} {slot.get('restarts', 0):>8}  {request}"
+            f"{_mib(p['rss']):>8} {slot.get('restarts', 0):>8} {threads:>9}  {request}"
         )
     for slot in snapshot["slots"]:
         if slot["state"] == "backoff":
             lines.append(
                 f"{slot['worker_id']:>3} {'-':>8} {'backoff':<9} {'':>3} {'':>9} {'':>9} "
-                f"{'':>5} {'':>7} {'':>8} {slot['restarts']:>8}  "
+                f"{'':>5} {'':>7} {'':>8} {slot['restarts']:>8} {'':>9}  "
                 f"{slot['crashes']} crashes, next attempt in {slot['next_attempt_in']:.1f} s"
             )
     return "\n".join(lines)

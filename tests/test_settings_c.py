@@ -35,6 +35,7 @@ OTHER_VALUES: dict[str, tuple[str, Any]] = {
     "limit_request_fields": ("7", 7),
     "limit_request_field_size": ("200", 200),
     "max_connections": ("50", 50),
+    "threads": ("4", 4),
     "balance": ("reuseport", 0),
     "max_requests": ("10", 10),
     "max_requests_jitter": ("5", None),  # checked below: random per worker

@@ -1,0 +1,128 @@
+/* runq.c — requests in flight: the run queue to runner threads and the completion queue back to the loop.
+ *
+ * One of each per worker process. Both are singly linked lists of the
+ * embedder's tf_job (no allocation here) under one mutex: a runner waits on
+ * a condition variable for work; a finished job is appended to the done list
+ * and an eventfd wakes the loop, which takes the whole list at once. The
+ * scoreboard's threads_busy / threads_waiting are written under the mutex.
+ */
+#define _GNU_SOURCE
+#include "worker_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static pthread_mutex_t tf_runq_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tf_runq_ready = PTHREAD_COND_INITIALIZER;
+static tf_job *tf_run_head, *tf_run_tail;   /* waiting for a runner, oldest first */
+static tf_job *tf_done_head, *tf_done_tail; /* answered, for the loop, oldest first */
+static int tf_runq_stopped;
+static int tf_done_fd = -1;
+static int32_t tf_waiting, tf_busy;
+
+/* Scoreboard counts; called with the lock held. */
+static void tf_runq_publish(void) {
+    if (tf_sb_me) {
+        __atomic_store_n(&tf_sb_me->threads_waiting, tf_waiting, __ATOMIC_RELAXED);
+        __atomic_store_n(&tf_sb_me->threads_busy, tf_busy, __ATOMIC_RELAXED);
+    }
+}
+
+int tf_jobs_open(void) {
+    if (tf_done_fd < 0)
+        tf_done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_lock(&tf_runq_lock);
+    tf_runq_stopped = 0;
+    pthread_mutex_unlock(&tf_runq_lock);
+    return tf_done_fd;
+}
+
+void tf_jobs_close(void) {
+    if (tf_done_fd >= 0)
+        close(tf_done_fd);
+    tf_done_fd = -1;
+}
+
+void tf_runq_push(tf_job *job) {
+    job->next = NULL;
+    job->on_runner = 0;
+    pthread_mutex_lock(&tf_runq_lock);
+    if (tf_run_tail)
+        tf_run_tail->next = job;
+    else
+        tf_run_head = job;
+    tf_run_tail = job;
+    tf_waiting++;
+    tf_runq_publish();
+    pthread_cond_signal(&tf_runq_ready);
+    pthread_mutex_unlock(&tf_runq_lock);
+}
+
+tf_job *tf_runq_take(void) {
+    pthread_mutex_lock(&tf_runq_lock);
+    while (!tf_run_head && !tf_runq_stopped)
+        pthread_cond_wait(&tf_runq_ready, &tf_runq_lock);
+    tf_job *job = tf_run_head;
+    if (job) {
+        tf_run_head = job->next;
+        if (!tf_run_head)
+            tf_run_tail = NULL;
+        job->next = NULL;
+        job->on_runner = 1;
+        tf_waiting--;
+        tf_busy++;
+        tf_runq_publish();
+    }
+    pthread_mutex_unlock(&tf_runq_lock);
+    return job; /* NULL only once stopped with nothing left */
+}
+
+void tf_job_done(tf_job *job) {
+    job->next = NULL;
+    pthread_mutex_lock(&tf_runq_lock);
+    if (job->on_runner) {
+        job->on_runner = 0;
+        tf_busy--;
+        tf_runq_publish();
+    }
+    int was_empty = tf_done_head == NULL;
+    if (tf_done_tail)
+        tf_done_tail->next = job;
+    else
+        tf_done_head = job;
+    tf_done_tail = job;
+    pthread_mutex_unlock(&tf_runq_lock);
+    if (was_empty && tf_done_fd >= 0) {
+        /* one wake-up per batch: the loop takes the whole list */
+        uint64_t one = 1;
+        ssize_t r;
+        do
+            r = write(tf_done_fd, &one, sizeof(one));
+        while (r < 0 && errno == EINTR);
+        (void)r; /* EAGAIN: the counter is saturated, the loop wakes anyway */
+    }
+}
+
+tf_job *tf_jobs_take_done(void) {
+    uint64_t count;
+    ssize_t r;
+    do
+        r = read(tf_done_fd, &count, sizeof(count));
+    while (r < 0 && errno == EINTR);
+    (void)r; /* EAGAIN: woken by a push that an earlier batch already took */
+    pthread_mutex_lock(&tf_runq_lock);
+    tf_job *list = tf_done_head;
+    tf_done_head = tf_done_tail = NULL;
+    pthread_mutex_unlock(&tf_runq_lock);
+    return list;
+}
+
+void tf_runq_stop(void) {
+    pthread_mutex_lock(&tf_runq_lock);
+    tf_runq_stopped = 1;
+    pthread_cond_broadcast(&tf_runq_ready);
+    pthread_mutex_unlock(&tf_runq_lock);
+}
