@@ -244,17 +244,21 @@ def ratio(rows: list[Row], name: str, base: str, key: str) -> str:
 
 
 def table(rows: list[Row], columns: list[tuple[str, str, str]]) -> list[str]:
-    """A markdown table: one line per row, columns (title, key, format) of medians."""
-    lines = ["| server | " + " | ".join(t for t, _, _ in columns) + " | errors |",
-             "|---|" + "---:|" * (len(columns) + 1)]
+    """A markdown table: one line per row, columns (title, key, format) of medians,
+    then the lowest and highest run of the first column (the spread), then errors."""
+    title, key, fmt = columns[0]
+    titles = " | ".join(t for t, _, _ in columns)
+    lines = [f"| server | {titles} | {title} min-max | errors |",
+             "|---|" + "---:|" * (len(columns) + 2)]
     for row in rows:
         if not row.runs:
-            lines.append(f"| {row.name} | " + " | ".join("n/a" for _ in columns)
+            lines.append(f"| {row.name} | " + " | ".join("n/a" for _ in range(len(columns) + 1))
                          + f" | {row.missing or 'n/a'} |")
             continue
         errors = sum(r["errors"] + r.get("slow_errors", 0) for r in row.runs)
+        low, high = min(r[key] for r in row.runs), max(r[key] for r in row.runs)
         lines.append(f"| {row.name} | " + " | ".join(cell(row.median(k), f) for _, k, f in columns)
-                     + f" | {errors:.0f} |")
+                     + f" | {cell(low, fmt)}-{cell(high, fmt)} | {errors:.0f} |")
     return lines
 
 
