@@ -240,7 +240,9 @@ def ratio(rows: list[Row], name: str, base: str, key: str) -> str:
     def find(prefix: str) -> Row | None:
         return next((r for r in rows if r.name.startswith(prefix) and r.runs), None)
     a, b = find(name), find(base)
-    return "n/a" if a is None or b is None else cell(a.median(key) / b.median(key), ".2f")
+    if a is None or b is None or not b.median(key):
+        return "n/a"
+    return cell(a.median(key) / b.median(key), ".2f")
 
 
 def table(rows: list[Row], columns: list[tuple[str, str, str]]) -> list[str]:
