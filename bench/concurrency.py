@@ -238,7 +238,8 @@ def cell(value: float, fmt: str) -> str:
 def ratio(rows: list[Row], name: str, base: str, key: str) -> str:
     """median(name) / median(base) of key, by the rows' name prefixes."""
     def find(prefix: str) -> Row | None:
-        return next((r for r in rows if r.name.startswith(prefix) and r.runs), None)
+        exact = [r for r in rows if r.name == prefix]
+        return next((r for r in exact or rows if r.name.startswith(prefix) and r.runs), None)
     a, b = find(name), find(base)
     if a is None or b is None or not b.median(key):
         return "n/a"
