@@ -67,8 +67,17 @@ static int tf_accept_failed(tf_worker *w, int err) {
         w->accept_resume = w->now + 0.1;
         return 0;
     }
-    tf_log_at(TF_LOG_ERROR, "worker %d (pid %d): accept: %s", w->cfg->worker_id, (int)getpid(),
-              strerror(err));
+    /* Anything else (EINVAL after an outside shutdown() of the socket,
+     * EPERM, ...) would fail again at once on a listener that stays ready:
+     * step out of accepting and retry now and then, logging each errno once
+     * (the connections already open are still served). */
+    if (err != w->accept_errno) {
+        tf_log_at(TF_LOG_ERROR, "worker %d (pid %d): accept: %s; not accepting, retrying every %g s",
+                  w->cfg->worker_id, (int)getpid(), strerror(err), TF_ACCEPT_RETRY_SECONDS);
+        w->accept_errno = err;
+    }
+    tf_listener_arm(w, 0);
+    w->accept_resume = w->now + TF_ACCEPT_RETRY_SECONDS;
     return 0;
 }
 
@@ -93,6 +102,7 @@ int tf_accept_some(tf_worker *w) {
             continue;
         }
         accepted++;
+        w->accept_errno = 0; /* the socket works again: a new failure is news */
     }
     return accepted;
 }

@@ -97,36 +97,60 @@ void tf_conn_close(tf_conn *c) {
 }
 
 void tf_conn_free(tf_conn *c) {
+    tf_worker *w = c->worker;
+    w->in_extra -= tf_in_extra(c->in_cap);
+    w->in_grown -= c->in_cap > TF_IN_INITIAL;
     free(c->in);
     free(c->out);
     free(c);
 }
 
-/* Moves the parsed request's pointers from buffer old to buffer new. */
-static void tf_request_rebase(tf_request *r, const char *old, char *new) {
-#define TF_REBASE(p) ((p) = new + ((p) - old))
-    TF_REBASE(r->method);
-    TF_REBASE(r->target);
-    TF_REBASE(r->path);
-    TF_REBASE(r->query);
+/* The parsed request's pointers into c->in as offsets, and back: realloc may
+ * move the buffer, and a pointer into a freed block must not be used. */
+typedef struct {
+    size_t method, target, path, query;
+    size_t name[TF_MAX_HEADERS], value[TF_MAX_HEADERS];
+} tf_request_offsets;
+
+static void tf_request_save(const tf_request *r, const char *base, tf_request_offsets *o) {
+    o->method = (size_t)(r->method - base);
+    o->target = (size_t)(r->target - base);
+    o->path = (size_t)(r->path - base);
+    o->query = (size_t)(r->query - base);
     for (size_t i = 0; i < r->num_headers; i++) {
-        TF_REBASE(r->headers[i].name);
-        TF_REBASE(r->headers[i].value);
+        o->name[i] = (size_t)(r->headers[i].name - base);
+        o->value[i] = (size_t)(r->headers[i].value - base);
     }
-#undef TF_REBASE
 }
 
-/* Gives c->in a capacity of at least want bytes (or exactly want when shrinking). */
+static void tf_request_restore(tf_request *r, const char *base, const tf_request_offsets *o) {
+    r->method = base + o->method;
+    r->target = base + o->target;
+    r->path = base + o->path;
+    r->query = base + o->query;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        r->headers[i].name = base + o->name[i];
+        r->headers[i].value = base + o->value[i];
+    }
+}
+
+/* Gives c->in a capacity of exactly want bytes (want >= c->in_len), keeping
+ * its contents and the parsed request's pointers, and counts the change in
+ * the worker's total. realloc: a big buffer grows by remapping, not copying. */
 int tf_conn_resize_in(tf_conn *c, size_t want) {
-    char *fresh = malloc(want);
+    tf_worker *w = c->worker;
+    tf_request_offsets saved;
+    int parsed = c->head_len > 0; /* c->req points into c->in */
+    if (parsed)
+        tf_request_save(&c->req, c->in, &saved);
+    char *fresh = realloc(c->in, want);
     if (!fresh)
-        return -1;
-    if (c->in_len)
-        memcpy(fresh, c->in, c->in_len);
-    if (c->head_len)
-        tf_request_rebase(&c->req, c->in, fresh);
-    free(c->in);
+        return -1; /* c->in is untouched */
     c->in = fresh;
+    if (parsed)
+        tf_request_restore(&c->req, fresh, &saved);
+    w->in_extra = w->in_extra - tf_in_extra(c->in_cap) + tf_in_extra(want);
+    w->in_grown += (want > TF_IN_INITIAL) - (c->in_cap > TF_IN_INITIAL);
     c->in_cap = want;
     return 0;
 }
@@ -266,6 +290,7 @@ int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
 /* Starts closing: flush, then close, lingering when input may still arrive so
  * that the response is not destroyed by a reset. */
 void tf_conn_finish(tf_conn *c, int linger) {
+    tf_worker *w = c->worker;
     if (tf_conn_flush(c) < 0) {
         tf_conn_close(c);
         return;
@@ -284,8 +309,15 @@ void tf_conn_finish(tf_conn *c, int linger) {
         tf_conn_close(c);
         return;
     }
+    /* lingering discards what arrives: the input buffer is not needed, and
+     * must not hold the worker's buffer room (w->in_extra) meanwhile */
+    w->in_extra -= tf_in_extra(c->in_cap);
+    w->in_grown -= c->in_cap > TF_IN_INITIAL;
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = c->head_len = 0;
     c->lingering = 1;
-    c->deadline = c->worker->now + TF_LINGER_SECONDS;
+    c->deadline = w->now + TF_LINGER_SECONDS;
 }
 
 /* Dotted-quad text of a (network order) IPv4 address: inet_ntop goes through

@@ -648,7 +648,14 @@ ssize_t tf_parse_response_head(const char *buf, size_t len, tf_response_head *re
 enum {
     TF_CK_SIZE = 0,      /* chunk-size hex digits */
     TF_CK_SIZE_WS,       /* BWS after chunk-size: only ';' may follow */
-    TF_CK_EXT,           /* chunk extensions, up to CR */
+    TF_CK_EXT,           /* after ';': BWS, then a chunk-ext-name */
+    TF_CK_EXT_NAME,      /* chunk-ext-name (a token) */
+    TF_CK_EXT_NAME_WS,   /* BWS after the name: '=' or ';' must follow */
+    TF_CK_EXT_VALUE,     /* after '=': BWS, then a token or a quoted-string */
+    TF_CK_EXT_TOKEN,     /* chunk-ext-val as a token */
+    TF_CK_EXT_QUOTED,    /* inside a quoted-string */
+    TF_CK_EXT_QPAIR,     /* after a backslash in a quoted-string */
+    TF_CK_EXT_QEND,      /* after the closing quote */
     TF_CK_SIZE_LF,       /* LF ending the chunk-size line */
     TF_CK_DATA,          /* chunk_remaining bytes of data */
     TF_CK_DATA_CR,       /* CR after the data */
@@ -666,6 +673,59 @@ enum {
 #define TF_CK_MAX_AUX 4096
 /* Digits in a chunk-size; 16 hex digits already exceed the 63-bit cap below. */
 #define TF_CK_MAX_DIGITS 16
+
+/* One byte of a chunk extension (RFC 9112 7.1.1), in state st (a TF_CK_EXT*
+ * state); returns the next state. Extensions are checked, then skipped:
+ *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ *   chunk-ext-name = token; chunk-ext-val = token / quoted-string
+ * An empty name (";", ";="), an empty value ("n="), whitespace inside a name
+ * or before CR, and an unterminated quote are errors. Whitespace after a
+ * value goes to TF_CK_SIZE_WS, where only another ';' may follow. */
+static int tf_ck_ext(int st, unsigned char c) {
+    int ws = c == ' ' || c == '\t';
+    switch (st) {
+    case TF_CK_EXT: /* BWS chunk-ext-name */
+        return ws ? st : tf_is(c, TF_C_TCHAR) ? TF_CK_EXT_NAME : TF_CK_ERROR;
+    case TF_CK_EXT_NAME:
+        if (tf_is(c, TF_C_TCHAR))
+            return st;
+        __attribute__((fallthrough)); /* what may follow a name */
+    case TF_CK_EXT_NAME_WS:
+        if (ws)
+            return TF_CK_EXT_NAME_WS;
+        if (c == '=')
+            return TF_CK_EXT_VALUE;
+        if (c == ';')
+            return TF_CK_EXT;
+        return c == '\r' && st == TF_CK_EXT_NAME ? TF_CK_SIZE_LF : TF_CK_ERROR;
+    case TF_CK_EXT_VALUE: /* BWS chunk-ext-val */
+        if (ws)
+            return st;
+        if (c == '"')
+            return TF_CK_EXT_QUOTED;
+        return tf_is(c, TF_C_TCHAR) ? TF_CK_EXT_TOKEN : TF_CK_ERROR;
+    case TF_CK_EXT_TOKEN:
+        if (tf_is(c, TF_C_TCHAR))
+            return st;
+        __attribute__((fallthrough)); /* what may follow a value */
+    case TF_CK_EXT_QEND:
+        if (ws)
+            return TF_CK_SIZE_WS;
+        if (c == ';')
+            return TF_CK_EXT;
+        return c == '\r' ? TF_CK_SIZE_LF : TF_CK_ERROR;
+    case TF_CK_EXT_QUOTED: /* qdtext: field-value bytes but DQUOTE and backslash */
+        if (c == '"')
+            return TF_CK_EXT_QEND;
+        if (c == '\\')
+            return TF_CK_EXT_QPAIR;
+        return tf_is(c, TF_C_FIELD) ? st : TF_CK_ERROR;
+    case TF_CK_EXT_QPAIR: /* quoted-pair: HTAB, SP, VCHAR, obs-text */
+        return tf_is(c, TF_C_FIELD) ? TF_CK_EXT_QUOTED : TF_CK_ERROR;
+    default:
+        return TF_CK_ERROR;
+    }
+}
 
 static inline int tf_hex(unsigned char c) {
     if (c >= '0' && c <= '9')
@@ -737,12 +797,15 @@ ssize_t tf_chunked_decode(tf_chunked_decoder *dec, char *buf, size_t *len) {
                 st = TF_CK_ERROR;
             break;
         case TF_CK_EXT:
-            /* extensions are skipped, not interpreted: any field-value byte */
-            if (c == '\r')
-                st = TF_CK_SIZE_LF;
-            else if (!tf_is(c, TF_C_FIELD))
-                st = TF_CK_ERROR;
-            else
+        case TF_CK_EXT_NAME:
+        case TF_CK_EXT_NAME_WS:
+        case TF_CK_EXT_VALUE:
+        case TF_CK_EXT_TOKEN:
+        case TF_CK_EXT_QUOTED:
+        case TF_CK_EXT_QPAIR:
+        case TF_CK_EXT_QEND:
+            st = tf_ck_ext(st, c);
+            if (st != TF_CK_SIZE_LF)
                 dec->aux_bytes++;
             break;
         case TF_CK_SIZE_LF:

@@ -141,8 +141,27 @@ int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
     return 0;
 }
 
+/* Whether the input starts with a HEAD request line (after the empty lines
+ * the parser skips): an error answered before the head was parsed must not
+ * carry a body to a HEAD either. Only the method is looked at. */
+static int tf_input_is_head(const tf_conn *c) {
+    if (!c->in)
+        return 0;
+    const char *p = c->in, *end = c->in + c->in_len;
+    while (end - p >= 2 && p[0] == '\r' && p[1] == '\n')
+        p += 2;
+    return end - p >= 5 && memcmp(p, "HEAD ", 5) == 0;
+}
+
 void tf_conn_error(tf_conn *c, int status) {
     static const tf_header text = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
+    if (!c->head_len) {
+        /* no parsed head (or a finished request's stale one): answer as
+         * HTTP/1.1, closing, and without a body if the request is a HEAD */
+        c->req.keep_alive = 0;
+        c->req.version_minor = 1;
+        c->req.is_head = tf_input_is_head(c);
+    }
     char body[96];
     int n = snprintf(body, sizeof(body), "%d %s\n", status, tf_status_reason(status));
     if (n < 0)

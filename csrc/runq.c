@@ -126,3 +126,9 @@ void tf_runq_stop(void) {
     pthread_cond_broadcast(&tf_runq_ready);
     pthread_mutex_unlock(&tf_runq_lock);
 }
+
+tf_job *tf_runq_next(tf_job *done) {
+    if (done)
+        tf_job_done(done);
+    return tf_runq_take();
+}

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "worker_internal.h"
 #include "clock.h"
+#include "log.h"
 
 #include <errno.h>
 #include <string.h>
@@ -35,10 +36,7 @@ static int tf_conn_head_ready(tf_conn *c) {
     }
     c->parsed_len = 0;
     if (r < 0) {
-        c->req.keep_alive = 0;
-        c->req.is_head = 0;
-        c->req.version_minor = 1;
-        tf_conn_error(c, status);
+        tf_conn_error(c, status); /* c->head_len is 0: answered as to no parsed head */
         return -1;
     }
     c->head_len = (size_t)r;
@@ -90,9 +88,21 @@ static int tf_conn_chunked_ready(tf_conn *c) {
     return 1;
 }
 
+/* The bytes of c->in the current request takes, head and Content-Length
+ * body, into *need. Returns -1 when that is more than a size_t holds (a
+ * 32-bit build with a body limit of 0 or >= 4 GiB): never cast unchecked. */
+static int tf_conn_need(const tf_conn *c, size_t *need) {
+    uint64_t body = c->req.content_length > 0 ? (uint64_t)c->req.content_length : 0;
+    if (body > (uint64_t)(SIZE_MAX - c->head_len))
+        return -1;
+    *need = c->head_len + (size_t)body;
+    return 0;
+}
+
 /* Returns 1 when the request at the head of c->in is complete (body included),
  * 0 when more input is needed, -1 when the connection must close (an error
- * response has been queued). */
+ * response has been queued). The buffer grows as the body arrives
+ * (tf_conn_grow_in), not to the announced length at once. */
 static int tf_conn_request_ready(tf_conn *c) {
     if (!c->head_len) {
         int r = tf_conn_head_ready(c);
@@ -101,15 +111,54 @@ static int tf_conn_request_ready(tf_conn *c) {
     }
     if (c->req.chunked)
         return tf_conn_chunked_ready(c);
-    size_t need = c->head_len + (size_t)(c->req.content_length > 0 ? c->req.content_length : 0);
-    if (c->in_len < need) {
-        if (c->in_cap < need && tf_conn_resize_in(c, need) < 0) {
-            tf_conn_error(c, 413);
-            return -1;
-        }
-        return 0;
+    size_t need;
+    if (tf_conn_need(c, &need) < 0) {
+        tf_conn_error(c, 413);
+        return -1;
     }
+    if (c->in_len < need)
+        return 0;
     c->body_len = need - c->head_len;
+    return 1;
+}
+
+/* Makes room in c->in for the next read: doubling, bounded by what a
+ * Content-Length request still needs, and by the worker's cap on input
+ * buffers (one connection alone may always grow, so that a request within
+ * the limits is never refused for want of others' room). Returns 1 to read,
+ * 0 to wait without reading (EPOLLIN dropped until the loop re-arms it), -1
+ * when c was closed or answered 503 and is closing: beyond the cap, or
+ * without memory. */
+static int tf_conn_grow_in(tf_conn *c) {
+    tf_worker *w = c->worker;
+    if (c->file_left > 0) {
+        /* requests wait behind a file being sent: no more input until then
+         * (tf_conn_settle re-arms EPOLLIN once it is out) */
+        if (tf_conn_set_events(c, c->registered & ~(uint32_t)EPOLLIN) == 0)
+            return 0;
+        tf_conn_close(c);
+        return -1;
+    }
+    size_t want = c->in_cap ? c->in_cap * 2 : TF_IN_INITIAL;
+    size_t need;
+    /* the last step goes straight to the request's size when that is near
+     * (not one more small step that the cap might refuse) */
+    if (c->head_len && !c->req.chunked && tf_conn_need(c, &need) == 0 && need < want + want / 2)
+        want = need > c->in_cap ? need : c->in_cap + TF_IN_INITIAL; /* + pipelined bytes */
+    size_t had = tf_in_extra(c->in_cap), will = tf_in_extra(want);
+    int alone = w->in_grown == (had > 0);
+    int refused = will > had && w->in_extra - had + will > w->in_extra_max && !alone;
+    if (refused && w->now >= w->in_cap_logged + 1.0) { /* at most a line a second */
+        w->in_cap_logged = w->now;
+        tf_log_at(TF_LOG_WARNING,
+                  "worker %d (pid %d): input buffers at the cap (%zu bytes); 503 to new growth",
+                  w->cfg->worker_id, (int)getpid(), w->in_extra_max);
+    }
+    if (refused || tf_conn_resize_in(c, want) < 0) {
+        tf_conn_error(c, 503); /* busy: the client may retry */
+        tf_conn_finish(c, 1);
+        return -1;
+    }
     return 1;
 }
 
@@ -302,8 +351,9 @@ static int tf_conn_settle(tf_conn *c) {
 static int tf_conn_process(tf_conn *c) {
     if (c->pull)
         tf_conn_pump(c);
-    while (!c->job && !c->pull && !c->close_after_write && !c->lingering && c->in_len > 0 && c->file_left == 0 &&
-           tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
+    /* parked (a job in flight) or a pulled body still owed: the next request waits */
+    while (!c->job && !c->pull && !c->close_after_write && !c->lingering && c->in_len > 0 &&
+           c->file_left == 0 && tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
         int ready = tf_conn_request_ready(c);
         if (ready < 0) {
             tf_conn_finish(c, 1);
@@ -321,7 +371,10 @@ static int tf_conn_process(tf_conn *c) {
         if (c->pull)
             tf_conn_pump(c);
     }
-    if (c->in_len == 0 && c->in_cap > TF_IN_SHRINK_ABOVE &&
+    /* an empty buffer gives back what it grew: always when large, and while
+     * the worker's buffers are past half their cap, also when middling */
+    if (c->in_len == 0 && c->in_cap > TF_IN_INITIAL &&
+        (c->in_cap > TF_IN_SHRINK_ABOVE || c->worker->in_extra > c->worker->in_extra_max / 2) &&
         tf_conn_resize_in(c, TF_IN_INITIAL) < 0) {
         tf_conn_close(c);
         return -1;
@@ -353,13 +406,8 @@ void tf_conn_on_readable(tf_conn *c) {
         return;
     }
     size_t space = c->in_cap - c->in_len;
-    if (space == 0 || (space < 1024 && !c->head_len)) {
-        size_t cap = c->in_cap ? c->in_cap * 2 : TF_IN_INITIAL;
-        if (tf_conn_resize_in(c, cap) < 0) {
-            tf_conn_close(c);
-            return;
-        }
-    }
+    if ((space == 0 || (space < 1024 && !c->head_len)) && tf_conn_grow_in(c) <= 0)
+        return;
     ssize_t n;
     do
         n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);

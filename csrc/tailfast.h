@@ -181,6 +181,9 @@ void tf_runq_push(tf_job *job);
 tf_job *tf_runq_take(void);
 void tf_job_done(tf_job *job);
 void tf_runq_stop(void);
+/* A runner's one call between two requests (one lock release, not two):
+ * tf_job_done(done) when done is not NULL, then tf_runq_take(). */
+tf_job *tf_runq_next(tf_job *done);
 
 /* Answers the connection's current request: head built in C, then head and
  * body written with one writev where the socket takes it; the rest waits for

@@ -54,10 +54,7 @@ static void tf_worker_sweep(tf_worker *w) {
         if (c->deadline > 0 && w->now >= c->deadline) {
             if (c->in_len > 0 && !c->lingering && !tf_conn_pending(c) && !c->pull &&
                 !c->close_after_write) {
-                c->req.keep_alive = 0;
-                c->req.is_head = 0;
-                c->req.version_minor = 1;
-                tf_conn_error(c, 408);
+                tf_conn_error(c, 408); /* a HEAD (parsed or not) gets no body */
                 /* linger: the client may still be sending, and a reset would
                  * destroy the 408 before it is read */
                 tf_conn_finish(c, 1);
@@ -179,6 +176,23 @@ static void tf_worker_complete_jobs(void) {
 
 /* ---------------------------------------------------------------- the loop */
 
+/* The cap on what a worker's connections buffer beyond their first
+ * TF_IN_INITIAL bytes each: TF_IN_CAP_REQUESTS requests of the largest size
+ * the limits allow (a head about twice its limits, see tf_conn_head_ready; a
+ * body up to max_body_size), and at least TF_IN_CAP_UNLIMITED with unlimited
+ * bodies. With the defaults: 16 x 16 MiB = 256 MiB. */
+static size_t tf_worker_in_cap(const tf_worker_config *cfg) {
+    const tf_limits *l = &cfg->limits;
+    uint64_t head = 2 * ((uint64_t)l->max_request_line + 2 +
+                         (uint64_t)l->max_header_count * ((uint64_t)l->max_header_field + 2) + 2);
+    uint64_t body = cfg->max_body_size > 0 ? (uint64_t)cfg->max_body_size : 0;
+    uint64_t one = head > body ? head : body;
+    uint64_t cap = one > UINT64_MAX / TF_IN_CAP_REQUESTS ? UINT64_MAX : one * TF_IN_CAP_REQUESTS;
+    if (cfg->max_body_size <= 0 && cap < TF_IN_CAP_UNLIMITED)
+        cap = TF_IN_CAP_UNLIMITED;
+    return cap > SIZE_MAX ? SIZE_MAX : (size_t)cap;
+}
+
 /* Sets up w for cfg; returns 0, or an exit status (logged) when it cannot run. */
 static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
                           const tf_worker_callbacks *cb) {
@@ -193,6 +207,7 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
     cpu_set_t cpus;
     w->cpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
     w->sweep_every = tf_sweep_interval(cfg);
+    w->in_extra_max = tf_worker_in_cap(cfg);
     /* the accept loop must never block; the listener is shared, so this is
      * every worker's setting, which is what they all want */
     int fl = fcntl(w->listen_fd, F_GETFL);

@@ -27,10 +27,13 @@
 
 #define TF_IN_INITIAL 8192
 #define TF_IN_SHRINK_ABOVE (256 * 1024)
+#define TF_IN_CAP_REQUESTS 16 /* a worker buffers this many of the largest requests at once */
+#define TF_IN_CAP_UNLIMITED ((uint64_t)256 << 20) /* the cap's floor with unlimited bodies */
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
 #define TF_PULL_LOW_WATER (64 * 1024) /* a pulled body is asked for more below this */
 #define TF_PULL_ROUNDS 16 /* chunks per connection per wake-up: the others' turn next */
+#define TF_ACCEPT_RETRY_SECONDS 1.0 /* after an accept errno outside the handled set */
 
 /* How the body of a streamed response is framed (tf_conn.streaming). */
 enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
@@ -89,13 +92,18 @@ struct tf_worker {
     int epfd;
     int listen_fd;
     int listening;     /* listener registered with epoll */
-    double accept_resume; /* when paused after EMFILE: resume at this time */
+    double accept_resume; /* when paused after EMFILE or an accept error: resume at this time */
+    int accept_errno;     /* the last unexpected accept errno, logged once (0: none) */
     int signal_pipe[2];
     int draining;
     int balance_paused; /* stepped out of accepting: above the fair share */
     int cpus;           /* CPUs this process may use */
     int retire_asked;   /* max_requests reached, the primary was told */
     int conn_count;
+    size_t in_extra;     /* input buffer bytes beyond each connection's first TF_IN_INITIAL */
+    size_t in_extra_max; /* the cap on in_extra (see tf_worker_in_cap) */
+    int in_grown;        /* connections whose input buffer is beyond TF_IN_INITIAL */
+    double in_cap_logged; /* when the cap was last logged */
     tf_conn *conns; /* all connections, most recently accepted first */
     double now;         /* tf_clock_coarse() at the last wake-up */
     double last_sweep;
@@ -148,6 +156,12 @@ void tf_conn_error(tf_conn *c, int status);
 #pragma GCC visibility pop
 
 /* ------------------------------------------------------ hot-path inlines */
+
+/* Input buffer bytes beyond a connection's first TF_IN_INITIAL: what the
+ * worker-wide cap (w->in_extra_max) counts. */
+static inline size_t tf_in_extra(size_t cap) {
+    return cap > TF_IN_INITIAL ? cap - TF_IN_INITIAL : 0;
+}
 
 static inline size_t tf_conn_out_pending(const tf_conn *c) { return c->out_len - c->out_off; }
 

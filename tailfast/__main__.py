@@ -1,3 +1,5 @@
+"""`python -m tailfast`: the same as the `tailfast` command."""
+
 import sys
 
 from tailfast.cli import main

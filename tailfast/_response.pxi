@@ -254,10 +254,8 @@ cdef int _stream(tf_conn *conn, int status, list pairs, object ctype, object bod
         started = True
         if first is _END:
             tf_conn_respond_end(conn, 1)
-        elif not _write(conn, first):
-            tf_conn_respond_end(conn, 0)  # the client went away: stop producing
         else:
-            _pull_from(conn, it, body, False)
+            _pull_from(conn, first, it, body, False)  # the first chunk too: never a wait here
             handed = True
     except BaseException:
         if started:
@@ -272,14 +270,17 @@ cdef int _stream(tf_conn *conn, int status, list pairs, object ctype, object bod
 cdef class _Pull:
     """A streamed body the C loop pulls from (tf_conn_pull): the iterator, and
     the object whose close() ends it (PEP 3333 for WSGI)."""
+    cdef object first  # the chunk taken before the head, written first (None: written)
     cdef object it
     cdef object body
     cdef bint wsgi  # chunks must be bytes; empty ones are skipped
 
 
-cdef int _pull_from(tf_conn *conn, object it, object body, bint wsgi) except -1:
-    """Hands the rest of a streamed body to the loop; the connection holds a reference."""
+cdef int _pull_from(tf_conn *conn, object first, object it, object body, bint wsgi) except -1:
+    """Hands a streamed body (first, then the rest of it) to the loop; the
+    connection holds a reference."""
     cdef _Pull p = _Pull.__new__(_Pull)
+    p.first = first
     p.it = it
     p.body = body
     p.wsgi = wsgi
@@ -296,7 +297,10 @@ cdef int _on_pull(void *ctx, tf_conn *conn, void *source, int abort) noexcept:
     try:
         if abort:
             return 0
-        chunk = next(p.it, _END)
+        if p.first is not None:
+            chunk, p.first = p.first, None
+        else:
+            chunk = next(p.it, _END)
         if chunk is _END:
             tf_conn_respond_end(conn, 1)
             return 0

@@ -77,6 +77,8 @@ cdef uint64_t _max_requests(object config) except? 0:
     return config.max_requests + (random.randint(0, jitter) if jitter > 0 else 0)
 
 
+# Longer than a screen on purpose: one assignment per C field, all in one
+# place, is what lets tests/test_settings_c.py check that none is missed.
 cdef CConfig _fill_c_config(object config, object launch, int worker_id=0, int own_fd=-1):
     """Fills every field of the C config structs from config (tailfast.config.Config)
     and launch (tailfast.server.Launch; None for spawn_workers: no HTTP, no socket).

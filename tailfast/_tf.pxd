@@ -100,6 +100,7 @@ cdef extern from "tailfast.h" nogil:
     tf_job *tf_runq_take() nogil
     void tf_job_done(tf_job *job) nogil
     void tf_runq_stop() nogil
+    tf_job *tf_runq_next(tf_job *done) nogil
 
     ctypedef struct tf_supervisor_callbacks:
         void (*release)(void *ctx) noexcept

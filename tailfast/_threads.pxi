@@ -31,12 +31,13 @@ cdef object _run_handler(Request request):
 
 def _runner():
     """A runner thread: takes requests until the queue stops."""
-    cdef tf_job *job
+    cdef tf_job *job = NULL
+    cdef tf_job *done = NULL
     cdef Request request
     cdef unsigned long ident = threading.get_ident()
     while True:
         with nogil:
-            job = tf_runq_take()
+            job = tf_runq_next(done)  # hands back the last answer and takes the next
         if job == NULL:
             return
         request = <Request>job.data
@@ -51,8 +52,7 @@ def _runner():
         request._running = False
         PyThreadState_SetAsyncExc(ident, NULL)
         request = None  # the loop holds the last reference once done
-        with nogil:
-            tf_job_done(job)
+        done = job
 
 
 cdef int _on_complete(void *ctx, tf_job *job, int alive) noexcept:

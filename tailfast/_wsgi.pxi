@@ -197,13 +197,14 @@ cdef class _Exchange:
                     continue  # PEP 3333: the head waits for the first non-empty chunk
                 if not self.sent:
                     self._send_head()
+                if type(result) is not list:
+                    # this chunk and the rest are pulled by the loop as the client
+                    # reads; it closes result
+                    _pull_from(conn, chunk, it, result, True)
+                    return _HANDED
                 if not _write(conn, chunk):
                     self.complete = False
                     break  # the client went away: stop iterating
-                if type(result) is not list:
-                    # the rest is pulled by the loop as the client reads; it closes result
-                    _pull_from(conn, it, result, True)
-                    return _HANDED
             if not self.sent:
                 self._send_head()  # an empty body
         except BaseException:

@@ -63,17 +63,35 @@ def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
         assert "matplotlib is not installed" in md
 
 
+def _pids_with_marker(marker: str) -> list[int]:
+    """Processes whose environment holds TF_SPEEDUP_TEST_MARKER=marker."""
+    wanted = f"TF_SPEEDUP_TEST_MARKER={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if wanted in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
 def test_speedup_leaves_no_server_behind(tmp_path: Path) -> None:
     """The servers it starts are gone when it returns, even when it fails."""
-    env = server_env()
+    # a marker in the environment the servers inherit: finds this test's
+    # servers only, not those of anything else running on the machine
+    marker = f"{os.getpid()}-{tmp_path.name}"
+    env = server_env({"TF_SPEEDUP_TEST_MARKER": marker})
     proc = subprocess.run(
         [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app",
          "--workers", "1", "-d", "0.3", "--warmup", "0", "--repeat", "1", "--quiet"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    children = subprocess.run(["pgrep", "-f", "countapp:app"], capture_output=True, text=True)
-    leftover = [int(p) for p in children.stdout.split() if pid_alive(int(p))]
+    leftover = [pid for pid in _pids_with_marker(marker) if pid_alive(pid)]
     assert not leftover, leftover
     bad = subprocess.run(
         [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app", "--workers", "0"],

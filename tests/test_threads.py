@@ -147,3 +147,17 @@ def test_flask_app_under_threads(run_server):
     assert all(r[0] == 200 for r in results), results
     assert results[0][1] == b"hello from flask"
     assert b'"name":"ada"' in results[-1][1].replace(b" ", b"")
+
+
+def test_thread_stuck_in_c_gets_its_worker_killed(run_server):
+    server = run_server("threadapp:app", "--bind", ":0", "--workers", "1", "--threads", "4",
+                        "--timeout", "1", "--timeout-grace", "1")
+    pid = server.wait_ready()["processes"][0]["pid"]
+    # time.sleep in a thread does not see RequestTimeout: the primary's kill is the backstop
+    stuck = _parallel_async(lambda: _get(server.port, "/sleep?s=30", timeout=20))
+    server.wait_state(lambda s: _in_flight(s, 1), "the stuck request in flight")
+    server.wait_replaced(1, pid, timeout=10)
+    stuck.join(20)
+    assert not isinstance(stuck.result, tuple) or stuck.result[0] != 200, stuck.result
+    server.wait_for("stuck where no signal reaches it; killing the worker")
+    assert _get(server.port, "/who")[0] == 200

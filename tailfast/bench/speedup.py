@@ -179,15 +179,9 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
     }
 
 
-def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
-                 cpus: list[int]) -> dict[str, Any]:
-    base = rows[0]["requests_per_sec"] if rows and rows[0]["workers"] == 1 else None
-    for row in rows:
-        if base:
-            row["speedup"] = row["requests_per_sec"] / base
-            row["efficiency"] = row["speedup"] / row["workers"]
-        else:
-            row["speedup"] = row["efficiency"] = None
+def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None) -> list[str]:
+    """What a reader must know to read the rows: shared cores, starved runs, how
+    requests per worker were counted."""
     notes = []
     shared = [r["workers"] for r in rows if r["shared_cores"]]
     if shared:
@@ -222,6 +216,19 @@ def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
         )
     if not base:
         notes.append("Speedup and efficiency need a 1-worker run (--workers 1,...).")
+    return notes
+
+
+def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
+                 cpus: list[int]) -> dict[str, Any]:
+    base = rows[0]["requests_per_sec"] if rows and rows[0]["workers"] == 1 else None
+    for row in rows:
+        if base:
+            row["speedup"] = row["requests_per_sec"] / base
+            row["efficiency"] = row["speedup"] / row["workers"]
+        else:
+            row["speedup"] = row["efficiency"] = None
+    notes = report_notes(rows, cpus, base)
     return {
         "app": args.app,
         "command": "tailfast bench speedup " + " ".join(sys.argv[3:] if len(sys.argv) > 3
