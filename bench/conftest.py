@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
@@ -22,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bench.peers import Peer, free_port
 from tailfast.bench.load import run_load
 from tailfast.bench.server import BenchServer
 from tailfast.testing import server_env
@@ -41,56 +38,6 @@ RESULTS: dict[str, dict[str, Any]] = {}
 def env() -> dict[str, str]:
     """Every server's environment: the harness's, with this tree first on the path."""
     return server_env()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port}")
-
-
-class Peer:
-    """A server that is not tailfast, started from a command line, pinned."""
-
-    def __init__(self, command: list[str], port: int, cwd: str | None = None) -> None:
-        pin = set(SERVER_CPUS)
-        self.port = port
-        self.proc = subprocess.Popen(command, env=env(), cwd=cwd or str(ROOT),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=lambda: os.sched_setaffinity(0, pin),
-                                     start_new_session=True)
-        try:
-            wait_port(port, self.proc)
-        except RuntimeError:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        # The peer's own process group: its workers (gunicorn, nginx) go with it.
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 NGINX_CONF = """
@@ -130,18 +77,18 @@ def start_server(kind: str, tmp: Path) -> tuple[Any, int]:
         if find_spec("gunicorn") is None:
             pytest.skip("gunicorn is not installed (pip install '.[bench]')")
         return Peer([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
-                     "--log-level", "warning", "bench.apps:wsgi"], port), port
+                     "--log-level", "warning", "bench.apps:wsgi"], port, SERVER_CPUS), port
     if kind == "bjoern":
         if find_spec("bjoern") is None:
             pytest.skip("bjoern is not installed (apt-get install libev-dev; pip install bjoern)")
         code = f"import bjoern; from bench.apps import wsgi; bjoern.run(wsgi, '127.0.0.1', {port})"
-        return Peer([sys.executable, "-c", code], port), port
+        return Peer([sys.executable, "-c", code], port, SERVER_CPUS), port
     if kind == "uvicorn-httptools":
         if find_spec("uvicorn") is None or find_spec("httptools") is None:
             pytest.skip("uvicorn and httptools are not installed (pip install '.[bench]')")
         return Peer([sys.executable, "-m", "uvicorn", "bench.apps:asgi", "--http", "httptools",
                      "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                    port), port
+                    port, SERVER_CPUS), port
     if kind == "nginx":
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
                                           else None)
@@ -150,7 +97,8 @@ def start_server(kind: str, tmp: Path) -> tuple[Any, int]:
         conf = tmp / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=tmp, port=port,
                                           user="user root;" if os.geteuid() == 0 else ""))
-        return Peer([nginx, "-c", str(conf), "-p", str(tmp), "-e", "stderr"], port), port
+        return Peer([nginx, "-c", str(conf), "-p", str(tmp), "-e", "stderr"], port,
+                    SERVER_CPUS), port
     raise ValueError(kind)
 
 
