@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
         "primary process and one worker per CPU. Every option can also be set by its "
         "environment variable or in .env / .env.<mode>.",
     )
-    run.add_argument("app", metavar="MODULE:CALLABLE", help="the application, e.g. myapp:app")
+    run.add_argument(
+        "app",
+        metavar="MODULE:CALLABLE",
+        help="the application, e.g. myapp:app, or a factory with literal arguments, "
+        "e.g. 'myapp:create_app()' or 'myapp:create_app(\"production\")'",
+    )
     add_arguments(run)
     run.set_defaults(setting_names=[s.name for s in SETTINGS])
     status = commands.add_parser(
@@ -48,13 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from tailfast.app import app_reloader, detect_interface, import_app
+    from tailfast.app import app_reloader, detect_interface, import_app, parse_app_spec
     from tailfast.config import load_config
     from tailfast.server import export_file_environ, run
 
     config = load_config({name: getattr(args, name) for name in args.setting_names})
+    # parsed here, before any fork: a malformed spec is a start-up error (exit 2)
+    spec = parse_app_spec(args.app, config.factory)
     export_file_environ(config)
-    import_fresh = app_reloader(args.app)
+    import_fresh = app_reloader(spec)
 
     def hook(spec: str) -> Callable[[int], Any] | None:
         return import_app(spec) if spec else None
@@ -68,7 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     if not config.preload:
         return run(None, config, reload=load, name=args.app)
-    app = import_app(args.app)
+    app = import_app(spec)
     detect_interface(app, config.interface)  # rejects async handlers before any fork
     start_hook, exit_hook = hook(config.on_worker_start), hook(config.on_worker_exit)
     return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook, name=args.app)
