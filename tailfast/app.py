@@ -8,6 +8,7 @@ import inspect
 import os
 import sys
 import sysconfig
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,8 +81,9 @@ def parse_app_spec(spec: str, factory: bool = False) -> AppSpec:
 
 def import_app(spec: str | AppSpec, factory: bool = False) -> Callable[..., Any]:
     """Imports `module:attribute` (attribute defaults to `app`) from the working
-    directory or sys.path, and calls it when it names a factory. Any failure
-    is one AppImportError line."""
+    directory or sys.path, and calls it when it names a factory. A missing
+    module or attribute is one AppImportError line; an error inside the
+    application's code also carries its traceback (AppImportError.details)."""
     parsed = spec if isinstance(spec, AppSpec) else parse_app_spec(spec, factory)
     module_name, attr_path = parsed.module, parsed.attr
     cwd = os.getcwd()
@@ -110,10 +112,12 @@ def import_app(spec: str | AppSpec, factory: bool = False) -> Callable[..., Any]
 def _call_factory(spec: AppSpec, factory: Callable[..., Any]) -> Callable[..., Any]:
     try:
         app = factory(*spec.args, **spec.kwargs)
-    except BaseException as exc:  # the factory is application code
-        raise AppImportError(
+    except BaseException as exc:  # the factory is application code: show where it failed
+        error = AppImportError(
             f"cannot create the application with {spec.text}: {type(exc).__name__}: {exc}"
-        ) from exc
+        )
+        error.details = application_traceback(exc)
+        raise error from exc
     if not callable(app):
         raise AppImportError(
             f"{spec.text} returned a {type(app).__name__}, not a callable application"
@@ -122,10 +126,41 @@ def _call_factory(spec: AppSpec, factory: Callable[..., Any]) -> Callable[..., A
 
 
 def _import_failure(exc: BaseException, module_name: str, attr_path: str) -> AppImportError:
+    """One line when the named module itself (or its package) is missing; the
+    application's traceback too when the error is inside its code."""
     prefix = f"cannot import {attr_path!r} from {module_name!r}"
-    if isinstance(exc, ModuleNotFoundError):
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if missing and (module_name == missing or module_name.startswith(missing + ".")):
         return AppImportError(f"{prefix}: {exc}")
-    return AppImportError(f"{prefix}: {type(exc).__name__}: {exc}")
+    error = AppImportError(f"{prefix}: {type(exc).__name__}: {exc}")
+    error.details = application_traceback(exc)
+    return error
+
+
+def _is_machinery(filename: str) -> bool:
+    """Frames of tailfast and of the import system, which say nothing about
+    where the application went wrong."""
+    if filename.startswith("<frozen "):
+        return True
+    own = (os.path.dirname(__file__), os.path.dirname(importlib.__file__))
+    real = os.path.realpath(filename)
+    return any(real.startswith(os.path.join(os.path.realpath(d), "")) for d in own)
+
+
+def application_traceback(exc: BaseException) -> str:
+    """exc's traceback (and its chained exceptions') without tailfast's and
+    importlib's frames, formatted like Python's own."""
+    top = traceback.TracebackException.from_exception(exc)
+    todo, seen = [top], set()
+    while todo:
+        te = todo.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        kept = [f for f in te.stack if not _is_machinery(f.filename)]
+        te.stack = traceback.StackSummary.from_list(kept)
+        todo += [t for t in (te.__cause__, te.__context__) if t is not None]
+    return "".join(top.format())
 
 
 def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:

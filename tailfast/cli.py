@@ -104,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return int(args.bench_main(args))
     except TailfastError as exc:
+        details = getattr(exc, "details", "")
         print(f"tailfast: {exc}", file=sys.stderr)
+        if details:  # the application's traceback (an error inside its code)
+            print(details, end="", file=sys.stderr)
         return 2
     return 2
 

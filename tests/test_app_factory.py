@@ -163,6 +163,10 @@ def test_a_failing_factory_is_reported_like_an_import_error(tmp_path):
         "tailfast: cannot create the application with factoryapp:failing_factory(): "
         "RuntimeError: no database configured")
     assert "started" not in result.stderr and not os.listdir(marks)
+    # then where it failed, in the application's frames only
+    trace = result.stderr.split("\n", 1)[1]
+    assert f'File "{tmp_path / "factoryapp.py"}", line 16, in failing_factory' in trace
+    assert "tailfast/" not in trace and trace.splitlines()[-1].startswith("RuntimeError")
 
 
 def test_a_failing_factory_without_preload_stops_the_start(tmp_path):
@@ -171,6 +175,7 @@ def test_a_failing_factory_without_preload_stops_the_start(tmp_path):
     assert result.returncode == 1, result.stderr
     assert ("cannot create the application with factoryapp:failing_factory(): "
             "RuntimeError: no database configured") in result.stderr
+    assert f'File "{tmp_path / "factoryapp.py"}", line 16, in failing_factory' in result.stderr
     assert "cannot start; stopping" in result.stderr
 
 
