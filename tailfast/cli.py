@@ -9,6 +9,17 @@ from typing import Any
 
 from tailfast.errors import TailfastError
 
+# Shown under `tailfast run --help`: which callables it serves, one example each.
+RUN_EPILOG = """\
+interfaces (detected from the callable's signature; --interface to choose):
+  native  handler(request) returning bytes, str, a dict, a Response, ...
+            tailfast run examples.hello:app
+  wsgi    app(environ, start_response): Flask, Django, Falcon, any PEP 3333 app
+            tailfast run examples.hello_wsgi:app
+            tailfast run 'examples.flask_app:create_app()'       (a factory)
+            tailfast run examples.django_site.wsgi:application  (Django's wsgi.py)
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     from tailfast import __version__
@@ -24,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="serve MODULE:CALLABLE with one worker per CPU",
-        description="Serve MODULE:CALLABLE (a handler(request) or a WSGI app) with a "
-        "primary process and one worker per CPU. Every option can also be set by its "
+        description="Serve MODULE:CALLABLE (a handler(request) or a WSGI app) with a\n"
+        "primary process and one worker per CPU. Every option can also be set by its\n"
         "environment variable or in .env / .env.<mode>.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
         "app",
