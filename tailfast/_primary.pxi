@@ -52,6 +52,36 @@ cdef int _supervise(CConfig c) except -1:
     return tf_supervise(&c.supervisor, &cb)
 
 
+cdef object _load_in_worker(int worker_id, object reload, bint preload):
+    """The application as it is on disk now, (handler, start hook, exit hook),
+    or the worker's exit status when it cannot be loaded."""
+    first_load = not preload and (tf_sb_me == NULL or tf_sb_me.generation == 0)
+    try:
+        return reload()
+    except BaseException as exc:
+        if first_load:
+            # "cannot start": at the server's first start the primary
+            # stops; a respawn later backs off (supervisor_exit.c)
+            details = getattr(exc, "details", "")  # the application's traceback
+            _log(f"worker {worker_id}: {exc}" + (f"\n{details.rstrip()}" if details else ""))
+            return TF_EXIT_FATAL
+        _log(f"worker {worker_id} (pid {os.getpid()}): cannot load the application; "
+             "the old workers keep serving", True)
+        return 1
+
+
+cdef bint _run_hook(object hook, int worker_id, str name):
+    """Runs an --on-worker-* hook; False (and one log line) when it raised."""
+    if hook is None:
+        return True
+    try:
+        hook(worker_id)
+    except BaseException:
+        _log(f"worker {worker_id} (pid {os.getpid()}): {name} hook failed", True)
+        return False
+    return True
+
+
 def run_primary(handler, config, launch, on_worker_start=None, reload=None, worker_setup=None,
                 on_worker_exit=None, bint preload=True):
     """Forks config.workers HTTP workers serving handler on launch.listen_fd
@@ -70,34 +100,17 @@ def run_primary(handler, config, launch, on_worker_start=None, reload=None, work
     def http_worker(int worker_id):
         global _handler
         start_hook, exit_hook = on_worker_start, on_worker_exit
-        first_load = not preload and (tf_sb_me == NULL or tf_sb_me.generation == 0)
         if reload is not None and (not preload or (tf_sb_me != NULL and tf_sb_me.generation > 0)):
-            try:
-                _handler, start_hook, exit_hook = reload()
-            except BaseException as exc:
-                if first_load:
-                    # "cannot start": at the server's first start the primary
-                    # stops; a respawn later backs off (supervisor_exit.c)
-                    details = getattr(exc, "details", "")  # the application's traceback
-                    _log(f"worker {worker_id}: {exc}" + (f"\n{details.rstrip()}" if details else ""))
-                    return TF_EXIT_FATAL
-                _log(f"worker {worker_id} (pid {os.getpid()}): cannot load the application; "
-                     "the old workers keep serving", True)
-                return 1
-        if start_hook is not None:
-            try:
-                start_hook(worker_id)
-            except BaseException:
-                _log(f"worker {worker_id} (pid {os.getpid()}): on-worker-start hook failed", True)
-                return 1
+            loaded = _load_in_worker(worker_id, reload, preload)
+            if type(loaded) is int:
+                return loaded
+            _handler, start_hook, exit_hook = loaded
+        if not _run_hook(start_hook, worker_id, "on-worker-start"):
+            return 1
         own_fd = worker_setup(worker_id) if worker_setup is not None else None
         status = _run_http_worker(
             _fill_c_config(config, launch, worker_id, -1 if own_fd is None else own_fd))
-        if exit_hook is not None:
-            try:
-                exit_hook(worker_id)
-            except BaseException:
-                _log(f"worker {worker_id} (pid {os.getpid()}): on-worker-exit hook failed", True)
+        _run_hook(exit_hook, worker_id, "on-worker-exit")
         return status
 
     _child_target = http_worker

@@ -274,33 +274,28 @@ def _file_span(wrapper):
     return fd, offset, max(0, st.st_size - offset)
 
 
-cdef dict _wsgi_environ(Request request, dict base):
-    """A PEP 3333 environ: base (the constant keys) plus this request's, built
-    straight from the parsed head."""
-    cdef dict env = base.copy()
-    cdef const tf_request *req = request._req
-    cdef const tf_header *h
-    cdef size_t i
-    cdef bytes raw_name
+cdef str _path_info(const tf_request *req, str script_name):
+    """PATH_INFO: the target's path, percent-decoded bytes in a latin-1 str
+    (PEP 3333), without the --script-name prefix."""
     cdef str raw
-    env["REQUEST_METHOD"] = _method_str(req.method, req.method_len)
     if req.path_len == 0:
         raw = "/"  # an absolute-form target without a path
     elif memchr(req.path, b"%", req.path_len) != NULL:
         from urllib.parse import unquote_to_bytes
-        # PEP 3333: the decoded bytes, carried in a latin-1 str
         raw = unquote_to_bytes(req.path[:req.path_len]).decode("latin-1")
     else:
         raw = PyUnicode_DecodeLatin1(req.path, req.path_len, NULL)
-    prefix = env["SCRIPT_NAME"]
-    if prefix and (raw == prefix or raw.startswith(prefix + "/")):
-        raw = raw[len(prefix):]
-    env["PATH_INFO"] = raw
-    env["QUERY_STRING"] = PyUnicode_DecodeLatin1(req.query, req.query_len, NULL)
-    env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version_minor == 1 else "HTTP/1.0"
-    env["REMOTE_ADDR"] = request.remote_addr  # resolves the scheme as well
-    env["wsgi.url_scheme"] = request._scheme  # from a trusted proxy (tailfast.proxy)
-    env["REMOTE_PORT"] = str(request._remote_port)
+    if script_name and (raw == script_name or raw.startswith(script_name + "/")):
+        raw = raw[len(script_name):]
+    return raw
+
+
+cdef void _add_header_keys(dict env, const tf_request *req) except *:
+    """The request's headers as HTTP_* keys (and CONTENT_TYPE/LENGTH); repeated
+    fields joined with commas."""
+    cdef const tf_header *h
+    cdef size_t i
+    cdef bytes raw_name
     for i in range(req.num_headers):
         h = &req.headers[i]
         raw_name = h.name[:h.name_len]
@@ -317,6 +312,21 @@ cdef dict _wsgi_environ(Request request, dict base):
             env[key] = previous + "," + value
         else:
             env[key] = value
+
+
+cdef dict _wsgi_environ(Request request, dict base):
+    """A PEP 3333 environ: base (the constant keys) plus this request's, built
+    straight from the parsed head."""
+    cdef dict env = base.copy()
+    cdef const tf_request *req = request._req
+    env["REQUEST_METHOD"] = _method_str(req.method, req.method_len)
+    env["PATH_INFO"] = _path_info(req, env["SCRIPT_NAME"])
+    env["QUERY_STRING"] = PyUnicode_DecodeLatin1(req.query, req.query_len, NULL)
+    env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version_minor == 1 else "HTTP/1.0"
+    env["REMOTE_ADDR"] = request.remote_addr  # resolves the scheme as well
+    env["wsgi.url_scheme"] = request._scheme  # from a trusted proxy (tailfast.proxy)
+    env["REMOTE_PORT"] = str(request._remote_port)
+    _add_header_keys(env, req)
     if req.chunked:
         env["CONTENT_LENGTH"] = str(request._body_len)
     host = _target_authority(req)

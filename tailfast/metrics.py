@@ -55,67 +55,87 @@ def _add(total: list[int] | list[float], values: Iterable[float]) -> None:
         total[i] += value  # type: ignore[call-overload]
 
 
-def render(snapshot: dict[str, Any]) -> str:
-    """The metrics text of a scoreboard snapshot (tailfast._core.read_scoreboard)."""
-    procs: list[dict[str, Any]] = snapshot["processes"]
-    retired: list[dict[str, Any]] = snapshot.get("retired", [])
-    bounds: list[float] = snapshot["latency_bounds"]
+class _Totals:
+    """Counters summed over live and retired processes."""
 
-    status = [0] * len(STATUS_CLASSES)
-    latency = [0] * (len(bounds) + 1)
-    latency_sum = 0.0
-    per_worker: dict[int, int] = {}
-    pauses = dict.fromkeys(PAUSE_REASONS, 0)
-    for entry in [*procs, *retired]:
-        for reason, count in entry.get("accept_pauses", {}).items():
-            pauses[reason] = pauses.get(reason, 0) + count
-        stats = entry["stats"]
-        _add(status, stats["status"])
-        _add(latency, stats["latency"])
-        latency_sum += stats["latency_sum"]
-        worker = entry["worker_id"]
-        per_worker[worker] = per_worker.get(worker, 0) + entry["requests"]
-    for slot in snapshot["slots"]:
-        per_worker.setdefault(slot["worker_id"], 0)
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        procs: list[dict[str, Any]] = snapshot["processes"]
+        retired: list[dict[str, Any]] = snapshot.get("retired", [])
+        self.status = [0] * len(STATUS_CLASSES)
+        self.latency = [0] * (len(snapshot["latency_bounds"]) + 1)
+        self.latency_sum = 0.0
+        self.per_worker: dict[int, int] = {}
+        self.pauses = dict.fromkeys(PAUSE_REASONS, 0)
+        for entry in [*procs, *retired]:
+            for reason, count in entry.get("accept_pauses", {}).items():
+                self.pauses[reason] = self.pauses.get(reason, 0) + count
+            stats = entry["stats"]
+            _add(self.status, stats["status"])
+            _add(self.latency, stats["latency"])
+            self.latency_sum += stats["latency_sum"]
+            worker = entry["worker_id"]
+            self.per_worker[worker] = self.per_worker.get(worker, 0) + entry["requests"]
+        for slot in snapshot["slots"]:
+            self.per_worker.setdefault(slot["worker_id"], 0)
 
-    w = _Writer()
+
+def _by_worker(procs: list[dict[str, Any]], field: str) -> dict[int, int]:
+    """field summed per worker id (a worker being replaced counts with its successor)."""
+    totals: dict[int, int] = {}
+    for p in procs:
+        totals[p["worker_id"]] = totals.get(p["worker_id"], 0) + p[field]
+    return totals
+
+
+def _write_counters(w: _Writer, snapshot: dict[str, Any], t: _Totals) -> None:
     w.family("tailfast_requests_total", "counter",
              "Requests dispatched by the workers (health and metrics requests included).")
-    w.sample("tailfast_requests_total", sum(per_worker.values()))
+    w.sample("tailfast_requests_total", sum(t.per_worker.values()))
 
     w.family("tailfast_responses_total", "counter",
              "Responses sent, by status class (parse errors and timeouts included).")
-    for cls, count in zip(STATUS_CLASSES, status, strict=True):
+    for cls, count in zip(STATUS_CLASSES, t.status, strict=True):
         w.sample("tailfast_responses_total", count, [("code", cls)])
 
     w.family("tailfast_worker_requests_total", "counter",
              "Requests dispatched, by worker id (its replaced processes included).")
-    for worker in sorted(per_worker):
-        w.sample("tailfast_worker_requests_total", per_worker[worker], [("worker", str(worker))])
+    for worker in sorted(t.per_worker):
+        w.sample("tailfast_worker_requests_total", t.per_worker[worker],
+                 [("worker", str(worker))])
 
     w.family("tailfast_worker_restarts_total", "counter",
              "Worker processes replaced, by cause (crash = exited without being asked).")
     for cause, count in snapshot["restarts_by_cause"].items():
         w.sample("tailfast_worker_restarts_total", count, [("cause", cause)])
 
+    w.family("tailfast_accept_pauses_total", "counter",
+             "Times a worker paused accepting, by reason: above its fair share of connections, "
+             "accept out of descriptors (EMFILE, ENFILE) or memory, at --max-connections.")
+    for reason, count in t.pauses.items():
+        w.sample("tailfast_accept_pauses_total", count, [("reason", reason)])
+
+
+def _write_latency(w: _Writer, bounds: list[float], t: _Totals) -> None:
     w.family("tailfast_request_duration_seconds", "histogram",
              "Time from dispatching a request to handing its response to the socket.")
     cumulative = 0
-    for bound, count in zip(bounds, latency[:-1], strict=True):
+    for bound, count in zip(bounds, t.latency[:-1], strict=True):
         cumulative += count
         w.sample("tailfast_request_duration_seconds_bucket", cumulative, [("le", _le(bound))])
-    cumulative += latency[-1]
+    cumulative += t.latency[-1]
     w.sample("tailfast_request_duration_seconds_bucket", cumulative, [("le", "+Inf")])
-    w.sample("tailfast_request_duration_seconds_sum", latency_sum)
+    w.sample("tailfast_request_duration_seconds_sum", t.latency_sum)
     w.sample("tailfast_request_duration_seconds_count", cumulative)
 
+
+def _write_concurrency(w: _Writer, procs: list[dict[str, Any]]) -> None:
     w.family("tailfast_requests_in_flight", "gauge",
              "Requests being handled now (one per busy worker, this scrape included, "
              "plus those handed to runner threads).")
     w.sample("tailfast_requests_in_flight",
              sum((1 if p["state"] == "busy" else 0) + p["in_flight"] for p in procs))
 
-    # --threads, by worker id (a worker being replaced counts with its successor)
+    threaded = [p for p in procs if p["threads"]]
     for field, name, help_text in (
         ("threads", "tailfast_threads", "Runner threads (--threads), by worker id."),
         ("threads_busy", "tailfast_threads_busy", "Runner threads running a request."),
@@ -123,22 +143,16 @@ def render(snapshot: dict[str, Any]) -> str:
          "Requests queued for a runner thread."),
     ):
         w.family(name, "gauge", help_text)
-        by_worker: dict[int, int] = {}
-        for p in procs:
-            if p["threads"]:
-                by_worker[p["worker_id"]] = by_worker.get(p["worker_id"], 0) + p[field]
+        by_worker = _by_worker(threaded, field)
         for worker in sorted(by_worker):
             w.sample(name, by_worker[worker], [("worker", str(worker))])
 
     w.family("tailfast_open_connections", "gauge", "Client connections open in the workers.")
     w.sample("tailfast_open_connections", sum(p["open"] for p in procs))
 
-    w.family("tailfast_accept_pauses_total", "counter",
-             "Times a worker paused accepting, by reason: above its fair share of connections, "
-             "accept out of descriptors (EMFILE, ENFILE) or memory, at --max-connections.")
-    for reason, count in pauses.items():
-        w.sample("tailfast_accept_pauses_total", count, [("reason", reason)])
 
+
+def _write_server(w: _Writer, snapshot: dict[str, Any], procs: list[dict[str, Any]]) -> None:
     depth, capacity = snapshot["queue_depth"], snapshot["queue_max"]
     if depth >= 0:
         w.family("tailfast_listen_queue_depth", "gauge",
@@ -157,9 +171,7 @@ def render(snapshot: dict[str, Any]) -> str:
 
     w.family("tailfast_worker_resident_memory_bytes", "gauge",
              "Resident memory of the worker processes, by worker id (sampled each second).")
-    rss: dict[int, int] = {}
-    for p in procs:
-        rss[p["worker_id"]] = rss.get(p["worker_id"], 0) + p["rss"]
+    rss = _by_worker(procs, "rss")
     for worker in sorted(rss):
         w.sample("tailfast_worker_resident_memory_bytes", rss[worker], [("worker", str(worker))])
 
@@ -171,4 +183,15 @@ def render(snapshot: dict[str, Any]) -> str:
 
     w.family("tailfast_start_time_seconds", "gauge", "Start of the primary, in Unix time.")
     w.sample("tailfast_start_time_seconds", round(time.time() - snapshot["uptime"], 3))
+
+
+def render(snapshot: dict[str, Any]) -> str:
+    """The metrics text of a scoreboard snapshot (tailfast._core.read_scoreboard)."""
+    procs: list[dict[str, Any]] = snapshot["processes"]
+    totals = _Totals(snapshot)
+    w = _Writer()
+    _write_counters(w, snapshot, totals)
+    _write_latency(w, snapshot["latency_bounds"], totals)
+    _write_concurrency(w, procs)
+    _write_server(w, snapshot, procs)
     return "\n".join(w.lines) + "\n"
