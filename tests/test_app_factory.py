@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,16 @@ def test_a_factory_must_return_an_application(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
         "tailfast: factoryapp:not_an_app() returned a int, not a callable application")
+
+
+def test_sighup_runs_the_factory_again_in_the_new_workers(run_server, tmp_path):
+    marks = write_app(tmp_path)
+    server = run_server('factoryapp:create_app("one")', "--bind", ":0", "--workers", "1",
+                        cwd=tmp_path, env={"MARKS": str(marks)})
+    old = server.live_workers()[1]
+    assert served_settings(server.port)["mode"] == "one"
+    server.signal(signal.SIGHUP)
+    new = server.wait_replaced(1, old)
+    assert factory_runs(marks) == {server.proc.pid, new}
+    settings = served_settings(server.port)
+    assert (settings["mode"], settings["pid"]) == ("one", new)
