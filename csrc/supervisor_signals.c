@@ -40,20 +40,26 @@ static void tf_sv_begin_delay(tf_supervisor *s, int sig, const char *name) {
            (int)s->self, name, s->cfg->shutdown_delay);
 }
 
+/* SIGQUIT, or a second SIGTERM/SIGINT: kill what is left and stop now. */
+static void tf_sv_stop_now(tf_supervisor *s, const char *why) {
+    if (!s->stopping && !s->delayed)
+        tf_sd_notify(s->cfg->notify_socket, "STOPPING=1");
+    tf_log("primary %d: %s, stopping now", (int)s->self, why);
+    s->stopping = SIGQUIT;
+    s->killed = 1;
+    tf_sv_signal_workers(s, SIGKILL);
+}
+
 /* SIGQUIT stops at once; SIGTERM/SIGINT stop gracefully, after the shutdown
  * delay when there is one (a second signal ends the delay). */
 void tf_sv_begin_stop(tf_supervisor *s, int sig) {
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
     if (sig == SIGQUIT) {
-        tf_sd_notify(s->cfg->notify_socket, "STOPPING=1");
-        tf_log("primary %d: SIGQUIT, stopping now", (int)s->self);
-        s->stopping = SIGQUIT;
-        s->killed = 1;
-        tf_sv_signal_workers(s, SIGKILL);
+        tf_sv_stop_now(s, "SIGQUIT");
         return;
     }
     if (s->stopping)
         return;
-    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
     if (s->cfg->shutdown_delay > 0 && !s->delayed && s->exit_status == 0) {
         tf_sv_begin_delay(s, sig, name);
         return;
@@ -135,6 +141,13 @@ void tf_sv_on_signal(tf_supervisor *s, int sig) {
         break;
     case SIGTERM:
     case SIGINT:
+        /* A second one during a graceful stop means now (Ctrl+C twice); only
+         * a signal from outside does this, not a stop the primary began. */
+        if (s->stopping && !s->killed)
+            tf_sv_stop_now(s, sig == SIGINT ? "SIGINT again" : "SIGTERM again");
+        else
+            tf_sv_begin_stop(s, sig);
+        break;
     case SIGQUIT:
         tf_sv_begin_stop(s, sig);
         break;

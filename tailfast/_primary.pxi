@@ -62,7 +62,8 @@ cdef object _load_in_worker(int worker_id, object reload, bint preload):
         if first_load:
             # "cannot start": at the server's first start the primary
             # stops; a respawn later backs off (supervisor_exit.c)
-            _log(f"worker {worker_id}: {exc}")
+            details = getattr(exc, "details", "")  # the application's traceback
+            _log(f"worker {worker_id}: {exc}" + (f"\n{details.rstrip()}" if details else ""))
             return TF_EXIT_FATAL
         _log(f"worker {worker_id} (pid {os.getpid()}): cannot load the application; "
              "the old workers keep serving", True)

@@ -9,6 +9,17 @@ from typing import Any
 
 from tailfast.errors import TailfastError
 
+# Shown under `tailfast run --help`: which callables it serves, one example each.
+RUN_EPILOG = """\
+interfaces (detected from the callable's signature; --interface to choose):
+  native  handler(request) returning bytes, str, a dict, a Response, ...
+            tailfast run examples.hello:app
+  wsgi    app(environ, start_response): Flask, Django, Falcon, any PEP 3333 app
+            tailfast run examples.hello_wsgi:app
+            tailfast run 'examples.flask_app:create_app()'       (a factory)
+            tailfast run examples.django_site.wsgi:application  (Django's wsgi.py)
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     from tailfast import __version__
@@ -24,11 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="serve MODULE:CALLABLE with one worker per CPU",
-        description="Serve MODULE:CALLABLE (a handler(request) or a WSGI app) with a "
-        "primary process and one worker per CPU. Every option can also be set by its "
+        description="Serve MODULE:CALLABLE (a handler(request) or a WSGI app) with a\n"
+        "primary process and one worker per CPU. Every option can also be set by its\n"
         "environment variable or in .env / .env.<mode>.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("app", metavar="MODULE:CALLABLE", help="the application, e.g. myapp:app")
+    run.add_argument(
+        "app",
+        metavar="MODULE:CALLABLE",
+        help="the application, e.g. myapp:app, or a factory with literal arguments, "
+        "e.g. 'myapp:create_app()' or 'myapp:create_app(\"production\")'",
+    )
     add_arguments(run)
     run.set_defaults(setting_names=[s.name for s in SETTINGS])
     status = commands.add_parser(
@@ -48,13 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from tailfast.app import app_reloader, detect_interface, import_app
+    from tailfast.app import app_reloader, detect_interface, import_app, parse_app_spec
     from tailfast.config import load_config
     from tailfast.server import export_file_environ, run
 
     config = load_config({name: getattr(args, name) for name in args.setting_names})
+    # parsed here, before any fork: a malformed spec is a start-up error (exit 2)
+    spec = parse_app_spec(args.app, config.factory)
     export_file_environ(config)
-    import_fresh = app_reloader(args.app)
+    import_fresh = app_reloader(spec)
 
     def hook(spec: str) -> Callable[[int], Any] | None:
         return import_app(spec) if spec else None
@@ -68,7 +88,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     if not config.preload:
         return run(None, config, reload=load, name=args.app)
-    app = import_app(args.app)
+    app = import_app(spec)
     detect_interface(app, config.interface)  # rejects async handlers before any fork
     start_hook, exit_hook = hook(config.on_worker_start), hook(config.on_worker_exit)
     return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook, name=args.app)
@@ -97,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return int(args.bench_main(args))
     except TailfastError as exc:
+        details = getattr(exc, "details", "")
         print(f"tailfast: {exc}", file=sys.stderr)
+        if details:  # the application's traceback (an error inside its code)
+            print(details, end="", file=sys.stderr)
         return 2
     return 2
 

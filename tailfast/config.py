@@ -633,6 +633,18 @@ SETTINGS: tuple[Setting, ...] = (
         const="false",
     ),
     Setting(
+        name="factory",
+        value_type=bool,
+        parse=_parse_bool,
+        default="false",
+        flags=("--factory",),
+        env=("TAILFAST_FACTORY",),
+        help="MODULE:CALLABLE names a factory: call it with no arguments and serve what it "
+        "returns (same as writing MODULE:CALLABLE())",
+        metavar="",
+        const="true",
+    ),
+    Setting(
         name="cpu_max_path",
         value_type=str,
         parse=_parse_path,

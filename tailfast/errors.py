@@ -12,7 +12,12 @@ class ConfigError(TailfastError):
 
 
 class AppImportError(TailfastError):
-    """The MODULE:CALLABLE application could not be imported or is not callable."""
+    """The MODULE:CALLABLE application could not be imported or is not callable.
+
+    details: the application's traceback when the error happened inside its
+    own code (printed after the one-line message), else empty."""
+
+    details: str = ""
 
 
 class HTTPError(Exception):

@@ -133,10 +133,49 @@ def test_async_handler_is_rejected(tmp_path):
     assert "async" in line and "not supported" in line
 
 
+def app_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    """The one-line message and the application's traceback printed after it."""
+    assert result.returncode == 2, result.stderr
+    assert "started" not in result.stderr  # no worker was forked
+    first, _, rest = result.stderr.partition("\n")
+    assert "tailfast/" not in rest and "importlib" not in rest and "<frozen" not in rest, rest
+    return first, rest
+
+
 def test_module_raising_on_import(tmp_path):
-    (tmp_path / "brokenapp.py").write_text("raise ValueError('boom')\n")
-    line = single_line_error(run_cli("run", "brokenapp:app", "--bind", ":0", cwd=tmp_path))
+    (tmp_path / "brokenapp.py").write_text(
+        "def connect():\n    raise ValueError('boom')\n\nconnect()\n")
+    line, trace = app_error(run_cli("run", "brokenapp:app", "--bind", ":0", cwd=tmp_path))
     assert line == "tailfast: cannot import 'app' from 'brokenapp': ValueError: boom"
+    assert trace.splitlines()[0] == "Traceback (most recent call last):"
+    assert f'File "{tmp_path / "brokenapp.py"}", line 4, in <module>' in trace
+    assert f'File "{tmp_path / "brokenapp.py"}", line 2, in connect' in trace
+    assert trace.splitlines()[-1] == "ValueError: boom"
+
+
+def test_a_nested_missing_import_points_at_the_line(tmp_path):
+    (tmp_path / "myapp.py").write_text("import helpers\n\ndef app(request):\n    return b''\n")
+    (tmp_path / "helpers.py").write_text('"""Helpers."""\nimport nonexistent_mod\n')
+    line, trace = app_error(run_cli("run", "myapp:app", "--bind", ":0", cwd=tmp_path))
+    assert line == ("tailfast: cannot import 'app' from 'myapp': "
+                    "ModuleNotFoundError: No module named 'nonexistent_mod'")
+    assert f'File "{tmp_path / "myapp.py"}", line 1, in <module>' in trace
+    assert f'File "{tmp_path / "helpers.py"}", line 2, in <module>' in trace
+    assert "import nonexistent_mod" in trace
+
+
+def test_a_syntax_error_points_at_the_line(tmp_path):
+    (tmp_path / "typo.py").write_text("x = 1\ndef app(request)\n    return b''\n")
+    line, trace = app_error(run_cli("run", "typo:app", "--bind", ":0", cwd=tmp_path))
+    assert line.startswith("tailfast: cannot import 'app' from 'typo': SyntaxError")
+    assert f'File "{tmp_path / "typo.py"}", line 2' in trace
+    assert trace.splitlines()[-1].startswith("SyntaxError")
+
+
+def test_a_missing_package_of_the_named_module_is_one_line():
+    line = single_line_error(run_cli("run", "nopackage.inner:app", "--bind", ":0"))
+    assert line == ("tailfast: cannot import 'app' from 'nopackage.inner': "
+                    "No module named 'nopackage'")
 
 
 def test_ipv6_bind(run_server):

@@ -137,6 +137,40 @@ def test_sigquit_stops_immediately(run_server):
     t.join(10)
 
 
+def test_a_second_sigint_stops_at_once(run_server):
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
+    t = threading.Thread(target=lambda: _swallow(http_request, server.port, path="/slow?15",
+                                                 timeout=20))
+    t.start()
+    server.wait_busy("GET", "/slow")
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait_for(r"SIGINT, stopping gracefully")
+    assert server.proc.poll() is None  # the graceful stop waits for the request
+    server.signal(signal.SIGINT)
+    assert server.wait(10) == 0
+    assert time.monotonic() - started < 5
+    server.wait_for(r"primary \d+: SIGINT again, stopping now")
+    assert not any(pid_alive(p) for p in server.seen_pids)
+    t.join(10)
+
+
+def test_sigterm_during_a_graceful_stop_stops_at_once(run_server):
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
+    t = threading.Thread(target=lambda: _swallow(http_request, server.port, path="/slow?15",
+                                                 timeout=20))
+    t.start()
+    server.wait_busy("GET", "/slow")
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait_for(r"SIGINT, stopping gracefully")
+    server.signal(signal.SIGTERM)
+    assert server.wait(10) == 0
+    assert time.monotonic() - started < 5
+    server.wait_for(r"primary \d+: SIGTERM again, stopping now")
+    t.join(10)
+
+
 def test_killing_the_primary_leaves_no_worker(run_server):
     server = run_server("testapp:app", "--bind", ":0", "--workers", "3")
     workers = list(server.live_workers().values())

@@ -1,0 +1,1 @@
+"""A one-app Django project: `tailfast run examples.django_site.wsgi:application`."""
