@@ -1,6 +1,8 @@
 /* conn.c — a connection's buffers and I/O: open, queue, write, sendfile, close, linger.
  *
- * Input accumulates in c->in (the parsed request points into it); output
+ * Input accumulates in c->in (the parsed request points into it); between
+ * requests a connection gives it and its request state back to small
+ * per-worker pools, so that an idle connection costs only its tf_conn. Output
  * that the socket did not take waits in c->out, then a sendfile(2) source
  * may follow it. Every write moves the connection's deadline: a peer that
  * keeps reading keeps its connection.
@@ -97,12 +99,73 @@ void tf_conn_close(tf_conn *c) {
 }
 
 void tf_conn_free(tf_conn *c) {
-    tf_worker *w = c->worker;
-    w->in_extra -= tf_in_extra(c->in_cap);
-    w->in_grown -= c->in_cap > TF_IN_INITIAL;
-    free(c->in);
+    tf_conn_release_in(c);
+    if (c->rq)
+        free(c->rq);
     free(c->out);
     free(c);
+}
+
+/* ------------------------------------------------------ buffers while idle */
+
+/* Gives c a request state, from the worker's pool when it holds one.
+ * Returns 0, or -1 without memory. Its contents are the parser's to set. */
+int tf_conn_take_state(tf_conn *c) {
+    tf_worker *w = c->worker;
+    if (c->rq)
+        return 0;
+    c->rq = w->rq_pooled ? w->rq_pool[--w->rq_pooled] : malloc(sizeof(*c->rq));
+    return c->rq ? 0 : -1;
+}
+
+/* Gives an idle connection (c->in NULL) an input buffer of TF_IN_INITIAL
+ * bytes and a request state, from the pools when they hold some. Returns 0,
+ * or -1 without memory. */
+int tf_conn_take_in(tf_conn *c) {
+    tf_worker *w = c->worker;
+    if (tf_conn_take_state(c) < 0)
+        return -1;
+    c->in = w->in_pooled ? w->in_pool[--w->in_pooled] : malloc(TF_IN_INITIAL);
+    if (!c->in)
+        return -1;
+    c->in_cap = TF_IN_INITIAL;
+    return 0;
+}
+
+/* Gives back c's input buffer, whatever it holds: to the pool when it has
+ * the initial size and the pool has room, else to the allocator. */
+void tf_conn_release_in(tf_conn *c) {
+    tf_worker *w = c->worker;
+    if (!c->in)
+        return;
+    w->in_extra -= tf_in_extra(c->in_cap);
+    w->in_grown -= c->in_cap > TF_IN_INITIAL;
+    if (c->in_cap == TF_IN_INITIAL && w->in_pooled < TF_POOL_MAX)
+        w->in_pool[w->in_pooled++] = c->in;
+    else
+        free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = c->head_len = c->parsed_len = 0;
+}
+
+/* c has no request and no input left (nothing in flight, nothing pulled):
+ * it holds no buffer while it waits, as nginx's idle connections do. */
+void tf_conn_release_idle(tf_conn *c) {
+    tf_worker *w = c->worker;
+    tf_conn_release_in(c);
+    if (c->rq && w->rq_pooled < TF_POOL_MAX)
+        w->rq_pool[w->rq_pooled++] = c->rq;
+    else
+        free(c->rq);
+    c->rq = NULL;
+}
+
+/* The worker is done: frees what its pools keep. */
+void tf_worker_pools_free(tf_worker *w) {
+    while (w->in_pooled)
+        free(w->in_pool[--w->in_pooled]);
+    while (w->rq_pooled)
+        free(w->rq_pool[--w->rq_pooled]);
 }
 
 /* The parsed request's pointers into c->in as offsets, and back: realloc may
@@ -140,15 +203,15 @@ static void tf_request_restore(tf_request *r, const char *base, const tf_request
 int tf_conn_resize_in(tf_conn *c, size_t want) {
     tf_worker *w = c->worker;
     tf_request_offsets saved;
-    int parsed = c->head_len > 0; /* c->req points into c->in */
+    int parsed = c->head_len > 0; /* c->rq->req points into c->in */
     if (parsed)
-        tf_request_save(&c->req, c->in, &saved);
+        tf_request_save(&c->rq->req, c->in, &saved);
     char *fresh = realloc(c->in, want);
     if (!fresh)
         return -1; /* c->in is untouched */
     c->in = fresh;
     if (parsed)
-        tf_request_restore(&c->req, fresh, &saved);
+        tf_request_restore(&c->rq->req, fresh, &saved);
     w->in_extra = w->in_extra - tf_in_extra(c->in_cap) + tf_in_extra(want);
     w->in_grown += (want > TF_IN_INITIAL) - (c->in_cap > TF_IN_INITIAL);
     c->in_cap = want;
@@ -311,11 +374,7 @@ void tf_conn_finish(tf_conn *c, int linger) {
     }
     /* lingering discards what arrives: the input buffer is not needed, and
      * must not hold the worker's buffer room (w->in_extra) meanwhile */
-    w->in_extra -= tf_in_extra(c->in_cap);
-    w->in_grown -= c->in_cap > TF_IN_INITIAL;
-    free(c->in);
-    c->in = NULL;
-    c->in_len = c->in_cap = c->head_len = 0;
+    tf_conn_release_in(c);
     c->lingering = 1;
     c->deadline = w->now + TF_LINGER_SECONDS;
 }

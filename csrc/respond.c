@@ -41,7 +41,7 @@ static void tf_conn_log_access(const tf_conn *c, int status, uint64_t body_bytes
     tf_access_entry e = {.peer = peer, .status = status, .body_bytes = body_bytes,
                          .seconds = seconds};
     if (c->head_len) { /* else the head could not be parsed: no request to show */
-        const tf_request *req = &c->req;
+        const tf_request *req = &c->rq->req;
         e.method = req->method;
         e.method_len = req->method_len;
         e.target = req->target;
@@ -94,7 +94,7 @@ static ssize_t tf_conn_build_head(tf_conn *c, char *stack, size_t stack_cap, cha
         cap = need;
     }
     ssize_t n = tf_write_response_head(*head, cap, status, headers, num_headers, length, flags,
-                                       c->req.version_minor);
+                                       c->rq->req.version_minor);
     if (n < 0 && *head != stack) {
         free(*head);
         *head = stack;
@@ -104,7 +104,7 @@ static ssize_t tf_conn_build_head(tf_conn *c, char *stack, size_t stack_cap, cha
 
 /* Whether the connection may stay open after this response. */
 static inline int tf_conn_may_keep(const tf_conn *c, int close_after) {
-    return c->req.keep_alive && !close_after && !tf_worker_stopping(c->worker) &&
+    return c->rq->req.keep_alive && !close_after && !tf_worker_stopping(c->worker) &&
            !c->peer_closed;
 }
 
@@ -128,7 +128,7 @@ int tf_conn_respond(tf_conn *c, int status, const tf_header *headers,
     if (head_len < 0)
         return -1;
     struct iovec iov[2] = {{head, (size_t)head_len}, {(void *)body, body_len}};
-    int send_body = !no_body && !c->req.is_head && body_len > 0;
+    int send_body = !no_body && !c->rq->req.is_head && body_len > 0;
     tf_conn_observe(c, status, send_body ? body_len : 0);
     int r = tf_conn_send(c, iov, send_body ? 2 : 1);
     if (head != stack)
@@ -158,9 +158,13 @@ void tf_conn_error(tf_conn *c, int status) {
     if (!c->head_len) {
         /* no parsed head (or a finished request's stale one): answer as
          * HTTP/1.1, closing, and without a body if the request is a HEAD */
-        c->req.keep_alive = 0;
-        c->req.version_minor = 1;
-        c->req.is_head = tf_input_is_head(c);
+        if (tf_conn_take_state(c) < 0) {
+            c->close_after_write = 1; /* no memory for an answer: just close */
+            return;
+        }
+        c->rq->req.keep_alive = 0;
+        c->rq->req.version_minor = 1;
+        c->rq->req.is_head = tf_input_is_head(c);
     }
     char body[96];
     int n = snprintf(body, sizeof(body), "%d %s\n", status, tf_status_reason(status));
@@ -177,10 +181,10 @@ static int tf_stream_mode(const tf_conn *c, int status, int64_t content_length, 
     if (!tf_status_has_body(status))
         return TF_STREAM_DISCARD;
     if (content_length >= 0)
-        return c->req.is_head ? TF_STREAM_DISCARD : TF_STREAM_LENGTH;
-    if (c->req.is_head)
+        return c->rq->req.is_head ? TF_STREAM_DISCARD : TF_STREAM_LENGTH;
+    if (c->rq->req.is_head)
         return TF_STREAM_DISCARD; /* a HEAD answer has no body to delimit */
-    if (c->req.version_minor == 1)
+    if (c->rq->req.version_minor == 1)
         return TF_STREAM_CHUNKED;
     *keep = 0; /* HTTP/1.0: the body ends where the connection does */
     return TF_STREAM_CLOSE;

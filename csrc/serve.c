@@ -29,7 +29,7 @@ static int tf_conn_head_ready(tf_conn *c) {
         !memchr(c->in + c->parsed_len, '\n', c->in_len - c->parsed_len))
         return 0;
     int status = 400;
-    ssize_t r = tf_parse_request(c->in, c->in_len, &cfg->limits, &c->req, &status);
+    ssize_t r = tf_parse_request(c->in, c->in_len, &cfg->limits, &c->rq->req, &status);
     if (r == TF_PARSE_INCOMPLETE) {
         c->parsed_len = c->in_len;
         return 0;
@@ -42,18 +42,18 @@ static int tf_conn_head_ready(tf_conn *c) {
     c->head_len = (size_t)r;
     c->body_len = 0;
     int64_t limit = cfg->max_body_size;
-    if (limit > 0 && c->req.content_length > limit) {
+    if (limit > 0 && c->rq->req.content_length > limit) {
         tf_conn_error(c, 413);
         return -1;
     }
-    if (c->req.expect_continue < 0) {
+    if (c->rq->req.expect_continue < 0) {
         tf_conn_error(c, 417);
         return -1;
     }
-    if (c->req.chunked)
-        memset(&c->chunked, 0, sizeof(c->chunked));
-    int has_body = c->req.chunked || c->req.content_length > 0;
-    if (c->req.expect_continue > 0 && has_body && c->req.version_minor == 1 &&
+    if (c->rq->req.chunked)
+        memset(&c->rq->chunked, 0, sizeof(c->rq->chunked));
+    int has_body = c->rq->req.chunked || c->rq->req.content_length > 0;
+    if (c->rq->req.expect_continue > 0 && has_body && c->rq->req.version_minor == 1 &&
         c->in_len == c->head_len) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         struct iovec iov = {(void *)cont, sizeof(cont) - 1};
@@ -68,7 +68,7 @@ static int tf_conn_head_ready(tf_conn *c) {
 static int tf_conn_chunked_ready(tf_conn *c) {
     size_t start = c->head_len + c->body_len;
     size_t raw = c->in_len - start;
-    ssize_t r = tf_chunked_decode(&c->chunked, c->in + start, &raw);
+    ssize_t r = tf_chunked_decode(&c->rq->chunked, c->in + start, &raw);
     c->body_len += raw;
     if (r == TF_PARSE_ERROR) {
         tf_conn_error(c, 400);
@@ -92,7 +92,7 @@ static int tf_conn_chunked_ready(tf_conn *c) {
  * body, into *need. Returns -1 when that is more than a size_t holds (a
  * 32-bit build with a body limit of 0 or >= 4 GiB): never cast unchecked. */
 static int tf_conn_need(const tf_conn *c, size_t *need) {
-    uint64_t body = c->req.content_length > 0 ? (uint64_t)c->req.content_length : 0;
+    uint64_t body = c->rq->req.content_length > 0 ? (uint64_t)c->rq->req.content_length : 0;
     if (body > (uint64_t)(SIZE_MAX - c->head_len))
         return -1;
     *need = c->head_len + (size_t)body;
@@ -109,7 +109,7 @@ static int tf_conn_request_ready(tf_conn *c) {
         if (r <= 0)
             return r;
     }
-    if (c->req.chunked)
+    if (c->rq->req.chunked)
         return tf_conn_chunked_ready(c);
     size_t need;
     if (tf_conn_need(c, &need) < 0) {
@@ -143,7 +143,7 @@ static int tf_conn_grow_in(tf_conn *c) {
     size_t need;
     /* the last step goes straight to the request's size when that is near
      * (not one more small step that the cap might refuse) */
-    if (c->head_len && !c->req.chunked && tf_conn_need(c, &need) == 0 && need < want + want / 2)
+    if (c->head_len && !c->rq->req.chunked && tf_conn_need(c, &need) == 0 && need < want + want / 2)
         want = need > c->in_cap ? need : c->in_cap + TF_IN_INITIAL; /* + pipelined bytes */
     size_t had = tf_in_extra(c->in_cap), will = tf_in_extra(want);
     int alone = w->in_grown == (had > 0);
@@ -198,8 +198,8 @@ static void tf_sb_copy(char *dst, size_t cap, const char *src, size_t len) {
 /* Scoreboard: this worker runs c's request now. */
 static void tf_mark_busy(tf_sb_proc *me, const tf_conn *c) {
     /* the strings first: the state publishes them */
-    tf_sb_copy(me->method, sizeof(me->method), c->req.method, c->req.method_len);
-    tf_sb_copy(me->path, sizeof(me->path), c->req.path, c->req.path_len);
+    tf_sb_copy(me->method, sizeof(me->method), c->rq->req.method, c->rq->req.method_len);
+    tf_sb_copy(me->path, sizeof(me->path), c->rq->req.path, c->rq->req.path_len);
     /* its own clock read: w->now is the wake-up's, and a batch of requests
      * must not count the earlier ones' time (--timeout) */
     me->request_started = tf_clock_coarse();
@@ -291,7 +291,7 @@ static int tf_conn_serve_one(tf_conn *c) {
     if (me)
         tf_mark_busy(me, c);
     c->dispatched = tf_clock_precise();
-    int r = tf_dispatch(w->cfg, w->cb, c, &c->req, c->in + c->head_len, c->body_len,
+    int r = tf_dispatch(w->cfg, w->cb, c, &c->rq->req, c->in + c->head_len, c->body_len,
                         tf_worker_stopping(w));
     if (r == TF_DEFERRED && c->job) {
         if (me) /* the loop goes on: busy means it cannot accept */
@@ -371,14 +371,10 @@ static int tf_conn_process(tf_conn *c) {
         if (c->pull)
             tf_conn_pump(c);
     }
-    /* an empty buffer gives back what it grew: always when large, and while
-     * the worker's buffers are past half their cap, also when middling */
-    if (c->in_len == 0 && c->in_cap > TF_IN_INITIAL &&
-        (c->in_cap > TF_IN_SHRINK_ABOVE || c->worker->in_extra > c->worker->in_extra_max / 2) &&
-        tf_conn_resize_in(c, TF_IN_INITIAL) < 0) {
-        tf_conn_close(c);
-        return -1;
-    }
+    /* no input left and nothing in flight or pulled: the buffer and the
+     * request state go back to the worker's pools while c is idle */
+    if (c->in_len == 0 && c->in && !c->job && !c->pull && c->streaming == TF_STREAM_NONE)
+        tf_conn_release_idle(c);
     return tf_conn_settle(c);
 }
 
@@ -403,6 +399,10 @@ void tf_conn_on_readable(tf_conn *c) {
     }
     if (c->lingering) {
         tf_conn_discard_input(c);
+        return;
+    }
+    if (!c->in && tf_conn_take_in(c) < 0) {
+        tf_conn_close(c); /* no memory */
         return;
     }
     size_t space = c->in_cap - c->in_len;

@@ -305,6 +305,7 @@ static void tf_worker_cleanup(tf_worker *w) {
     if (w->signal_pipe[1] >= 0)
         close(w->signal_pipe[1]);
     tf_jobs_close();
+    tf_worker_pools_free(w);
 }
 
 int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {

@@ -26,7 +26,6 @@
 #include <sys/uio.h>
 
 #define TF_IN_INITIAL 8192
-#define TF_IN_SHRINK_ABOVE (256 * 1024)
 #define TF_IN_CAP_REQUESTS 16 /* a worker buffers this many of the largest requests at once */
 #define TF_IN_CAP_UNLIMITED ((uint64_t)256 << 20) /* the cap's floor with unlimited bodies */
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
@@ -34,6 +33,7 @@
 #define TF_PULL_LOW_WATER (64 * 1024) /* a pulled body is asked for more below this */
 #define TF_PULL_ROUNDS 16 /* chunks per connection per wake-up: the others' turn next */
 #define TF_ACCEPT_RETRY_SECONDS 1.0 /* after an accept errno outside the handled set */
+#define TF_POOL_MAX 64 /* free input buffers and request states a worker keeps for reuse */
 
 /* How the body of a streamed response is framed (tf_conn.streaming). */
 enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, TF_STREAM_CLOSE };
@@ -48,18 +48,25 @@ enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2, TF_TAG_JOBS = 3 };
 
 typedef struct tf_worker tf_worker;
 
+/* The state of the request being read and answered: taken when input
+ * arrives, given back when the connection goes idle (an idle connection
+ * holds neither it nor an input buffer). */
+typedef struct {
+    tf_request req;
+    tf_chunked_decoder chunked;
+} tf_req_state;
+
 struct tf_conn {
     tf_worker *worker;
     int fd;
     uint32_t registered; /* events currently registered with epoll */
 
-    char *in;
+    char *in;          /* NULL while idle: given back between requests */
     size_t in_len, in_cap;
     size_t head_len; /* > 0 once the current request's head is parsed */
     size_t parsed_len; /* in_len at the last incomplete parse of the head */
     size_t body_len; /* decoded body bytes after the head (chunked) */
-    tf_request req;
-    tf_chunked_decoder chunked;
+    tf_req_state *rq; /* non-NULL whenever in is (and until freed) */
     int responded;
 
     char *out;
@@ -115,6 +122,11 @@ struct tf_worker {
     double sweep_every; /* seconds between timeout sweeps */
     int jobs_fd;        /* eventfd: completed jobs wait (runq.c) */
     int in_flight;      /* connections whose request is deferred */
+    /* idle connections' buffers, kept for the next request: reuse is a pop */
+    char *in_pool[TF_POOL_MAX]; /* each TF_IN_INITIAL bytes */
+    int in_pooled;
+    tf_req_state *rq_pool[TF_POOL_MAX];
+    int rq_pooled;
 };
 
 #pragma GCC visibility push(hidden) /* direct calls inside the extension, no PLT */
@@ -137,6 +149,11 @@ tf_conn *tf_conn_open(tf_worker *w, int fd, const struct sockaddr_storage *peer)
 void tf_conn_close(tf_conn *c); /* in flight: unlinked and shut now, freed on completion */
 void tf_conn_free(tf_conn *c);
 int tf_conn_resize_in(tf_conn *c, size_t want);
+int tf_conn_take_state(tf_conn *c);
+int tf_conn_take_in(tf_conn *c);
+void tf_conn_release_in(tf_conn *c);
+void tf_conn_release_idle(tf_conn *c);
+void tf_worker_pools_free(tf_worker *w);
 int tf_conn_append_out(tf_conn *c, const char *data, size_t len);
 int tf_conn_flush_out(tf_conn *c);
 int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt);
