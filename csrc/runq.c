@@ -5,6 +5,14 @@
  * a condition variable for work; a finished job is appended to the done list
  * and an eventfd wakes the loop, which takes the whole list at once. The
  * scoreboard's threads_busy / threads_waiting are written under the mutex.
+ *
+ * Hand-offs are what --threads costs with fast handlers, so: a runner that
+ * holds the embedder's lock takes its next job with tf_runq_poll (no lock
+ * release, no sleep) and sleeps only when the queue is empty; a push wakes
+ * no runner: the loop wakes them once per batch of events, after it let go
+ * of the embedder's lock (tf_runq_wake), one per job queued beyond the
+ * wake-ups already on their way (tf_signalled), so a woken runner finds
+ * both the queue's lock and the embedder's free.
  */
 #define _GNU_SOURCE
 #include "worker_internal.h"
@@ -22,6 +30,9 @@ static tf_job *tf_done_head, *tf_done_tail; /* answered, for the loop, oldest fi
 static int tf_runq_stopped;
 static int tf_done_fd = -1;
 static int32_t tf_waiting, tf_busy;
+static int32_t tf_sleeping;  /* runners in pthread_cond_wait */
+static int32_t tf_signalled; /* signals sent that no sleeper has woken from yet */
+static int tf_wake_owed;     /* the loop pushed since its last tf_runq_wake (loop thread only) */
 
 /* Scoreboard counts; called with the lock held. */
 static void tf_runq_publish(void) {
@@ -60,14 +71,12 @@ void tf_runq_push(tf_job *job) {
     tf_run_tail = job;
     tf_waiting++;
     tf_runq_publish();
-    pthread_cond_signal(&tf_runq_ready);
+    tf_wake_owed = 1;
     pthread_mutex_unlock(&tf_runq_lock);
 }
 
-tf_job *tf_runq_take(void) {
-    pthread_mutex_lock(&tf_runq_lock);
-    while (!tf_run_head && !tf_runq_stopped)
-        pthread_cond_wait(&tf_runq_ready, &tf_runq_lock);
+/* The oldest queued job, now the caller's; NULL when none. Lock held. */
+static tf_job *tf_runq_pop(void) {
     tf_job *job = tf_run_head;
     if (job) {
         tf_run_head = job->next;
@@ -79,6 +88,34 @@ tf_job *tf_runq_take(void) {
         tf_busy++;
         tf_runq_publish();
     }
+    return job;
+}
+
+void tf_runq_wake(void) {
+    if (!tf_wake_owed)
+        return; /* nothing pushed: --threads 1 never gets past here */
+    tf_wake_owed = 0;
+    pthread_mutex_lock(&tf_runq_lock);
+    int32_t idle = tf_sleeping - tf_signalled, queued = tf_waiting - tf_signalled;
+    int32_t n = idle < queued ? idle : queued;
+    if (n > 0)
+        tf_signalled += n;
+    pthread_mutex_unlock(&tf_runq_lock);
+    /* outside the lock: a woken runner does not block on it right away */
+    for (int32_t i = 0; i < n; i++)
+        pthread_cond_signal(&tf_runq_ready);
+}
+
+tf_job *tf_runq_take(void) {
+    pthread_mutex_lock(&tf_runq_lock);
+    while (!tf_run_head && !tf_runq_stopped) {
+        tf_sleeping++;
+        pthread_cond_wait(&tf_runq_ready, &tf_runq_lock);
+        tf_sleeping--;
+        if (tf_signalled > 0) /* a spurious wake-up may take another's count: harmless */
+            tf_signalled--;
+    }
+    tf_job *job = tf_runq_pop();
     pthread_mutex_unlock(&tf_runq_lock);
     return job; /* NULL only once stopped with nothing left */
 }
@@ -136,4 +173,13 @@ tf_job *tf_runq_next(tf_job *done) {
     if (done)
         tf_job_done(done);
     return tf_runq_take();
+}
+
+tf_job *tf_runq_poll(tf_job *done) {
+    if (done)
+        tf_job_done(done);
+    pthread_mutex_lock(&tf_runq_lock);
+    tf_job *job = tf_runq_pop();
+    pthread_mutex_unlock(&tf_runq_lock);
+    return job;
 }

@@ -307,9 +307,13 @@ static int tf_conn_serve_one(tf_conn *c) {
 static int tf_conn_settle(tf_conn *c) {
     if (c->job) {
         /* parked: no reading (the request and its body point into c->in),
-         * no timer (--timeout is the limit); a 100 Continue may be pending */
+         * no timer (--timeout is the limit); a 100 Continue may be pending.
+         * EPOLLIN stays as it is: dropped only if input arrives meanwhile
+         * (tf_conn_on_readable), so a request without pipelined input costs
+         * no epoll_ctl to park and none to resume. */
         c->deadline = 0;
-        if (tf_conn_flush(c) < 0 || tf_conn_set_events(c, tf_conn_pending(c) ? EPOLLOUT : 0) < 0) {
+        uint32_t events = (c->registered & EPOLLIN) | (tf_conn_pending(c) ? EPOLLOUT : 0);
+        if (tf_conn_flush(c) < 0 || tf_conn_set_events(c, events) < 0) {
             tf_conn_close(c);
             return -1;
         }
@@ -391,10 +395,13 @@ static void tf_conn_discard_input(tf_conn *c) {
         tf_conn_close(c);
 }
 
-void tf_conn_on_readable(tf_conn *c) {
+void tf_conn_on_readable(tf_conn *c, uint32_t events) {
     if (c->job) {
-        /* parked with no events: only a hang-up or an error is reported */
-        tf_conn_close(c);
+        /* parked: a hang-up or an error closes it; input waits in the
+         * socket, unread, with EPOLLIN dropped until the job completes */
+        if ((events & (EPOLLHUP | EPOLLERR)) ||
+            tf_conn_set_events(c, c->registered & ~(uint32_t)EPOLLIN) < 0)
+            tf_conn_close(c);
         return;
     }
     if (c->lingering) {

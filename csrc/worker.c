@@ -251,6 +251,7 @@ static int tf_worker_wait(tf_worker *w, struct epoll_event *events) {
     const tf_worker_callbacks *cb = w->cb;
     int timeout_ms = tf_worker_wait_ms(w);
     cb->release(cb->ctx);
+    tf_runq_wake(); /* the batch's jobs, now that runners can take the lock */
     /* With more workers than cores the scheduler, not the server, decides
      * who runs: a worker ahead of the others' mean lets them go first. */
     int oversubscribed = tf_sb && tf_sb->workers > w->cpus; /* TTIN/TTOU change it */
@@ -286,7 +287,7 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
             if (ev & EPOLLOUT)
                 tf_conn_on_writable(c);
             else if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                tf_conn_on_readable(c);
+                tf_conn_on_readable(c, ev);
         }
     }
     return accepted;

@@ -160,7 +160,7 @@ int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt);
 void tf_conn_finish(tf_conn *c, int linger);
 
 /* serve.c */
-void tf_conn_on_readable(tf_conn *c);
+void tf_conn_on_readable(tf_conn *c, uint32_t events);
 void tf_conn_on_writable(tf_conn *c);
 void tf_conn_complete(tf_conn *c, tf_job *job); /* applies a deferred request's answer */
 

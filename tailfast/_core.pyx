@@ -75,6 +75,7 @@ from tailfast._tf cimport (
     tf_job,
     tf_runq_push,
     tf_runq_next,
+    tf_runq_poll,
     tf_runq_stop,
     tf_conn_respond,
     tf_conn_respond_end,

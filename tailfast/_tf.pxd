@@ -101,6 +101,7 @@ cdef extern from "tailfast.h" nogil:
     void tf_job_done(tf_job *job) nogil
     void tf_runq_stop() nogil
     tf_job *tf_runq_next(tf_job *done) nogil
+    tf_job *tf_runq_poll(tf_job *done)
 
     ctypedef struct tf_supervisor_callbacks:
         void (*release)(void *ctx) noexcept

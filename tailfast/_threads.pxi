@@ -36,10 +36,16 @@ def _runner():
     cdef Request request
     cdef unsigned long ident = threading.get_ident()
     while True:
-        with nogil:
-            job = tf_runq_next(done)  # hands back the last answer and takes the next
+        # hands back the last answer and takes the next: with the GIL kept
+        # while jobs are queued (fast handlers cost no GIL hand-off each),
+        # released to sleep when none is
+        job = tf_runq_poll(done)
         if job == NULL:
-            return
+            with nogil:
+                job = tf_runq_next(NULL)
+            if job == NULL:
+                return
+        done = NULL
         request = <Request>job.data
         request._thread = ident
         request._running = True
