@@ -18,15 +18,18 @@ int tf_signals_unblock_all(void) {
  * socket filter: new SYNs are dropped, so clients retry and then find the
  * port closed), while the connections already queued stay for the workers to
  * accept. shutdown(SHUT_RD) on a listener would reset those instead. */
-static void tf_sv_stop_accepting(tf_supervisor *s) {
+static int tf_sv_stop_accepting(tf_supervisor *s) {
     if (!s->cfg->stop_filter || s->cfg->listen_fd < 0)
-        return;
+        return 0;
     struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
     struct sock_fprog prog = {.len = 1, .filter = &drop};
-    if (setsockopt(s->cfg->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
+    if (setsockopt(s->cfg->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0) {
         tf_log("primary: cannot keep new connections out (SO_ATTACH_FILTER: %s); "
                "the workers drain the queue as it is",
                strerror(errno));
+        return 0;
+    }
+    return 1;
 }
 
 /* SIGTERM/SIGINT with a shutdown delay: load balancers see the instance
@@ -64,12 +67,14 @@ void tf_sv_begin_stop(tf_supervisor *s, int sig) {
         tf_sd_notify(s->cfg->notify_socket, "STOPPING=1");
     s->delay_until = 0;
     s->stopping = sig;
-    __atomic_store_n(&tf_sb->stopping, 1, __ATOMIC_RELAXED); /* readiness answers 503 */
+    /* readiness answers 503; with the queue sealed the workers empty it */
+    int sealed = tf_sv_stop_accepting(s);
+    __atomic_store_n(&tf_sb->stopping, sealed ? TF_STOPPING_SEALED : TF_STOPPING_OPEN,
+                     __ATOMIC_RELEASE);
     s->stop_deadline = tf_clock_precise() + s->cfg->graceful_timeout;
     if (sig == SIGINT || (sig == SIGTERM && s->exit_status == 0))
         tf_log("primary %d: %s, stopping gracefully (%d workers, timeout %.0f s)", (int)s->self,
                name, s->live, s->cfg->graceful_timeout);
-    tf_sv_stop_accepting(s);
     tf_sv_signal_workers(s, SIGTERM);
 }
 

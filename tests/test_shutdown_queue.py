@@ -1,0 +1,84 @@
+"""A stop loses nothing at its edges: every connection in the listen queue is
+served even when a worker cannot take it at once."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from conftest import read_response, wait_until
+
+SYS_PIDFD_GETFD = 438  # x86-64 and the generic table alike
+
+
+@contextmanager
+def shared_listener(pid: int, port: int) -> Iterator[socket.socket]:
+    """The primary's listening socket itself (pidfd_getfd: the same socket, not
+    a copy), to read its queue and set options on it from outside."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                continue
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(name), 0)
+            assert fd >= 0, os.strerror(ctypes.get_errno())
+            sock = socket.socket(fileno=fd)
+            if (sock.family == socket.AF_INET and sock.getsockname()[1] == port
+                    and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+                try:
+                    yield sock
+                finally:
+                    sock.close()
+                return
+            sock.close()
+        raise AssertionError(f"no listener on port {port} in process {pid}")
+    finally:
+        os.close(pidfd)
+
+
+def queued(listener: socket.socket) -> int:
+    """Connections in the listen queue (TCP_INFO on a listener: tcpi_unacked)."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", info, 24)[0]
+
+
+def _request(sock: socket.socket, path: str = "/") -> None:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+
+
+def test_connections_queued_behind_max_connections_are_served_at_a_stop(run_server):
+    """The worker is at --max-connections when the stop comes, so it cannot
+    take the queue then; it takes it as its connections close, one by one,
+    instead of leaving it to be reset when the server exits."""
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1",
+                        "--max-connections", "1")
+    held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    _request(held)
+    assert read_response(held).status == 200  # accepted: the worker is at its cap
+    waiting = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        _request(s)
+        waiting.append(s)
+    with shared_listener(server.proc.pid, server.port) as listener:
+        assert wait_until(lambda: queued(listener) == 3, timeout=10), queued(listener)
+    server.signal(signal.SIGTERM)
+    outcomes = []
+    for s in waiting:
+        try:
+            response = read_response(s)
+            outcomes.append(f"{response.status} {response.body!r}")
+        except OSError as exc:
+            outcomes.append(repr(exc))
+        finally:
+            s.close()
+    held.close()
+    assert outcomes == ["200 b'Hello, World!'"] * 3
+    assert server.wait(15) == 0
+
