@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #define TF_DRAIN_IDLE_SECONDS 0.1 /* an idle keep-alive connection's last chance to send */
+/* how long a draining worker keeps a sealed listener after the stop for the
+ * handshakes in progress then (their last ACK is an RTT away) */
+#define TF_DRAIN_HANDSHAKE_SECONDS 0.1
 #define TF_MAX_EVENTS 256
 
 /* Signal handlers only record; the loop does the work (self-pipe wakes it). */
@@ -98,6 +101,7 @@ static void tf_worker_start_drain(tf_worker *w) {
     if (w->draining)
         return;
     w->draining = 1;
+    w->drain_started = w->now;
     tf_log_at(TF_LOG_DEBUG, "worker %d (pid %d): draining %d connections", w->cfg->worker_id,
               (int)getpid(), w->conn_count);
     if (tf_sb_me)
@@ -135,9 +139,11 @@ static void tf_worker_start_drain(tf_worker *w) {
     }
 }
 
-/* Whether a draining worker stays for the sealed listen queue. */
+/* Whether a draining worker stays for the sealed listen queue: while it
+ * holds connections, and for the handshakes in progress at the stop. */
 static int tf_worker_drain_holds(const tf_worker *w) {
-    return w->drain_accepts && tf_listener_queued(w);
+    return w->drain_accepts &&
+           (tf_listener_queued(w) || w->now < w->drain_started + TF_DRAIN_HANDSHAKE_SECONDS);
 }
 
 /* ----------------------------------------------------------------- signals */

@@ -102,6 +102,7 @@ struct tf_worker {
     int signal_pipe[2];
     int draining;
     int drain_accepts; /* draining a sealed listen queue: accept until it is empty */
+    double drain_started;
     int balance_paused; /* stepped out of accepting: above the fair share */
     int cpus;           /* CPUs this process may use */
     int retire_asked;   /* max_requests reached, the primary was told */

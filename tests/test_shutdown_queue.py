@@ -1,5 +1,6 @@
 """A stop loses nothing at its edges: every connection in the listen queue is
-served even when a worker cannot take it at once."""
+served even when a worker cannot take it at once, and handshakes in progress
+when the stop begins complete and are served."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from conftest import read_response, wait_until
 
 SYS_PIDFD_GETFD = 438  # x86-64 and the generic table alike
@@ -82,3 +84,39 @@ def test_connections_queued_behind_max_connections_are_served_at_a_stop(run_serv
     assert outcomes == ["200 b'Hello, World!'"] * 3
     assert server.wait(15) == 0
 
+
+SO_GET_FILTER = 26  # = SO_ATTACH_FILTER: the attached filter (empty: none)
+
+
+def test_a_handshake_in_progress_at_the_stop_completes_and_is_served(run_server):
+    """A client whose SYN was answered before the stop sends its last ACK after
+    it: the stop filter keeps new SYNs out, not that ACK, and the connection it
+    completes is served. The listener's TCP_DEFER_ACCEPT holds the handshake
+    open (a bare ACK is not taken) until the request's first segment, which
+    carries the ACK, is sent after the filter is on: the race made certain."""
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
+    with shared_listener(server.proc.pid, server.port) as listener:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 30)
+        busy = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        _request(busy, "/slow?2")  # keeps the worker (draining) for a while
+        server.wait_busy("GET", "/slow")
+        late = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        assert queued(listener) == 0  # its handshake is not complete on the server's side
+        server.signal(signal.SIGTERM)
+        assert wait_until(lambda: listener.getsockopt(socket.SOL_SOCKET, SO_GET_FILTER, 1024),
+                          timeout=10)
+        _request(late)
+    new = socket.socket()  # while the worker drains, a new connection stays out
+    new.settimeout(0.3)
+    try:
+        with pytest.raises(TimeoutError):  # its SYN dropped, not refused nor taken
+            new.connect(("127.0.0.1", server.port))
+    finally:
+        new.close()
+    try:
+        assert read_response(late).status == 200
+    finally:
+        late.close()
+    assert read_response(busy).status == 200
+    busy.close()
+    assert server.wait(15) == 0
