@@ -1,11 +1,12 @@
 """A stop loses nothing at its edges: every connection in the listen queue is
-served even when a worker cannot take it at once, and handshakes in progress
-when the stop begins complete and are served."""
+served even when a worker cannot take it at once (--max-connections, EMFILE),
+and handshakes in progress when the stop begins complete and are served."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 import socket
 import struct
@@ -82,6 +83,45 @@ def test_connections_queued_behind_max_connections_are_served_at_a_stop(run_serv
             s.close()
     held.close()
     assert outcomes == ["200 b'Hello, World!'"] * 3
+    assert server.wait(15) == 0
+
+
+
+def test_connections_queued_at_emfile_are_served_at_a_stop(run_server):
+    """The worker is out of descriptors when the stop comes (its RLIMIT_NOFILE
+    lowered from outside to what it holds), so the drain's first accept fails
+    with EMFILE; it retries after its pause, as connections close, instead of
+    leaving the queue to be reset when the server exits."""
+    server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
+    (worker,) = server.workers_now().values()
+    held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    _request(held)
+    assert read_response(held).status == 200  # closed by the drain: a descriptor frees
+    fds = [int(name) for name in os.listdir(f"/proc/{worker}/fd")]
+    limit = max(fds) + 1
+    _, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (limit, hard))
+    free = limit - len(fds)  # numbers below the highest that are unused: accepted now
+    waiting = []
+    for _ in range(free + 3):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        _request(s)
+        waiting.append(s)
+    with shared_listener(server.proc.pid, server.port) as listener:
+        assert wait_until(lambda: queued(listener) == 3, timeout=10), queued(listener)
+    server.wait_for("pausing accepts")
+    server.signal(signal.SIGTERM)
+    outcomes = []
+    for s in waiting:
+        try:
+            response = read_response(s)
+            outcomes.append(f"{response.status} {response.body!r}")
+        except OSError as exc:
+            outcomes.append(repr(exc))
+        finally:
+            s.close()
+    held.close()
+    assert outcomes == ["200 b'Hello, World!'"] * (free + 3)
     assert server.wait(15) == 0
 
 
