@@ -77,16 +77,30 @@ int tf_listener_arm(tf_worker *w, int on) {
     return 0;
 }
 
-/* Whether the listen queue holds a quarter of its capacity or more (TCP_INFO
- * on a listener: tcpi_unacked is the queue, tcpi_sacked its capacity); 0
- * when unknown (a unix socket). */
-static int tf_listener_backlogged(const tf_worker *w) {
+/* The listen queue's length and capacity (TCP_INFO on a listener:
+ * tcpi_unacked is the queue, tcpi_sacked its capacity); -1 when unknown (a
+ * unix socket). */
+static int tf_listener_queue(const tf_worker *w, uint32_t *queued, uint32_t *capacity) {
     struct tcp_info info;
     socklen_t len = sizeof(info);
-    if (getsockopt(w->listen_fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0 ||
+    if (w->listen_fd < 0 || getsockopt(w->listen_fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0 ||
         len < offsetof(struct tcp_info, tcpi_sacked) + sizeof(info.tcpi_sacked))
-        return 0;
-    return info.tcpi_sacked > 0 && (uint64_t)info.tcpi_unacked * 4 >= info.tcpi_sacked;
+        return -1;
+    *queued = info.tcpi_unacked;
+    *capacity = info.tcpi_sacked;
+    return 0;
+}
+
+int tf_listener_queued(const tf_worker *w) {
+    uint32_t queued, capacity;
+    return tf_listener_queue(w, &queued, &capacity) == 0 && queued > 0;
+}
+
+/* Whether the listen queue holds a quarter of its capacity or more. */
+static int tf_listener_backlogged(const tf_worker *w) {
+    uint32_t queued, capacity;
+    return tf_listener_queue(w, &queued, &capacity) == 0 && capacity > 0 &&
+           (uint64_t)queued * 4 >= capacity;
 }
 
 /* Another worker takes what comes if this one steps out: one with the
@@ -207,7 +221,8 @@ static int tf_accept_keep_waiting(const tf_worker *w) {
 }
 
 void tf_accept_resume(tf_worker *w) {
-    if (w->listening || w->draining || w->conn_count >= w->cfg->max_connections ||
+    if (w->listening || (w->draining && !w->drain_accepts) ||
+        w->conn_count >= w->cfg->max_connections ||
         w->now < w->accept_resume || (w->balance_paused && tf_accept_keep_waiting(w)))
         return;
     w->accept_resume = 0;

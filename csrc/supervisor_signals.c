@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <linux/filter.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,19 +15,47 @@ int tf_signals_unblock_all(void) {
     return sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* On a stop: no new connection enters the shared listen queue (a drop-all
- * socket filter: new SYNs are dropped, so clients retry and then find the
- * port closed), while the connections already queued stay for the workers to
- * accept. shutdown(SHUT_RD) on a listener would reset those instead. */
-static void tf_sv_stop_accepting(tf_supervisor *s) {
+/* On a stop: no new connection enters the shared listen queue, while the
+ * connections already queued stay for the workers to accept (shutdown(SHUT_RD)
+ * on a listener would reset those). A socket filter drops each segment with
+ * SYN set and ACK clear: new connections' SYNs (clients retry, then find the
+ * port closed); the last ACK of a handshake in progress passes, and the
+ * connection it completes is queued and served (a drop-all filter left those
+ * clients established and unanswered until a reset). On a TCP socket the
+ * filter sees the segment from its TCP header, for IPv4 and IPv6 alike: the
+ * flags are byte 13 (the connections it completes inherit the filter: it
+ * passes all their segments). Not for a unix socket, which a filter cannot
+ * close (its connections do not pass the listener's filter). Returns 1 when
+ * the queue is sealed. */
+static int tf_sv_stop_accepting(tf_supervisor *s) {
+    int domain = 0;
+    socklen_t len = sizeof(domain);
     if (!s->cfg->stop_filter || s->cfg->listen_fd < 0)
-        return;
-    struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
-    struct sock_fprog prog = {.len = 1, .filter = &drop};
-    if (setsockopt(s->cfg->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
+        return 0;
+    if (getsockopt(s->cfg->listen_fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) {
+        tf_log("primary: cannot keep new connections out (SO_DOMAIN: %s); "
+               "the workers drain the queue as it is",
+               strerror(errno));
+        return 0;
+    }
+    if (domain != AF_INET && domain != AF_INET6)
+        return 0;
+    struct sock_filter only_syns_out[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),                /* TCP flags */
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, TH_SYN | TH_ACK),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TH_SYN, 0, 1),     /* a connection request */
+        BPF_STMT(BPF_RET | BPF_K, 0),                          /* dropped */
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),                /* kept whole */
+    };
+    struct sock_fprog prog = {.len = sizeof(only_syns_out) / sizeof(only_syns_out[0]),
+                              .filter = only_syns_out};
+    if (setsockopt(s->cfg->listen_fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0) {
         tf_log("primary: cannot keep new connections out (SO_ATTACH_FILTER: %s); "
                "the workers drain the queue as it is",
                strerror(errno));
+        return 0;
+    }
+    return 1;
 }
 
 /* SIGTERM/SIGINT with a shutdown delay: load balancers see the instance
@@ -70,12 +99,14 @@ void tf_sv_begin_stop(tf_supervisor *s, int sig) {
         tf_sd_notify(s->cfg->notify_socket, "STOPPING=1");
     s->delay_until = 0;
     s->stopping = sig;
-    __atomic_store_n(&tf_sb->stopping, 1, __ATOMIC_RELAXED); /* readiness answers 503 */
+    /* readiness answers 503; with the queue sealed the workers empty it */
+    int sealed = tf_sv_stop_accepting(s);
+    __atomic_store_n(&tf_sb->stopping, sealed ? TF_STOPPING_SEALED : TF_STOPPING_OPEN,
+                     __ATOMIC_RELEASE);
     s->stop_deadline = tf_clock_precise() + s->cfg->graceful_timeout;
     if (sig == SIGINT || (sig == SIGTERM && s->exit_status == 0))
         tf_log("primary %d: %s, stopping gracefully (%d workers, timeout %.0f s)", (int)s->self,
                name, s->live, s->cfg->graceful_timeout);
-    tf_sv_stop_accepting(s);
     tf_sv_signal_workers(s, SIGTERM);
 }
 

@@ -383,6 +383,11 @@ typedef struct {
     uint64_t retired_pauses[TF_PAUSE_COUNT];
 } tf_sb_slot;
 
+/* tf_sb_header.stopping: the server is stopping, and with SEALED the shared
+ * listen queue takes no new connection (the primary's stop filter), so the
+ * workers empty it before they leave. */
+enum { TF_STOPPING_OPEN = 1, TF_STOPPING_SEALED = 2 };
+
 typedef struct {
     uint64_t magic;
     uint32_t version;
@@ -395,7 +400,7 @@ typedef struct {
     int32_t queue_max;   /* its capacity (the backlog) */
     double started;      /* wall clock */
     char listen[128];    /* the URL listened on */
-    int32_t stopping;    /* 1 once the primary began to stop (readiness: 503) */
+    int32_t stopping;    /* TF_STOPPING_* once the primary began to stop (readiness: 503) */
     int32_t pad_;
     uint64_t restarts_by_cause[TF_CAUSE_COUNT];
     tf_sb_slot slots[TF_SB_MAX_WORKERS + 1]; /* index = worker id, from 1 */

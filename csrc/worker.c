@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #define TF_DRAIN_IDLE_SECONDS 0.1 /* an idle keep-alive connection's last chance to send */
+/* how long a draining worker keeps a sealed listener after the stop for the
+ * handshakes in progress then (their last ACK is an RTT away) */
+#define TF_DRAIN_HANDSHAKE_SECONDS 0.1
 #define TF_MAX_EVENTS 256
 
 /* Signal handlers only record; the loop does the work (self-pipe wakes it). */
@@ -98,16 +101,25 @@ static void tf_worker_start_drain(tf_worker *w) {
     if (w->draining)
         return;
     w->draining = 1;
+    w->drain_started = w->now;
     tf_log_at(TF_LOG_DEBUG, "worker %d (pid %d): draining %d connections", w->cfg->worker_id,
               (int)getpid(), w->conn_count);
     if (tf_sb_me)
         __atomic_store_n(&tf_sb_me->state, TF_W_DRAINING, __ATOMIC_RELEASE);
     tf_listener_arm(w, 0);
-    if (w->listen_fd >= 0) {
-        /* Connections already in the listen queue were promised an answer:
-         * take them before letting go of the listener (on a full stop the
-         * primary first keeps new ones out of the queue). Served like the
-         * rest, with Connection: close. */
+    /* Connections already in the listen queue were promised an answer. On a
+     * stop the primary seals the queue (no new connection enters it), and
+     * the workers accept until it is empty: after an EMFILE pause, or once
+     * below --max-connections (tf_accept_resume), within the graceful
+     * timeout. Replaced on a roll, a worker takes what is queued once and
+     * lets go: the others go on accepting. Served like the rest, with
+     * Connection: close. */
+    w->drain_accepts = w->listen_fd >= 0 && tf_sb &&
+                       __atomic_load_n(&tf_sb->stopping, __ATOMIC_ACQUIRE) == TF_STOPPING_SEALED;
+    if (w->drain_accepts) {
+        w->accept_resume = 0;
+        tf_accept_resume(w);
+    } else if (w->listen_fd >= 0) {
         while (w->conn_count < w->cfg->max_connections && tf_accept_some(w) > 0) {
         }
         close(w->listen_fd);
@@ -125,6 +137,13 @@ static void tf_worker_start_drain(tf_worker *w) {
             !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)
             c->deadline = w->now + TF_DRAIN_IDLE_SECONDS;
     }
+}
+
+/* Whether a draining worker stays for the sealed listen queue: while it
+ * holds connections, and for the handshakes in progress at the stop. */
+static int tf_worker_drain_holds(const tf_worker *w) {
+    return w->drain_accepts &&
+           (tf_listener_queued(w) || w->now < w->drain_started + TF_DRAIN_HANDSHAKE_SECONDS);
 }
 
 /* ----------------------------------------------------------------- signals */
@@ -273,7 +292,7 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
     for (int i = 0; i < n; i++) {
         uint64_t tag = events[i].data.u64;
         if (tag == TF_TAG_LISTENER) {
-            if (!w->draining)
+            if (!w->draining || w->drain_accepts)
                 accepted += tf_accept_some(w);
         } else if (tag == TF_TAG_SIGNAL) {
             tf_worker_drain_signal_pipe(w);
@@ -331,7 +350,7 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         if (tf_worker_sig_drain)
             tf_worker_start_drain(&w);
         /* requests in flight whose client left still finish (their effects) */
-        if (w.draining && w.conn_count == 0 && w.in_flight == 0)
+        if (w.draining && w.conn_count == 0 && w.in_flight == 0 && !tf_worker_drain_holds(&w))
             break;
         int n = tf_worker_wait(&w, events);
         if (n < 0) {

@@ -108,6 +108,8 @@ struct tf_worker {
     int accept_errno;     /* the last unexpected accept errno, logged once (0: none) */
     int signal_pipe[2];
     int draining;
+    int drain_accepts; /* draining a sealed listen queue: accept until it is empty */
+    double drain_started;
     int balance_paused; /* stepped out of accepting: above the fair share */
     int cpus;           /* CPUs this process may use */
     int retire_asked;   /* max_requests reached, the primary was told */
@@ -143,6 +145,8 @@ int tf_listener_arm(tf_worker *w, int on);
 int tf_accept_some(tf_worker *w);
 void tf_listener_rotate(tf_worker *w);
 void tf_accept_resume(tf_worker *w);
+/* Connections waiting in the listen queue (0 when unknown: not TCP). */
+int tf_listener_queued(const tf_worker *w);
 
 /* conn.c */
 tf_conn *tf_conn_open(tf_worker *w, int fd, const struct sockaddr_storage *peer);
