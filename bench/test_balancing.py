@@ -27,10 +27,13 @@ def per_worker(server: BenchServer) -> dict[int, int]:
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.parametrize("threads", [1, 4])
 @pytest.mark.parametrize("workers", [2, 8])
 @pytest.mark.parametrize("load", ["keepalive", "close"])
-def test_requests_per_worker_within_15_percent_of_the_mean(workers: int, load: str) -> None:
-    with BenchServer("bench.apps:native", workers, env=env()).wait_ready() as server:
+def test_requests_per_worker_within_15_percent_of_the_mean(workers: int, load: str,
+                                                          threads: int) -> None:
+    with BenchServer("bench.apps:native", workers, extra=["--threads", str(threads)],
+                     env=env()).wait_ready() as server:
         before = per_worker(server)
         args = ["wrk", "-t2", f"-c{64 if load == 'keepalive' else 16}", "-d4s",
                 "--timeout", "5s"]

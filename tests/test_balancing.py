@@ -56,10 +56,12 @@ def run_wrk(port: int, connections: int, close: bool, seconds: int = 4) -> str:
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.parametrize("threads", [1, 4])
 @pytest.mark.parametrize("workers", [2, 8])
 @pytest.mark.parametrize("load", ["keepalive", "close"])
-def test_requests_per_worker_near_the_mean(run_server, workers, load):
-    server = run_server("testapp:app", "--bind", ":0", "--workers", str(workers))
+def test_requests_per_worker_near_the_mean(run_server, workers, load, threads):
+    server = run_server("testapp:app", "--bind", ":0", "--workers", str(workers),
+                        "--threads", str(threads))
     server.wait_ready(workers)
     before = served(server)
     # keep-alive: 64 connections opened at once; close: a connection per request
@@ -82,7 +84,7 @@ def test_requests_per_worker_near_the_mean(run_server, workers, load):
     after = served(server)
     counts, worst = spread(before, after)
     total = sum(counts)
-    print(f"\nbalance {load} {workers} workers: {counts} total {total}, "
+    print(f"\nbalance {load} {workers} workers, {threads} threads: {counts} total {total}, "
           f"worst {worst:.1%} from the mean; open connections sampled: {opened}")
     if load == "keepalive":
         # the accept cap's own result: the 64 connections split evenly
