@@ -3,6 +3,7 @@ harness itself is tailfast/testing.py, shared with bench/)."""
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +61,13 @@ def run_server() -> Iterator[object]:
         server.stop()
         leftovers += server.leftovers()
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def own_nofile_at_least(count: int) -> None:
+    """This test process may open count descriptors (or the test is skipped)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= count:
+        return
+    if hard != resource.RLIM_INFINITY and hard < count:
+        pytest.skip(f"the hard open files limit {hard} is below the {count} this test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))

@@ -18,20 +18,10 @@ import socket
 import time
 
 import pytest
-from conftest import connect, http_request, read_response
+from conftest import connect, http_request, own_nofile_at_least, read_response
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 NO_DROPPED_SYN = 0.9  # seconds: a SYN dropped for a full queue is retried after 1 s
-
-
-def own_nofile_at_least(count: int) -> None:
-    """This test process may open count descriptors (or the test is skipped)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= count:
-        return
-    if hard != resource.RLIM_INFINITY and hard < count:
-        pytest.skip(f"the hard open files limit {hard} is below the {count} this test needs")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
 
 
 def open_idle(port: int, count: int) -> tuple[list[socket.socket], float]:

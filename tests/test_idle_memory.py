@@ -7,11 +7,9 @@ before the buffers were given back between requests: 7.9 KB), and the connection
 
 from __future__ import annotations
 
-import resource
 import socket
 
-import pytest
-from conftest import read_response
+from conftest import own_nofile_at_least, read_response
 
 from tailfast.testing import rss_kib
 
@@ -19,16 +17,6 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 IDLE = 5000
 PER_CONNECTION_KIB = 1.5
 SLACK_KIB = 2048  # a fixed allowance: the allocator's and Python's own growth, a busy machine
-
-
-def own_nofile_at_least(count: int) -> None:
-    """This test process may open count descriptors (or the test is skipped)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= count:
-        return
-    if hard != resource.RLIM_INFINITY and hard < count:
-        pytest.skip(f"the hard open files limit {hard} is below the {count} this test needs")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
 
 
 def one_request_each(port: int, count: int, batch: int = 250) -> list[socket.socket]:
