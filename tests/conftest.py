@@ -3,7 +3,10 @@ harness itself is tailfast/testing.py, shared with bench/)."""
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +74,17 @@ def own_nofile_at_least(count: int) -> None:
     if hard != resource.RLIM_INFINITY and hard < count:
         pytest.skip(f"the hard open files limit {hard} is below the {count} this test needs")
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+
+
+def preload_library(tmp_path: Path, name: str, source: str) -> Path:
+    """source (C that wraps a libc call for LD_PRELOAD) built as tmp_path/name.so;
+    the test is skipped without a C compiler."""
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)),
+              None)
+    if cc is None:
+        pytest.skip("no C compiler found")
+    source_path, library = tmp_path / f"{name}.c", tmp_path / f"{name}.so"
+    source_path.write_text(source)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(source_path), "-o", str(library), "-ldl"],
+                   check=True, capture_output=True, timeout=120)
+    return library

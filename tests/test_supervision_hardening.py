@@ -3,17 +3,13 @@ workers, failing forks, and workers that do not finish draining."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
-import subprocess
 import textwrap
 import threading
 from pathlib import Path
 
-import pytest
-from conftest import http_request, pid_alive, wait_until
+from conftest import http_request, pid_alive, preload_library, wait_until
 
 from tailfast.status import read_status
 
@@ -78,22 +74,12 @@ FAILING_FORK = textwrap.dedent("""
 """)
 
 
-def _failing_fork_library(tmp_path: Path) -> Path:
-    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)),
-              None)
-    if cc is None:
-        pytest.skip("no C compiler found")
-    source, library = tmp_path / "failfork.c", tmp_path / "failfork.so"
-    source.write_text(FAILING_FORK)
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(source), "-o", str(library), "-ldl"],
-                   check=True, capture_output=True, timeout=120)
-    return library
-
 
 def test_failed_replacement_forks_back_off_longer_and_longer(run_server, tmp_path: Path) -> None:
     flag = tmp_path / "forks-fail"
     server = run_server("testapp:app", "--bind", ":0", "--workers", "1",
-                        env={"LD_PRELOAD": str(_failing_fork_library(tmp_path)),
+                        env={"LD_PRELOAD":
+                             str(preload_library(tmp_path, "failfork", FAILING_FORK)),
                              "TF_TEST_FORK_FAILS": str(flag)})
     old = server.live_workers()[1]
     # the bug needs a worker up longer than the primary's 30 s stability window

@@ -7,14 +7,11 @@ item 5). Real servers; faults injected from outside."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
-from conftest import http_request, pid_alive
+from conftest import http_request, pid_alive, preload_library
 
 # epoll_create1 fails with EMFILE while the file named by $TF_TEST_EPOLL_FAILS
 # exists, as when a worker starts with its descriptors used up.
@@ -50,17 +47,6 @@ FLAKY_APP = textwrap.dedent("""
 """)
 
 
-def _failing_epoll_library(tmp_path: Path) -> Path:
-    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)),
-              None)
-    if cc is None:
-        pytest.skip("no C compiler found")
-    source, library = tmp_path / "failepoll.c", tmp_path / "failepoll.so"
-    source.write_text(FAILING_EPOLL)
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", str(source), "-o", str(library), "-ldl"],
-                   check=True, capture_output=True, timeout=120)
-    return library
-
 
 def _respawn_fails_then_recovers(server, flag: Path) -> None:
     """Worker 1 is killed while flag exists: its respawn cannot start and backs
@@ -84,7 +70,8 @@ def test_emfile_in_a_respawned_worker_backs_off(run_server, tmp_path: Path) -> N
     flag = tmp_path / "epoll-fails"
     (tmp_path / "flakyapp.py").write_text(FLAKY_APP)
     server = run_server("flakyapp:app", "--bind", ":0", "--workers", "2", cwd=tmp_path,
-                        env={"LD_PRELOAD": str(_failing_epoll_library(tmp_path)),
+                        env={"LD_PRELOAD":
+                             str(preload_library(tmp_path, "failepoll", FAILING_EPOLL)),
                              "TF_TEST_EPOLL_FAILS": str(flag),
                              "TF_TEST_IMPORT_FAILS": str(tmp_path / "never")})
     _respawn_fails_then_recovers(server, flag)
@@ -106,7 +93,8 @@ def test_a_worker_that_cannot_start_at_first_start_stops_the_server(run_server,
     flag = tmp_path / "epoll-fails"
     flag.touch()
     server = run_server("testapp:app", "--bind", ":0", "--workers", "2", wait=False,
-                        env={"LD_PRELOAD": str(_failing_epoll_library(tmp_path)),
+                        env={"LD_PRELOAD":
+                             str(preload_library(tmp_path, "failepoll", FAILING_EPOLL)),
                              "TF_TEST_EPOLL_FAILS": str(flag)})
     assert server.wait(30) == 1
     assert "cannot start; stopping" in server.output
