@@ -139,7 +139,6 @@ void tf_conn_release_in(tf_conn *c) {
     if (!c->in)
         return;
     w->in_extra -= tf_in_extra(c->in_cap);
-    w->in_grown -= c->in_cap > TF_IN_INITIAL;
     if (c->in_cap == TF_IN_INITIAL && w->in_pooled < TF_POOL_MAX)
         w->in_pool[w->in_pooled++] = c->in;
     else
@@ -213,7 +212,6 @@ int tf_conn_resize_in(tf_conn *c, size_t want) {
     if (parsed)
         tf_request_restore(&c->rq->req, fresh, &saved);
     w->in_extra = w->in_extra - tf_in_extra(c->in_cap) + tf_in_extra(want);
-    w->in_grown += (want > TF_IN_INITIAL) - (c->in_cap > TF_IN_INITIAL);
     c->in_cap = want;
     return 0;
 }

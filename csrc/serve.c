@@ -146,7 +146,7 @@ static int tf_conn_grow_in(tf_conn *c) {
     if (c->head_len && !c->rq->req.chunked && tf_conn_need(c, &need) == 0 && need < want + want / 2)
         want = need > c->in_cap ? need : c->in_cap + TF_IN_INITIAL; /* + pipelined bytes */
     size_t had = tf_in_extra(c->in_cap), will = tf_in_extra(want);
-    int alone = w->in_grown == (had > 0);
+    int alone = w->in_extra == had; /* no other connection has grown its buffer */
     int refused = will > had && w->in_extra - had + will > w->in_extra_max && !alone;
     if (refused && w->now >= w->in_cap_logged + 1.0) { /* at most a line a second */
         w->in_cap_logged = w->now;
@@ -210,8 +210,7 @@ static void tf_mark_busy(tf_sb_proc *me, const tf_conn *c) {
 static void tf_mark_done(tf_sb_proc *me, tf_worker *w) {
     me->requests++;
     __atomic_store_n(&me->state, w->draining ? TF_W_DRAINING : TF_W_IDLE, __ATOMIC_RELEASE);
-    if (w->cfg->max_requests && me->requests >= w->cfg->max_requests && !w->retire_asked) {
-        w->retire_asked = 1;
+    if (w->cfg->max_requests && me->requests >= w->cfg->max_requests && !me->retire) {
         me->retire = 1;
         tf_scoreboard_notify();
     }
@@ -219,16 +218,12 @@ static void tf_mark_done(tf_sb_proc *me, tf_worker *w) {
 
 /* Scoreboard: requests in flight and the oldest one's start (the primary's
  * --timeout + --timeout-grace kill looks at it). */
-static void tf_publish_in_flight(tf_worker *w) {
+static void tf_publish_in_flight(const tf_worker *w) {
     tf_sb_proc *me = tf_sb_me;
     if (!me)
         return;
-    double oldest = 0;
-    for (tf_conn *c = w->conns; c; c = c->next)
-        if (c->job && (oldest == 0 || c->job_started < oldest))
-            oldest = c->job_started;
     __atomic_store_n(&me->in_flight, w->in_flight, __ATOMIC_RELAXED);
-    me->in_flight_started = oldest;
+    me->in_flight_started = w->jobs ? w->jobs->job_started : 0;
 }
 
 void tf_conn_pull(tf_conn *c, void *source) { c->pull = source; }
@@ -251,12 +246,28 @@ void tf_conn_defer(tf_conn *c, tf_job *job) {
     c->job = job;
     c->job_started = tf_clock_coarse();
     c->job_overrun = 0;
+    /* deferred in time order, so the list's head is always the oldest */
+    c->job_next = NULL;
+    c->job_prev = w->jobs_tail;
+    if (w->jobs_tail)
+        w->jobs_tail->job_next = c;
+    else
+        w->jobs = c;
+    w->jobs_tail = c;
     w->in_flight++;
-    if (tf_sb_me) {
-        tf_sb_me->in_flight = w->in_flight;
-        if (tf_sb_me->in_flight_started == 0)
-            tf_sb_me->in_flight_started = c->job_started;
-    }
+    tf_publish_in_flight(w);
+}
+
+static void tf_jobs_unlink(tf_worker *w, tf_conn *c) {
+    if (c->job_prev)
+        c->job_prev->job_next = c->job_next;
+    else
+        w->jobs = c->job_next;
+    if (c->job_next)
+        c->job_next->job_prev = c->job_prev;
+    else
+        w->jobs_tail = c->job_prev;
+    c->job_prev = c->job_next = NULL;
 }
 
 /* The request was answered (inline, or its job completed): counts it and
@@ -444,10 +455,8 @@ void tf_conn_complete(tf_conn *c, tf_job *job) {
     w->in_flight--;
     int r = w->cb->on_complete(w->cb->ctx, job, alive);
     c->job = NULL;
-    if (tf_sb_me && c->job_started <= tf_sb_me->in_flight_started)
-        tf_publish_in_flight(w); /* it was the oldest: find the next */
-    else if (tf_sb_me)
-        __atomic_store_n(&tf_sb_me->in_flight, w->in_flight, __ATOMIC_RELAXED);
+    tf_jobs_unlink(w, c);
+    tf_publish_in_flight(w);
     if (!alive) {
         tf_conn_free(c);
         return;

@@ -45,18 +45,22 @@ static void tf_worker_on_signal(int sig) {
 
 /* Closes (or answers 408 to) every connection past its deadline. */
 static void tf_worker_sweep(tf_worker *w) {
-    tf_conn *c = w->conns;
     double timeout = w->cfg->timeout;
+    /* requests with a runner, oldest first: --timeout is their only limit */
+    for (tf_conn *j = w->jobs; timeout > 0 && j && w->now - j->job_started >= timeout;
+         j = j->job_next) {
+        if (!j->job_overrun) {
+            j->job_overrun = 1; /* once: the runner answers, or the primary kills */
+            if (w->cb->on_overrun)
+                w->cb->on_overrun(w->cb->ctx, j->job);
+        }
+    }
+    tf_conn *c = w->conns;
     while (c) {
         tf_conn *next = c->next;
         if (c->job) {
             /* parked: a write (a 100 Continue) may have set a deadline, but
-             * its request is with a runner; --timeout is its only limit */
-            if (timeout > 0 && !c->job_overrun && w->now - c->job_started >= timeout) {
-                c->job_overrun = 1; /* once: the runner answers, or the primary kills */
-                if (w->cb->on_overrun)
-                    w->cb->on_overrun(w->cb->ctx, c->job);
-            }
+             * its request is with a runner */
             c = next;
             continue;
         }

@@ -92,6 +92,7 @@ struct tf_conn {
     double job_started;    /* coarse clock when it was deferred */
     int job_overrun;       /* cb->on_overrun was called for it */
     int orphaned;          /* closed while in flight: freed when the job completes */
+    tf_conn *job_prev, *job_next; /* tf_worker.jobs: in flight, oldest first */
     void *pull;            /* a streamed body's source (tf_conn_pull), else NULL */
 
     struct sockaddr_storage peer;
@@ -112,11 +113,9 @@ struct tf_worker {
     double drain_started;
     int balance_paused; /* stepped out of accepting: above the fair share */
     int cpus;           /* CPUs this process may use */
-    int retire_asked;   /* max_requests reached, the primary was told */
     int conn_count;
     size_t in_extra;     /* input buffer bytes beyond each connection's first TF_IN_INITIAL */
     size_t in_extra_max; /* the cap on in_extra (see tf_worker_in_cap) */
-    int in_grown;        /* connections whose input buffer is beyond TF_IN_INITIAL */
     double in_cap_logged; /* when the cap was last logged */
     tf_conn *conns; /* all connections, most recently accepted first */
     double now;         /* tf_clock_coarse() at the last wake-up */
@@ -124,6 +123,7 @@ struct tf_worker {
     double sweep_every; /* seconds between timeout sweeps */
     int jobs_fd;        /* eventfd: completed jobs wait (runq.c) */
     int in_flight;      /* connections whose request is deferred */
+    tf_conn *jobs, *jobs_tail; /* those connections (orphans too), oldest first */
     /* idle connections' buffers, kept for the next request: reuse is a pop */
     char *in_pool[TF_POOL_MAX]; /* each TF_IN_INITIAL bytes */
     int in_pooled;
