@@ -228,18 +228,14 @@ cdef class _Exchange:
             pass
         finally:
             if sent != _HANDED and type(result) is not list:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                _close_iterable(result)
         return 0
 
     cdef int discard(self) except -1:
         """--threads, on the loop: the client is gone; closes the result."""
         result, self.result = self.result, None
         if type(result) is not list and result is not ANSWERED:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+            _close_iterable(result)
         return 0
 
 
@@ -256,9 +252,7 @@ class _EarlyThen:
         yield from self.rest
 
     def close(self) -> None:
-        close = getattr(self.rest, "close", None)
-        if close is not None:
-            close()
+        _close_iterable(self.rest)
 
 
 def _file_span(wrapper):
@@ -394,7 +388,5 @@ cdef class WSGIHandler:
             pass  # close() below still runs
         finally:
             if sent != _HANDED and type(result) is not list:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                _close_iterable(result)
         return ANSWERED

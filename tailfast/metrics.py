@@ -64,7 +64,7 @@ class _Totals:
         self.status = [0] * len(STATUS_CLASSES)
         self.latency = [0] * (len(snapshot["latency_bounds"]) + 1)
         self.latency_sum = 0.0
-        self.per_worker: dict[int, int] = {}
+        self.per_worker = _by_worker([*procs, *retired], "requests")
         self.pauses = dict.fromkeys(PAUSE_REASONS, 0)
         for entry in [*procs, *retired]:
             for reason, count in entry.get("accept_pauses", {}).items():
@@ -73,8 +73,6 @@ class _Totals:
             _add(self.status, stats["status"])
             _add(self.latency, stats["latency"])
             self.latency_sum += stats["latency_sum"]
-            worker = entry["worker_id"]
-            self.per_worker[worker] = self.per_worker.get(worker, 0) + entry["requests"]
         for slot in snapshot["slots"]:
             self.per_worker.setdefault(slot["worker_id"], 0)
 

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from tailfast.errors import TailfastError
+from tailfast.metrics import PAUSE_REASONS
 
 
 def _primary_pid(pid: int | None, pid_file: str | None) -> int:
@@ -55,7 +56,7 @@ def _mib(value: int) -> str:
 def _pauses(process: dict[str, Any]) -> str:
     """Times it paused accepting: fair share/EMFILE/--max-connections."""
     pauses = process.get("accept_pauses", {})
-    return "/".join(str(pauses.get(k, 0)) for k in ("fair_share", "emfile", "max_connections"))
+    return "/".join(str(pauses.get(k, 0)) for k in PAUSE_REASONS)
 
 
 def format_table(snapshot: dict[str, Any]) -> str:
