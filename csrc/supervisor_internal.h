@@ -61,7 +61,8 @@ typedef struct {
 } tf_slot;
 
 typedef struct {
-    const tf_supervisor_config *cfg;
+    const tf_supervisor_config *cfg; /* = &cfg_now */
+    tf_supervisor_config cfg_now;    /* the embedder's, as a SIGHUP last changed it */
     const tf_supervisor_callbacks *cb;
     tf_proc procs[TF_MAX_PROCS];
     int procs_hw; /* entries [0, procs_hw) may be in use; published, never read back
@@ -111,6 +112,7 @@ void tf_sv_check_notify(tf_supervisor *s);
 
 /* supervisor_signals.c */
 void tf_sv_on_signal(tf_supervisor *s, int sig);
+void tf_sv_set_workers(tf_supervisor *s, int count);
 void tf_sv_begin_stop(tf_supervisor *s, int sig);
 
 /* supervisor_timers.c */
