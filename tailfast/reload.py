@@ -44,6 +44,7 @@ CHECK_CONFIG = 4  # a bad setting: the primary reports it on SIGHUP
 SOURCE_GLOBS = ("*.py",)
 ENV_GLOBS = (".env", ".env.*")  # in the working directory
 PR_SET_PDEATHSIG = 1
+WAKE_MS = 500  # the watcher wakes this often when nothing changes (to say it watches)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _shown_dirs(plan: WatchPlan) -> list[str]:
+    shown = [os.path.relpath(d, plan.cwd) for d in plan.dirs]
+    return [d if d != "." else "the working directory" for d in shown]
+
+
 def _changed(changes: set[tuple[Any, str]], cwd: str) -> str:
     names = sorted({os.path.relpath(path, cwd) for _, path in changes})
     more = f" and {len(names) - 3} more" if len(names) > 3 else ""
@@ -193,9 +199,16 @@ def watch_main(plan: WatchPlan) -> int:
     set_level(LEVELS[plan.log_level])
     from watchfiles import watch
 
-    last_error = ""
+    last_error, watching = "", False
+    # yield_on_timeout: the first (empty) batch says the watches are in place
     for changes in watch(*watch_paths(plan), watch_filter=make_filter(plan),
-                         raise_interrupt=False, ignore_permission_denied=True):
+                         raise_interrupt=False, ignore_permission_denied=True,
+                         rust_timeout=WAKE_MS, yield_on_timeout=True):
+        if not watching:
+            watching = True
+            log(f"reload: watching {', '.join(_shown_dirs(plan))} for changes", INFO)
+        if not changes:
+            continue
         log(f"reload: {_changed(changes, plan.cwd)} changed; checking that the application "
             "imports", INFO)
         status, error = _check(plan)
