@@ -11,7 +11,7 @@
  *   supervisor_procs.c    the tables: fork, respawn, back-off, process states, publishing
  *   supervisor_exit.c     a process ended: classify the exit, then act on its class
  *   supervisor_roll.c     workers becoming ready, replacements one at a time, READY=1
- *   supervisor_signals.c  what each signal does: stop, roll, one worker more or less
+ *   supervisor_signals.c  what each signal does: stop, re-read and roll, workers more or less
  *   supervisor_timers.c   timed work: stop and drain deadlines, back-off, boot/request timeouts
  *   sd_notify.c           the systemd notification socket
  */

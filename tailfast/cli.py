@@ -24,9 +24,9 @@ development and deploys:
   --reload  watch the .py and .env files; when a change imports, replace the
             workers one at a time (a broken save keeps the old ones serving)
             tailfast run examples.hello:app --reload --env development
-  SIGHUP    rolling restart that also reads .env, .env.<mode> again: new code,
-            new settings and variables; --bind, --backlog, --balance, --fd,
-            --preload and --reload-* need a restart
+  SIGHUP    rolling restart that also reads .env and .env.<mode> again: new
+            code, settings and variables; --bind, --backlog, --balance, --fd,
+            --no-preload and --reload-* need a restart
             kill -HUP $(cat tailfast.pid)
 """
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from conftest import Load, http_request
 
+from tailfast.config import load_config, reread_config
+
 APP = '''
 import os
 import time
@@ -157,3 +159,22 @@ def test_a_bad_value_is_reported_and_the_old_configuration_keeps_serving(run_ser
     server.signal(signal.SIGHUP)
     settled(server, 1, 2)
     assert body(server) == "fixed"
+
+
+def test_reread_config_precedence_and_restart_only_settings(tmp_path):
+    """The re-read without a server: flags > start environment > .env.<mode> > .env."""
+    write_env(tmp_path, "GREETING=one\nTAILFAST_TIMEOUT=5\nTAILFAST_BALANCE=shared\n")
+    cli = {"workers": "2"}
+    environ = {"TAILFAST_KEEPALIVE_TIMEOUT": "7"}
+    running = load_config(cli, environ, tmp_path)
+    write_env(tmp_path, "GREETING=two\nTAILFAST_TIMEOUT=9\nTAILFAST_BALANCE=reuseport\n"
+                        "WORKERS=5\nTAILFAST_KEEPALIVE_TIMEOUT=1\n")
+    (tmp_path / ".env.production").write_text("TAILFAST_TIMEOUT=11\n")
+    new, notes = reread_config(running, cli, environ, tmp_path)
+    assert new.file_environ["GREETING"] == "two"
+    assert new.timeout == 11.0  # .env.<mode> over .env
+    assert new.keepalive_timeout == 7.0  # the start environment over the files
+    assert new.workers == 2  # the flag over everything
+    assert new.balance == "shared"  # tied to the socket: kept
+    assert new.sources["balance"] == running.sources["balance"]
+    assert notes == ["balance 'reuseport' (from .env line 3) needs a restart; still 'shared'"]
