@@ -40,6 +40,7 @@ from tailfast.log import ERROR, INFO, LEVELS, WARNING, log, set_level
 CHECK_OK = 0
 CHECK_FAILED = 1  # the application (or a hook) does not import: printed on stderr
 CHECK_CONFIG = 4  # a bad setting: the primary reports it on SIGHUP
+CHECK_INTERRUPTED = -1  # the checker was killed (Ctrl+C reaches the whole process group)
 
 SOURCE_GLOBS = ("*.py",)
 ENV_GLOBS = (".env", ".env.*")  # in the working directory
@@ -212,6 +213,8 @@ def watch_main(plan: WatchPlan) -> int:
         log(f"reload: {_changed(changes, plan.cwd)} changed; checking that the application "
             "imports", INFO)
         status, error = _check(plan)
+        if status == CHECK_INTERRUPTED:
+            continue
         if status == CHECK_FAILED:
             if error != last_error:  # once: a save that changes nothing says so briefly
                 sys.stderr.write(error)
@@ -238,6 +241,8 @@ def _check(plan: WatchPlan) -> tuple[int, str]:
         cwd=plan.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True, errors="replace", check=False,
     )
+    if result.returncode < 0:
+        return CHECK_INTERRUPTED, ""
     if result.returncode not in (CHECK_OK, CHECK_CONFIG):
         return CHECK_FAILED, result.stderr or (
             f"tailfast: reload: the import check ended with status {result.returncode}\n")

@@ -92,7 +92,8 @@ class LiveConfig:
                 os.environ[name] = value
         set_level(LEVELS[new.log_level])
         proxy.configure(new.forwarded_allow_ips)
-        raise_descriptor_limit(new)
+        if new.max_connections != self.config.max_connections:
+            raise_descriptor_limit(new)  # its warning, if any, once per change
         self.config = new
 
 
@@ -229,6 +230,29 @@ def remove_pid_file(path: str) -> None:
         pass
 
 
+def _plan_reload(config: Config, source: ConfigSource | None, name: str | None) -> Any:
+    """--reload's watcher plan (tailfast.reload.WatchPlan), or None without --reload."""
+    if not config.reload:
+        return None
+    from tailfast import reload as reloading  # not imported otherwise: `-m tailfast.reload`
+
+    return reloading.plan_watch(config, source, name)
+
+
+def _announce(config: Config, launch: Launch) -> None:
+    """The listening line (tools and tests read the port from it), warnings
+    about inherited descriptors, the pid file."""
+    log(
+        f"primary {os.getpid()} listening on {launch.listen_url} "
+        f"({config.workers} worker{'s' if config.workers != 1 else ''}, {config.env})"
+    )
+    for line in warning_lines({launch.listen_fd}):
+        log(line, WARNING)
+    if config.pid_file:
+        with open(config.pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+
 def run(
     app: Callable[..., Any] | None,
     config: Config,
@@ -251,11 +275,7 @@ def run(
     set_level(LEVELS[config.log_level])
     handler = None if app is None else as_handler(app, config.interface, config.script_name)
     live = LiveConfig(config, source)
-    watch = None
-    if config.reload:
-        from tailfast import reload as reloading  # not imported otherwise: `-m tailfast.reload`
-
-        watch = reloading.plan_watch(config, source, name)
+    watch = _plan_reload(config, source, name)
     proxy.configure(config.forwarded_allow_ips)
     check_access_log(config.access_log)
     raise_descriptor_limit(config)
@@ -281,15 +301,7 @@ def run(
         launch = Launch(sock.fileno(), listener_url(sock, config), inherited,
                         scoreboard_path(os.getpid()), notify_socket)
         worker_setup = reuseport_setup(sock, config) if config.balance == "reuseport" else None
-        log(
-            f"primary {os.getpid()} listening on {launch.listen_url} "
-            f"({config.workers} worker{'s' if config.workers != 1 else ''}, {config.env})"
-        )
-        for line in warning_lines({sock.fileno()}):
-            log(line, WARNING)
-        if config.pid_file:
-            with open(config.pid_file, "w") as f:
-                f.write(f"{os.getpid()}\n")
+        _announce(config, launch)
         if watch is not None:
             watcher = watch.start()
         # Objects alive now are shared copy-on-write with every worker; freezing
@@ -311,7 +323,9 @@ def run(
         )
     finally:
         if watcher is not None:
-            reloading.stop_watcher(watcher)
+            from tailfast.reload import stop_watcher
+
+            stop_watcher(watcher)
         sock.close()
         remove_unix_socket(config)
         if config.pid_file:
