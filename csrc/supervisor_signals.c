@@ -1,4 +1,4 @@
-/* supervisor_signals.c — what each signal does: stop, roll, one worker more or less. */
+/* supervisor_signals.c — what each signal does: stop, re-read and roll, workers more or less. */
 #define _GNU_SOURCE
 #include "supervisor_internal.h"
 
@@ -134,9 +134,10 @@ static int tf_sv_reconfigure(tf_supervisor *s, int *workers) {
 
 /* SIGHUP: signals that arrive during a roll coalesce: every worker older
  * than the newest generation is replaced once more, one at a time
- * (tf_sv_roll). The worker count follows the re-read configuration. A
- * replacement backing off after a failed start is tried again at once: the
- * signal says new code (or a new configuration) is there to try. */
+ * (tf_sv_roll). The worker count follows the re-read configuration. A slot
+ * backing off after failed starts (a replacement, or its only worker) is
+ * tried again at once: the signal says new code (or a new configuration) is
+ * there to try. */
 static void tf_sv_reload(tf_supervisor *s) {
     if (s->stopping || s->delay_until > 0)
         return;
@@ -158,8 +159,8 @@ static void tf_sv_reload(tf_supervisor *s) {
     tf_sv_set_workers(s, workers);
     for (int id = 1; id <= s->wanted; id++) {
         tf_slot *slot = &s->slots[id];
-        if (slot->current >= 0 && slot->next < 0 && slot->respawn_at > 0) {
-            slot->respawn_at = 0;
+        if (slot->next < 0 && slot->respawn_at > 0) {
+            slot->respawn_at = 0; /* an empty slot is forked by tf_sv_on_timers next */
             slot->crashes = 0;
         }
     }
