@@ -41,6 +41,7 @@ CHECK_OK = 0
 CHECK_FAILED = 1  # the application (or a hook) does not import: printed on stderr
 CHECK_CONFIG = 4  # a bad setting: the primary reports it on SIGHUP
 CHECK_INTERRUPTED = -1  # the checker was killed (Ctrl+C reaches the whole process group)
+CHECK_TIMEOUT = 60.0  # seconds, as long as a new worker may take to become ready
 
 SOURCE_GLOBS = ("*.py",)
 ENV_GLOBS = (".env", ".env.*")  # in the working directory
@@ -235,12 +236,17 @@ def watch_main(plan: WatchPlan) -> int:
 
 def _check(plan: WatchPlan) -> tuple[int, str]:
     """Runs the checker in a fresh interpreter; its status and what it printed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tailfast.reload", "check", json.dumps(asdict(plan) | {
-            "environ": {}}), str(os.getpid())],
-        cwd=plan.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, errors="replace", check=False,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tailfast.reload", "check", json.dumps(asdict(plan) | {
+                "environ": {}}), str(os.getpid())],
+            cwd=plan.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, errors="replace", check=False,
+            timeout=CHECK_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:  # run() has killed it
+        return CHECK_FAILED, (f"tailfast: reload: the application did not finish importing "
+                              f"in {CHECK_TIMEOUT:.0f} s\n")
     if result.returncode < 0:
         return CHECK_INTERRUPTED, ""
     if result.returncode not in (CHECK_OK, CHECK_CONFIG):
