@@ -161,3 +161,23 @@ def test_missing_watchfiles_is_a_clear_start_up_error(monkeypatch):
     monkeypatch.setattr(reload.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"pip install 'tailfast\[reload\]'"):
         reload.require_watchfiles()
+
+
+def test_reload_dir_watches_only_that_directory(run_server, tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "dirapp.py").write_text(
+        "import os, sys\n"
+        "sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'lib'))\n"
+        "from greeting import WORD\n\n\n"
+        "def app(request):\n    return WORD\n")
+    write_word(tmp_path / "lib", "a")
+    server = run_server("dirapp:app", "--bind", ":0", "--workers", "1", "--reload",
+                        "--reload-dir", "lib", "--env", "development", cwd=tmp_path)
+    server.wait_for(r"reload: watching lib for changes")
+    (tmp_path / "dirapp.py").write_text((tmp_path / "dirapp.py").read_text() + "# edited\n")
+    write_word(tmp_path / "lib", "bb")
+    settled(server, 1, count=1)
+    status, _, data = http_request(server.port, timeout=10)
+    assert (status, data) == (200, b"bb")
+    changed = [line for line in server.lines if "changed; checking" in line]
+    assert changed and not any("dirapp.py" in line for line in changed), changed
