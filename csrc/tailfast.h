@@ -239,17 +239,6 @@ int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port);
 /* -------------------------------------------------------------- supervisor */
 
 typedef struct {
-    void (*release)(void *ctx);
-    void (*acquire)(void *ctx);
-    /* Around fork(): called with the embedder's lock held. */
-    void (*before_fork)(void *ctx);
-    void (*after_fork_parent)(void *ctx);
-    /* In the child, after fork: runs the worker and returns its exit status. */
-    int (*child_main)(void *ctx, int worker_id);
-    void *ctx;
-} tf_supervisor_callbacks;
-
-typedef struct {
     int workers;
     double graceful_timeout; /* seconds before SIGKILL on a graceful stop */
     int http;                /* 1: workers drain on SIGTERM (HTTP loop) and report
@@ -265,6 +254,25 @@ typedef struct {
                                 new connections out of the queue, queued ones stay */
     const char *notify_socket; /* systemd NOTIFY_SOCKET (NULL: none) */
 } tf_supervisor_config;
+
+typedef struct {
+    void (*release)(void *ctx);
+    void (*acquire)(void *ctx);
+    /* Around fork(): called with the embedder's lock held. */
+    void (*before_fork)(void *ctx);
+    void (*after_fork_parent)(void *ctx);
+    /* In the child, after fork: runs the worker and returns its exit status. */
+    int (*child_main)(void *ctx, int worker_id);
+    /* On SIGHUP, before the new generation is started (lock held); NULL: none.
+     * cfg is a copy of the configuration in force: the embedder re-reads its
+     * settings and writes the new values there. Returns 0 to roll with them,
+     * or -1 to keep the current workers and configuration (the embedder has
+     * said why). Of cfg, the supervisor takes only what can change without a
+     * new socket or scoreboard: workers, graceful_timeout, max_rss,
+     * boot_timeout, timeout, timeout_grace, shutdown_delay. */
+    int (*before_roll)(void *ctx, tf_supervisor_config *cfg);
+    void *ctx;
+} tf_supervisor_callbacks;
 
 /* The signal the primary sends to a worker whose request ran past the timeout. */
 #define TF_TIMEOUT_SIGNAL SIGUSR2

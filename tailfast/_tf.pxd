@@ -103,14 +103,6 @@ cdef extern from "tailfast.h" nogil:
     tf_job *tf_runq_next(tf_job *done) nogil
     tf_job *tf_runq_poll(tf_job *done)
 
-    ctypedef struct tf_supervisor_callbacks:
-        void (*release)(void *ctx) noexcept
-        void (*acquire)(void *ctx) noexcept
-        void (*before_fork)(void *ctx) noexcept
-        void (*after_fork_parent)(void *ctx) noexcept
-        int (*child_main)(void *ctx, int worker_id) noexcept
-        void *ctx
-
     ctypedef struct tf_supervisor_config:
         int workers
         double graceful_timeout
@@ -123,6 +115,15 @@ cdef extern from "tailfast.h" nogil:
         double shutdown_delay
         int stop_filter
         const char *notify_socket
+
+    ctypedef struct tf_supervisor_callbacks:
+        void (*release)(void *ctx) noexcept
+        void (*acquire)(void *ctx) noexcept
+        void (*before_fork)(void *ctx) noexcept
+        void (*after_fork_parent)(void *ctx) noexcept
+        int (*child_main)(void *ctx, int worker_id) noexcept
+        int (*before_roll)(void *ctx, tf_supervisor_config *cfg) noexcept
+        void *ctx
 
     int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks *cb)
     int tf_signals_unblock_all()

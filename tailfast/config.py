@@ -20,7 +20,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tailfast.log import LEVELS as LOG_LEVELS
 __all__ = [
     "SETTINGS",
     "BindAddress",
+    "NEEDS_RESTART",
     "Config",
     "Setting",
     "add_arguments",
@@ -40,6 +41,7 @@ __all__ = [
     "default_config",
     "load_config",
     "parse_bind",
+    "reread_config",
 ]
 
 DEFAULT_MODE = "production"
@@ -253,6 +255,14 @@ def _parse_url_path(value: str) -> str:
     return text
 
 
+def _parse_list(value: str) -> tuple[str, ...]:
+    """Comma-separated items (a repeated flag's values are joined with commas)."""
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if any("\0" in item for item in items):
+        raise ValueError("expected comma-separated paths or globs")
+    return items
+
+
 def _parse_allow_ips(value: str) -> str:
     from tailfast.proxy import parse_allow_ips
 
@@ -276,6 +286,7 @@ class Setting:
     help: str
     metavar: str
     const: str | None = None  # a flag taking no value stores this text (e.g. --no-preload)
+    multiple: bool = False  # the flag may be repeated: its values are joined with commas
     # Where C reads it, filled by tailfast/_settings.pxi: a field of the C config
     # structs ("worker.…", "worker.limits.…", "supervisor.…") or an argument of
     # another C call ("tf_accesslog_open.path"); None when only Python reads it.
@@ -725,9 +736,68 @@ SETTINGS: tuple[Setting, ...] = (
         "X-Forwarded-For, X-Forwarded-Proto and Forwarded headers are trusted",
         metavar="CIDRS",
     ),
+    Setting(
+        name="reload",
+        value_type=bool,
+        parse=_parse_bool,
+        default="false",
+        flags=("--reload",),
+        env=("TAILFAST_RELOAD",),
+        help="development: watch the application's .py files and the .env files and, when "
+        "one changes and the new code imports, replace the workers one at a time (the "
+        "application is then imported in the workers only; needs the watchfiles package: "
+        "pip install 'tailfast[reload]')",
+        metavar="",
+        const="true",
+    ),
+    Setting(
+        name="reload_dirs",
+        value_type=tuple,
+        parse=_parse_list,
+        default="",
+        flags=("--reload-dir",),
+        env=("TAILFAST_RELOAD_DIRS",),
+        help="with --reload: a directory to watch instead of the working directory "
+        "(repeat the flag, or separate with commas)",
+        metavar="DIR",
+        multiple=True,
+    ),
+    Setting(
+        name="reload_include",
+        value_type=tuple,
+        parse=_parse_list,
+        default="",
+        flags=("--reload-include",),
+        env=("TAILFAST_RELOAD_INCLUDE",),
+        help="with --reload: also watch files matching this glob, e.g. '*.html' (besides "
+        "*.py and the .env files; repeatable or comma-separated)",
+        metavar="GLOB",
+        multiple=True,
+    ),
+    Setting(
+        name="reload_exclude",
+        value_type=tuple,
+        parse=_parse_list,
+        default="",
+        flags=("--reload-exclude",),
+        env=("TAILFAST_RELOAD_EXCLUDE",),
+        help="with --reload: ignore files matching this glob, e.g. 'tests/*' (a file name, "
+        "a path below a watched directory or a directory name; repeatable or comma-separated)",
+        metavar="GLOB",
+        multiple=True,
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+# Settings that a SIGHUP (or a --reload roll) cannot change: they are tied to
+# the listening socket, to what the primary did once at start (imported the
+# application, wrote the pid file, started the file watcher), or they choose
+# the files that are re-read. A new value is logged once as needing a restart.
+NEEDS_RESTART: frozenset[str] = frozenset({
+    "bind", "fd", "backlog", "balance", "preload", "pid_file", "env_file",
+    "reload", "reload_dirs", "reload_include", "reload_exclude",
+})
 
 
 def _config_class() -> type:
@@ -756,6 +826,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if s.const is not None:
             parser.add_argument(
                 *s.flags, dest=s.name, default=None, action="store_const", const=s.const, help=text
+            )
+        elif s.multiple:
+            parser.add_argument(
+                *s.flags, dest=s.name, default=None, action="append", metavar=s.metavar, help=text
             )
         else:
             parser.add_argument(
@@ -889,6 +963,8 @@ def _lookup_cli(setting: Setting, cli: Mapping[str, str | None]) -> _Raw | None:
     value = cli.get(setting.name)
     if value is None:
         return None
+    if isinstance(value, (list, tuple)):  # a repeated flag (action="append")
+        value = ",".join(value)
     return _Raw(str(value), f"flag {setting.flag}")
 
 
@@ -975,13 +1051,17 @@ def load_config(
 def _resolve(raws: Mapping[str, _Raw], file_environ: dict[str, str]) -> Config:
     """Parses the raw text chosen for every setting into a Config."""
     values = {name: _parse(SETTINGS_BY_NAME[name], raw) for name, raw in raws.items()}
+    sources = {name: raw.source for name, raw in raws.items()}
+    if values["reload"]:  # the primary never imports the application: a broken save cannot
+        values["preload"] = False  # take it down, and each new worker imports the new code
+        sources["preload"] = f"{sources['reload']} (imports in the workers)"
     requested: str = values.pop("workers")
     cpu_max_path: str = values["cpu_max_path"]
     workers = available_cpus(cpu_max_path or None) if requested == "auto" else int(requested)
     return Config(
         workers=workers,
         workers_requested=requested,
-        sources={name: raw.source for name, raw in raws.items()},
+        sources=sources,
         file_environ=file_environ,
         **values,
     )
@@ -991,3 +1071,36 @@ def default_config() -> Config:
     """Every setting at its default, without reading flags, the environment or
     .env files (for spawn_workers and tests)."""
     return _resolve({s.name: _Raw(s.default, "default") for s in SETTINGS}, {})
+
+
+def reread_config(
+    running: Config,
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    cwd: str | Path | None = None,
+) -> tuple[Config, list[str]]:
+    """The configuration as a SIGHUP sees it: cli and environ are those of the
+    start (the primary's own environment before .env values were exported to
+    it), the .env files are read again, with the same precedence as at start.
+    Settings in NEEDS_RESTART keep their running values; returns the Config
+    and one line per such setting whose new value is not applied. Raises
+    ConfigError like load_config."""
+    new = load_config(cli, environ, cwd)
+    kept: dict[str, Any] = {}
+    notes: list[str] = []
+    sources = dict(new.sources)
+    for name in sorted(NEEDS_RESTART):
+        before, after = getattr(running, name), getattr(new, name)
+        if before == after:
+            continue
+        notes.append(f"{name} {_shown(after)} (from {new.sources[name]}) needs a restart; "
+                     f"still {_shown(before)}")
+        kept[name] = before
+        sources[name] = running.sources.get(name, "default")
+    return replace(new, sources=sources, **kept), notes
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return repr(",".join(value))
+    return repr(str(value))
