@@ -476,6 +476,8 @@ static int read_head(tf_ws_parser *p, const uint8_t *b, size_t avail, frame_head
     }
     if (!control && len > p->max_message - p->kept)
         return violation(p, TF_WS_CLOSE_TOO_BIG, "message above the maximum size");
+    if (len > SIZE_MAX / 4) /* could not be held in memory (a 32-bit build, "unlimited") */
+        return violation(p, TF_WS_CLOSE_TOO_BIG, "frame larger than memory");
     fh->len = len;
     fh->header_len = 2 + ext + 4;
     fh->mask = b + 2 + ext;
