@@ -17,6 +17,10 @@ How it works, and why it costs nothing per request:
 - Each stall is counted in the worker's scoreboard entry (`loop_stalls`,
   shown by `tailfast status` and the metrics) when running under tailfast.
 
+The heartbeat is a loop timer: whatever drives the loop (run_forever, or
+the C loop of the ASGI runner) must run its timers on time, as it must for
+`asyncio.sleep` anyway. Start it in the worker, after fork.
+
 A loop held by C code that keeps the GIL (a regex, a C extension) cannot be
 looked at while it is held: the thread reports it as soon as it gets the
 GIL, with the stack the loop thread has then.
@@ -117,6 +121,8 @@ class Watchdog:
         reported = 0.0  # the beat the reported stall began after (0: none open)
         while not self._stopping.wait(self.interval):
             beat = self._beat
+            if self._loop.is_closed():
+                return  # closed without stop(): nothing more to watch
             if self._loop_thread is None:
                 continue  # the loop has not run yet: nothing to measure
             if reported:
@@ -143,12 +149,15 @@ class Watchdog:
             self._on_stall(late, stack)
 
     def stop(self) -> None:
-        """Ends the thread and the heartbeat; returns once the thread has ended."""
+        """Ends the thread and the heartbeat (from any thread); returns once the
+        thread has ended."""
         if self._stopping.is_set():
             return
         self._stopping.set()
-        if self._timer is not None:
-            self._timer.cancel()  # the heartbeat re-arms no more either
+        # a timer handle is the loop's to cancel; from elsewhere the next beat sees
+        # _stopping and re-arms no more
+        if self._timer is not None and self._loop_thread == threading.get_ident():
+            self._timer.cancel()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 

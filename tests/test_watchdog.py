@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import http_request
+from conftest import http_request, wait_until
 
 from tailfast import config, watchdog
 from tailfast.errors import ConfigError
@@ -189,3 +189,29 @@ def test_stalls_are_counted_in_the_worker_scoreboard(run_server) -> None:
     assert snapshot["processes"][0]["loop_stalls"] == 1
     body = http_request(server.port, path="/metrics")[2].decode()
     assert 'tailfast_loop_stalls_total{worker="1"} 1' in body
+
+
+def test_stop_from_another_thread_and_a_closed_loop() -> None:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    dog = watchdog.start(loop, 0.1)  # from this thread, the loop running in another
+    try:
+        wait_until(lambda: dog._loop_thread == runner.ident, timeout=5)
+        dog.stop()
+        assert dog._thread is not None and not dog._thread.is_alive() and dog.stalls == 0
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(timeout=10)
+        loop.close()
+
+    # a loop closed without stop(): the thread ends by itself
+    loop = asyncio.new_event_loop()
+    dog = watchdog.start(loop, 0.1)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    loop.close()
+    assert dog._thread is not None
+    dog._thread.join(timeout=5)
+    assert not dog._thread.is_alive()
