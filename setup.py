@@ -35,6 +35,7 @@ CORE_SOURCES = [
     "csrc/log.c",
     "csrc/observe.c",
     "csrc/accesslog.c",
+    "csrc/websocket.c",
 ]
 BENCH_SOURCES = [
     "csrc/loadgen.c",

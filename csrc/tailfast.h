@@ -153,6 +153,8 @@ typedef struct {
     double request_timeout;    /* seconds to receive a whole request: 408; also the
                                   longest a response write may stall */
     int64_t max_body_size;     /* 0: unlimited */
+    int64_t ws_max_message_size; /* largest WebSocket message, all fragments (0: unlimited):
+                                    tf_ws_parser_init's max_message (websocket.h) */
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
     int balance;               /* 1: cap accepts by the fair share in the scoreboard */
@@ -295,7 +297,7 @@ int tf_signals_unblock_all(void);
  * read-only. The layout is versioned by TF_SB_VERSION. */
 
 #define TF_SB_MAGIC 0x3142534654ULL /* "TFSB1" */
-#define TF_SB_VERSION 4
+#define TF_SB_VERSION 5
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
@@ -377,6 +379,7 @@ typedef struct {
     int32_t accepting;
     int32_t accept_pad_;
     uint64_t pauses[TF_PAUSE_COUNT];
+    uint64_t loop_stalls; /* its event loop held past --loop-stall-warning (tf_scoreboard_count_stall) */
 } __attribute__((aligned(64))) tf_sb_proc; /* own cache lines: workers never write a shared one */
 
 typedef struct {
@@ -389,6 +392,7 @@ typedef struct {
     uint64_t retired_requests;
     tf_sb_stats retired;
     uint64_t retired_pauses[TF_PAUSE_COUNT];
+    uint64_t retired_loop_stalls;
 } tf_sb_slot;
 
 /* tf_sb_header.stopping: the server is stopping, and with SEALED the shared
@@ -429,6 +433,9 @@ void tf_scoreboard_destroy(const char *path);
 /* Any process: maps an existing scoreboard read-only; NULL with errno. */
 const tf_scoreboard *tf_scoreboard_open(const char *path);
 void tf_scoreboard_close(const tf_scoreboard *sb);
+/* Worker, any thread (the loop-stall watchdog's): counts one event-loop stall
+ * in its own entry. Nothing without a scoreboard. */
+void tf_scoreboard_count_stall(void);
 
 /* -------------------------------------------------------------- access log */
 

@@ -75,6 +75,7 @@ cdef extern from "tailfast.h" nogil:
         double body_timeout
         double request_timeout
         int64_t max_body_size
+        int64_t ws_max_message_size
         tf_limits limits
         uint64_t max_requests
         int balance
@@ -169,6 +170,7 @@ cdef extern from "tailfast.h" nogil:
         tf_sb_stats stats
         int32_t accepting
         uint64_t pauses[TF_PAUSE_COUNT]
+        uint64_t loop_stalls
 
     ctypedef struct tf_sb_slot:
         int32_t state
@@ -179,6 +181,7 @@ cdef extern from "tailfast.h" nogil:
         uint64_t retired_requests
         tf_sb_stats retired
         uint64_t retired_pauses[TF_PAUSE_COUNT]
+        uint64_t retired_loop_stalls
 
     ctypedef struct tf_scoreboard:
         uint64_t magic
@@ -203,6 +206,7 @@ cdef extern from "tailfast.h" nogil:
     void tf_scoreboard_destroy(const char *path)
     const tf_scoreboard *tf_scoreboard_open(const char *path)
     void tf_scoreboard_close(const tf_scoreboard *sb)
+    void tf_scoreboard_count_stall() nogil
 
     int TF_LOG_COMMON, TF_LOG_COMBINED
     int tf_accesslog_open(const char *path, int format)

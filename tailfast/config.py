@@ -156,6 +156,22 @@ def _seconds(minimum: float, *, strict: bool, expected: str) -> Callable[[str], 
     return parse
 
 
+# The watchdog wakes every threshold/4: below this it would cost CPU for nothing.
+MIN_STALL_WARNING = 0.05
+STALL_EXPECTED = (f"expected seconds >= {MIN_STALL_WARNING:g} (0 = off), "
+                  f"at most {MAX_SECONDS:g} (one day)")
+
+
+def _parse_stall_warning(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(STALL_EXPECTED) from None
+    if number != 0 and not MIN_STALL_WARNING <= number <= MAX_SECONDS:  # NaN fails too
+        raise ValueError(STALL_EXPECTED)
+    return number
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     expected = "expected one of " + ", ".join(choices)
 
@@ -413,6 +429,22 @@ SETTINGS: tuple[Setting, ...] = (
         c_field="supervisor.timeout_grace",
     ),
     Setting(
+        # 0.5 s: far above a healthy loop's turn (milliseconds; a full GC of a large
+        # heap stays under ~0.1 s), so a warning means a real blocking call, and far
+        # below what users notice as a hang; a stall of 1.25 x this is always caught
+        # (tailfast/watchdog.py). Only Python reads it (the watchdog thread).
+        name="loop_stall_warning",
+        value_type=float,
+        parse=_parse_stall_warning,
+        default="0.5",
+        flags=("--loop-stall-warning",),
+        env=("TAILFAST_LOOP_STALL_WARNING",),
+        help="log a warning with the Python stack that holds a worker's event loop "
+        "(ASGI, async handlers) when it has not come back for this many seconds, and "
+        "count it in the metrics (0 = off)",
+        metavar="SECONDS",
+    ),
+    Setting(
         name="shutdown_delay",
         value_type=float,
         parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
@@ -478,6 +510,18 @@ SETTINGS: tuple[Setting, ...] = (
         help="longest header field line in bytes (name, colon and value); longer is 431",
         metavar="BYTES",
         c_field="worker.limits.max_header_field",
+    ),
+    Setting(
+        name="ws_max_message_size",
+        value_type=int,
+        parse=_parse_size,
+        default="16m",  # as uvicorn's --ws-max-size and the websockets package
+        flags=("--ws-max-message-size",),
+        env=("TAILFAST_WS_MAX_MESSAGE_SIZE",),
+        help="largest WebSocket message in bytes (all its fragments), with optional suffix "
+        "k, m or g; a larger one closes the connection with 1009 (0 = unlimited)",
+        metavar="BYTES",
+        c_field="worker.ws_max_message_size",
     ),
     Setting(
         name="threads",
