@@ -91,6 +91,9 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
     request._conn = conn
     request._body_ptr = body
     request._body_len = body_len
+    if body == NULL:  # the body streams: read through its tf_body (_request.pxi)
+        request._stream = tf_conn_body(conn)
+        request._streamed = True
     request._version_minor = req.version_minor
     request.worker_id = _worker_id
     if _threads > 1:
@@ -145,6 +148,7 @@ cdef int _run_http_worker(CConfig c) except -1:
     cb.on_complete = _on_complete
     cb.on_overrun = _on_overrun
     cb.on_pull = _on_pull
+    cb.on_body = NULL  # no asynchronous body reader (tf_body_take) here
     cb.ctx = NULL
     if tf_accesslog_open(c.access_log, c.access_log_format) < 0:
         raise OSError(errno, f"cannot open the access log {os.fsdecode(c.access_log)!r}: "
