@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+import time
 from collections.abc import Callable, Iterable
 
 import tailfast
@@ -40,7 +43,7 @@ def wsgi_hash(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
             digest.update(chunk)
             size += len(chunk)
     except tailfast.ClientDisconnected:
-        print(f"upload ended early after {size} bytes", flush=True)
+        print(f"upload ended early after {size} bytes", file=sys.stderr, flush=True)
         raise
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"%d %s\n" % (size, digest.hexdigest().encode())]
@@ -59,3 +62,12 @@ def native_hash(request: tailfast.Request) -> bytes:
         digest.update(chunk)
         size += len(chunk)
     return b"%d %s\n" % (size, digest.hexdigest().encode())
+
+
+def gated(request: tailfast.Request) -> bytes:
+    """Waits for the file $UPLOAD_GATE before it reads the body (100-continue tests)."""
+    gate = os.environ["UPLOAD_GATE"]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return native_hash(request)
