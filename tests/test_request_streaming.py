@@ -1,4 +1,4 @@
-"""Request bodies stream to the application: bounded memory, chunked, 100-continue, refusals, disconnects, timeouts.
+"""Request bodies stream to the app: memory, chunked, 100-continue, refusals, failures.
 
 Real servers (tests/apps/uploadapp.py) on 127.0.0.1, real sockets. The window
 of unread body a worker holds per connection is 256 KiB (csrc/tailfast.h).

@@ -1,4 +1,4 @@
-"""Apps that read request bodies as they arrive (tests/test_request_streaming.py, bench/upload_memory.py)."""
+"""Apps that read request bodies as they arrive (test_request_streaming.py, bench)."""
 
 from __future__ import annotations
 
