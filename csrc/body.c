@@ -290,6 +290,8 @@ int tf_body_finish(tf_conn *c) {
     c->in_len = rest;
     tf_body_free(c);
     c->head_len = c->body_len = c->parsed_len = 0;
+    c->idle = rest == 0; /* the keep-alive timer, or the next request's clock */
+    c->req_start = c->worker->now;
     if (rest <= TF_IN_INITIAL)
         (void)tf_conn_resize_in(c, TF_IN_INITIAL); /* a failed shrink keeps the big one */
     return 1;

@@ -118,8 +118,10 @@ typedef struct {
     /* Around every blocking wait: lets the embedder release its lock (the GIL). */
     void (*release)(void *ctx);
     void (*acquire)(void *ctx);
-    /* A complete request (head and whole body). The callback answers it with
-     * tf_conn_respond (exactly once) and returns 0; -1 closes the connection. */
+    /* A request: its head, and its whole body (body, body_len) when that
+     * arrived with it; body NULL when the body streams (tf_conn_body, see
+     * "Request bodies"). The callback answers it with tf_conn_respond
+     * (exactly once) and returns 0; -1 closes the connection. */
     int (*on_request)(void *ctx, tf_conn *conn, const tf_request *req,
                       const char *body, size_t body_len);
     void *ctx;

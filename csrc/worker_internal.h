@@ -4,6 +4,7 @@
  *   accept.c   accepting on the shared socket, fair balancing across workers
  *   conn.c     a connection's buffers and I/O: open, write, flush, close, linger
  *   serve.c    turning input into answered requests: read, parse, body, dispatch
+ *   body.c     a large request body streamed to the application through a window
  *   dispatch.c routing a request: health and readiness in C, metrics, the app
  *   respond.c  response framing (whole, streamed, chunked, sendfile): tf_conn_respond*
  *   worker.c   the loop: signals, timers, drain

@@ -107,6 +107,8 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
         _answer_timeout(conn, request)
     except HTTPError as exc:
         _answer_http_error(conn, request, exc)
+    except ClientDisconnected:
+        pass  # the client went away (mid-body, mid-answer): no one to answer, nothing to fix
     except BaseException:
         _log_handler_error(request)
         # the C loop answers 500 when nothing was sent; a half-sent answer closes

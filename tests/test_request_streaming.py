@@ -270,3 +270,16 @@ def test_16_concurrent_20mb_uploads(run_server, threads: str) -> None:
     for t in clients:
         t.join(120)
     assert results == [want] * 16
+
+
+def test_after_a_streamed_body_the_connection_idles_as_keep_alive(run_server) -> None:
+    server = run_server("uploadapp:wsgi_hash", "--bind", "127.0.0.1:0", "--workers", "1",
+                        "--keepalive-timeout", "0.5", "--header-timeout", "30")
+    data = payload(1 << 20)
+    with connect(server.port, timeout=5) as s:
+        reader = ResponseReader(s)
+        s.sendall(post_head(len(data)) + data)
+        assert reader.response().body == expected(data)
+        started = time.monotonic()
+        assert reader.closed()  # the keep-alive timeout, not the head's
+        assert time.monotonic() - started < 3
