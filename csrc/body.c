@@ -152,9 +152,12 @@ static ssize_t tf_body_fill(tf_conn *c) {
 static void tf_body_send_continue(tf_conn *c) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     struct iovec iov = {(void *)cont, sizeof(cont) - 1};
+    int failed = tf_conn_send(c, &iov, 1) < 0;
+    pthread_mutex_lock(&tf_body_lock); /* a runner may be looking */
     c->body->continue_owed = 0;
-    if (tf_conn_send(c, &iov, 1) < 0)
+    if (failed && !c->body->err)
         c->body->err = ECONNRESET;
+    pthread_mutex_unlock(&tf_body_lock);
 }
 
 int tf_body_start(tf_conn *c) {
