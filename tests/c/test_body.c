@@ -56,6 +56,8 @@ static void add(upload *u, const char *data, size_t n) {
     u->len += n;
 }
 
+static int reset_seen; /* readers that saw ECONNRESET (a client gone mid-body) */
+
 static int answer(tf_conn *conn, const upload *u) {
     char text[96];
     int n = u->err ? snprintf(text, sizeof(text), "error %d\n", u->err)
@@ -149,6 +151,8 @@ static void on_body(void *ctx, tf_job *job) {
 static int on_complete(void *ctx, tf_job *job, int alive) {
     (void)ctx;
     upload *u = job->data;
+    if (u->err == ECONNRESET)
+        __atomic_add_fetch(&reset_seen, 1, __ATOMIC_RELAXED);
     int r = alive ? answer(job->conn, u) : 0;
     free(u);
     return r;
@@ -289,6 +293,37 @@ static void exchange(const char *path, size_t size, size_t chunk, int expect) {
     free(data);
 }
 
+/* Sends part of a body, then waits for the answer: the reader's error. */
+static void stall(const char *path, int expect_errno) {
+    int fd = dial();
+    char head[128];
+    int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
+                     path, 4 << 20);
+    char part[1000] = {0};
+    CHECK(send_all(fd, head, (size_t)n) == 0 && send_all(fd, part, sizeof(part)) == 0,
+          "%s: send", path);
+    int status = 0;
+    char body[128], want[32];
+    snprintf(want, sizeof(want), "error %d\n", expect_errno);
+    CHECK(read_response(fd, &status, body, sizeof(body)) == 0 && status == 500 &&
+              strcmp(body, want) == 0,
+          "%s: %d %s", path, status, body);
+    close(fd);
+}
+
+/* Sends part of a body, then closes: the reader fails with ECONNRESET, the
+ * connection is freed once its request ends (ASan checks the rest). */
+static void vanish(const char *path) {
+    int fd = dial();
+    char head[128];
+    int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
+                     path, 4 << 20);
+    char *part = pattern(100000);
+    CHECK(send_all(fd, head, (size_t)n) == 0 && send_all(fd, part, 100000) == 0, "%s: send", path);
+    free(part);
+    close(fd);
+}
+
 static void *client(void *arg) {
     (void)arg;
     exchange("/async", 1000, 0, 0);             /* whole: arrives with its head */
@@ -299,6 +334,15 @@ static void *client(void *arg) {
     exchange("/runner", 3 << 20, 65536, 1);     /* chunked, 100 Continue through the loop */
     exchange("/inline", 2 << 20, 0, 1);         /* inline: poll on the one connection */
     exchange("/inline", 1 << 20, 777, 0);
+    stall("/inline", ETIMEDOUT); /* body_timeout: nothing more arrives */
+    stall("/runner", ETIMEDOUT);
+    vanish("/async");
+    vanish("/runner");
+    exchange("/async", 1 << 20, 0, 0); /* still serving */
+    for (int i = 0; i < 500 && __atomic_load_n(&reset_seen, __ATOMIC_RELAXED) < 2; i++) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        nanosleep(&tick, NULL); /* the runner's read fails once the loop sees the close */
+    }
     kill(getpid(), SIGTERM); /* the worker drains and returns */
     return NULL;
 }
@@ -316,7 +360,7 @@ int main(void) {
     port = ntohs(a.sin_port);
     tf_worker_config cfg = {
         .listen_fd = lfd, .worker_id = 1, .max_connections = 64, .accepts_per_wakeup = 16,
-        .keepalive_timeout = 5, .header_timeout = 5, .body_timeout = 5, .request_timeout = 30,
+        .keepalive_timeout = 5, .header_timeout = 5, .body_timeout = 1, .request_timeout = 30,
         .max_body_size = 0, .limits = {8192, 100, 8192}, .threads = 2,
     };
     tf_worker_callbacks cb = {
@@ -330,10 +374,11 @@ int main(void) {
         return 2;
     }
     int status = tf_worker_run(&cfg, &cb);
-    CHECK(status == 0, "the worker returned %d", status);
     tf_runq_stop();
     pthread_join(run, NULL);
-    pthread_join(cli, NULL);
+    pthread_join(cli, NULL); /* its CHECKs before ours (the counters are plain ints) */
+    CHECK(status == 0, "the worker returned %d", status);
+    CHECK(reset_seen == 2, "%d readers saw the client go away, not 2", reset_seen);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
