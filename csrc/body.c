@@ -505,7 +505,8 @@ int tf_body_wait(tf_body *b) {
 /* A runner's wait (2): for bytes, the end or an error, at most body_timeout. */
 static ssize_t tf_body_read_deferred(tf_body *b, char *buf, size_t cap) {
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (clock_gettime(CLOCK_MONOTONIC, &deadline) < 0)
+        return -1; /* errno set; cannot happen with CLOCK_MONOTONIC */
     double timeout = b->conn->worker->cfg->body_timeout;
     deadline.tv_sec += (time_t)timeout;
     deadline.tv_nsec += (long)((timeout - (double)(time_t)timeout) * 1e9);
@@ -519,7 +520,8 @@ static ssize_t tf_body_read_deferred(tf_body *b, char *buf, size_t cap) {
         if (b->continue_owed || b->paused)
             tf_body_queue_wake(b); /* the loop sends the 100 / resumes reading */
         int rc = pthread_cond_timedwait(&b->cond, &tf_body_lock, &deadline);
-        if (rc == ETIMEDOUT && tf_body_state(b) == TF_BODY_AGAIN) {
+        /* another error (EINVAL) cannot wait either: it counts as the timeout */
+        if (rc != 0 && tf_body_state(b) == TF_BODY_AGAIN) {
             b->err = ETIMEDOUT;
             /* the loop stops reading at its next look; the connection
              * closes after the response */

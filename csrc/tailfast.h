@@ -265,7 +265,9 @@ int tf_conn_respond_end(tf_conn *conn, int complete);
  *   3. the loop itself, asynchronously (an event-loop runner, the request
  *      deferred): tf_body_take never blocks; when it answers TF_BODY_AGAIN,
  *      cb->on_body(ctx, job) is called once on the loop when bytes, the end
- *      or an error arrive (also when the connection closes).
+ *      or an error arrive (also when the connection closes). A deferred
+ *      request has no timer in the loop: this reader bounds its own wait
+ *      (body_timeout, e.g. with its event loop's timers).
  * Errors (-1 with errno): ETIMEDOUT (nothing for body_timeout), ECONNRESET
  * (the client went away or closed mid-body), EMSGSIZE (a chunked body past
  * max_body_size: answer 413), EBADMSG (bad chunk framing: answer 400), EINTR
