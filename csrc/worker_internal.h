@@ -45,7 +45,7 @@ enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, T
 #define TF_ACCEPT_SIGNAL SIGURG
 
 /* epoll data of the two descriptors that are not connections (those carry a tf_conn *). */
-enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2, TF_TAG_JOBS = 3, TF_TAG_BODY = 4 };
+enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2, TF_TAG_JOBS = 3 };
 
 typedef struct tf_worker tf_worker;
 
@@ -181,6 +181,7 @@ tf_job *tf_jobs_take_done(void);
  * tf_body_start: the head in c->in is dispatched before its body is whole
  * (0, or -1 without memory). tf_body_on_readable: input for it. The rest is
  * asked by serve.c/conn.c/respond.c at the request's turns. */
+enum { TF_TAG_BODY = 5 }; /* epoll data of body.c's eventfd (runners wake the loop) */
 int tf_body_start(tf_conn *c);
 void tf_body_on_readable(tf_conn *c, uint32_t events);
 int tf_body_wants_input(tf_conn *c);

@@ -88,6 +88,17 @@ cdef bytes _read_unlocked(tf_body *b, Py_ssize_t n):
 DEF _STREAM_CHUNK = 65536  # request.stream()'s default piece
 
 
+cdef inline void _attach_body(Request request, tf_conn *conn, const char *body,
+                              size_t body_len) noexcept:
+    """on_request's body for request: whole (body, body_len), or, body NULL,
+    streamed from the connection (tf_conn_body; csrc/tailfast.h)."""
+    request._body_ptr = body
+    request._body_len = body_len
+    if body == NULL:
+        request._stream = tf_conn_body(conn)
+        request._streamed = True
+
+
 cdef class Request:
     """One HTTP request. Fields are read from the connection's buffer when first
     used; a Request kept after the handler returns is copied out first. A large
@@ -239,36 +250,43 @@ cdef class Request:
         self._stream_state = 2
         return b"".join(parts)
 
+    cdef object _take_now(self, Py_ssize_t n):
+        """For a reader on the loop's thread that must not wait (ASGI receive()):
+        at most n bytes of the streamed body that are here now, b"" at its end,
+        or None when none is here yet: cb->on_body(ctx, job) then follows once
+        for this deferred request (bytes, the end, or an error)."""
+        cdef tf_body *b = self._live_stream()
+        cdef const char *data
+        cdef ssize_t got = tf_body_take(b, &data)
+        if got == TF_BODY_AGAIN:
+            return None
+        if got < 0:
+            raise _body_error(errno)
+        if got > n:
+            got = n
+        out = PyBytes_FromStringAndSize(data, got)
+        tf_body_consume(b, <size_t>got)
+        if got == 0:
+            self._stream_state = 2
+        return out
+
     cdef bytes _read_chunk(self, Py_ssize_t n):
         """At most n bytes of the streamed body as they arrive; b"" at its end.
         Inline (the loop's thread) the bytes are copied once, from the window;
         on a runner thread the wait and the copy happen without the GIL."""
         cdef tf_body *b = self._live_stream()
-        cdef const char *data
-        cdef ssize_t got
         cdef int err = 0
-        cdef bytes out
         if self._running:  # on a runner thread (--threads): the request is deferred
             return _read_unlocked(b, n)
         while True:
+            chunk = self._take_now(n)
+            if chunk is not None:
+                return chunk
             if tf_body_wait(b) < 0:  # releases the GIL while it waits
                 err = errno
-                if err == EINTR:
-                    PyErr_CheckSignals()  # a handler's exception (--timeout) is raised here
-                    continue
-                raise _body_error(err)
-            got = tf_body_take(b, &data)
-            if got == TF_BODY_AGAIN:
-                continue
-            if got < 0:
-                raise _body_error(errno)
-            if got == 0:
-                return b""
-            if got > n:
-                got = n
-            out = PyBytes_FromStringAndSize(data, got)
-            tf_body_consume(b, <size_t>got)
-            return out
+                if err != EINTR:
+                    raise _body_error(err)
+                PyErr_CheckSignals()  # a handler's exception (--timeout) is raised here
 
     @property
     def query(self):

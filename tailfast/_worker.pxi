@@ -89,11 +89,7 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
     cdef Request request = Request.__new__(Request)
     request._req = req
     request._conn = conn
-    request._body_ptr = body
-    request._body_len = body_len
-    if body == NULL:  # the body streams: read through its tf_body (_request.pxi)
-        request._stream = tf_conn_body(conn)
-        request._streamed = True
+    _attach_body(request, conn, body, body_len)
     request._version_minor = req.version_minor
     request.worker_id = _worker_id
     if _threads > 1:
