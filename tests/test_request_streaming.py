@@ -67,12 +67,6 @@ def wsgi(run_server) -> Server:
                       "--limit-request-body", "0")
 
 
-@pytest.fixture
-def native(run_server) -> Server:
-    return run_server("uploadapp:native_hash", "--bind", "127.0.0.1:0", "--workers", "1",
-                      "--limit-request-body", "0")
-
-
 # ------------------------------------------------------------------ memory
 
 
@@ -93,7 +87,10 @@ def test_a_wsgi_upload_is_read_in_bounded_memory(wsgi: Server) -> None:
 # ------------------------------------------------------- the native stream
 
 
-def test_native_stream_and_body(native: Server) -> None:
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_native_stream_and_body(run_server, threads: str) -> None:
+    native = run_server("uploadapp:native_hash", "--bind", "127.0.0.1:0", "--workers", "1",
+                        "--limit-request-body", "0", "--threads", threads)
     data = payload(8 << 20)
     assert upload(native.port, data).body == expected(data)
     assert upload(native.port, data, "/body").body == expected(data)
