@@ -11,8 +11,9 @@
  * c->in is never reallocated meanwhile (cap = head + TF_BODY_WINDOW), so a
  * runner thread may copy from it. One mutex guards rd, wr and the flags
  * against runners; the loop's read(2) happens outside it, into bytes no
- * runner looks at (the decoding of what it read, in place, inside). Consumed bytes are reclaimed by moving the rest down
- * (under the mutex) when room runs short. A runner that needs the loop (a 100
+ * runner looks at (the decoding of what it read, in place, inside).
+ * Consumed bytes are reclaimed by moving the rest down (under the mutex)
+ * when room runs short. A runner that needs the loop (a 100
  * Continue to send, reading to resume after a full window) queues the body
  * and writes an eventfd the loop waits on (TF_TAG_BODY).
  */

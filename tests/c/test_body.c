@@ -297,8 +297,8 @@ static void exchange(const char *path, size_t size, size_t chunk, int expect) {
 static void stall(const char *path, int expect_errno) {
     int fd = dial();
     char head[128];
-    int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
-                     path, 4 << 20);
+    int n = snprintf(head, sizeof(head),
+                     "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", path, 4 << 20);
     char part[1000] = {0};
     CHECK(send_all(fd, head, (size_t)n) == 0 && send_all(fd, part, sizeof(part)) == 0,
           "%s: send", path);
@@ -316,8 +316,8 @@ static void stall(const char *path, int expect_errno) {
 static void vanish(const char *path) {
     int fd = dial();
     char head[128];
-    int n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
-                     path, 4 << 20);
+    int n = snprintf(head, sizeof(head),
+                     "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", path, 4 << 20);
     char *part = pattern(100000);
     CHECK(send_all(fd, head, (size_t)n) == 0 && send_all(fd, part, 100000) == 0, "%s: send", path);
     free(part);
