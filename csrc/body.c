@@ -484,10 +484,11 @@ int tf_body_wait(tf_body *b) {
         cb->acquire(cb->ctx);
         c->worker->now = tf_clock_coarse();
         if (n < 0) {
-            if (saved == EINTR) {
+            if (saved == EINTR && !tf_worker_sig_quit) {
                 errno = EINTR; /* the embedder checks its signals, then calls again */
                 return -1;
             }
+            /* SIGQUIT (an immediate stop) ends the wait like a failure */
             b->err = ECONNRESET;
             break;
         }
