@@ -22,6 +22,7 @@ CORE_SOURCES = [
     "csrc/accept.c",
     "csrc/conn.c",
     "csrc/serve.c",
+    "csrc/body.c",
     "csrc/dispatch.c",
     "csrc/respond.c",
     "csrc/supervisor.c",

@@ -302,6 +302,8 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
             tf_worker_drain_signal_pipe(w);
         } else if (tag == TF_TAG_JOBS) {
             tf_worker_complete_jobs();
+        } else if (tag == TF_TAG_BODY) {
+            tf_body_on_wake(w); /* a runner reading a request body needs the loop */
         } else {
             tf_conn *c = events[i].data.ptr;
             /* only this event's own handling can close c, and epoll

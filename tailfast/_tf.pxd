@@ -64,6 +64,7 @@ cdef extern from "tailfast.h" nogil:
         int (*on_complete)(void *ctx, tf_job *job, int alive) noexcept
         void (*on_overrun)(void *ctx, tf_job *job) noexcept
         int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort) noexcept
+        void (*on_body)(void *ctx, tf_job *job) noexcept
 
     ctypedef struct tf_worker_config:
         int listen_fd
@@ -96,6 +97,15 @@ cdef extern from "tailfast.h" nogil:
     int tf_conn_respond_end(tf_conn *conn, int complete)
     int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port)
     void tf_conn_defer(tf_conn *conn, tf_job *job)
+    ctypedef struct tf_body:
+        pass
+    enum: TF_BODY_WINDOW
+    enum: TF_BODY_AGAIN
+    tf_body *tf_conn_body(tf_conn *conn)
+    int tf_body_wait(tf_body *body)
+    ssize_t tf_body_take(tf_body *body, const char **data)
+    void tf_body_consume(tf_body *body, size_t n)
+    ssize_t tf_body_read(tf_body *body, char *buf, size_t cap)
     void tf_conn_pull(tf_conn *conn, void *source)
     void tf_runq_push(tf_job *job)
     tf_job *tf_runq_take() nogil
