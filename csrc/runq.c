@@ -8,7 +8,8 @@
  *
  * Hand-offs are what --threads costs with fast handlers, so: a runner that
  * holds the embedder's lock takes its next job with tf_runq_poll (no lock
- * release, no sleep) and sleeps only when the queue is empty; a push wakes
+ * release, no sleep) and sleeps only when the queue is empty, handing its
+ * answer back only once it let go of that lock (tf_runq_next); a push wakes
  * no runner: the loop wakes them once per batch of events, after it let go
  * of the embedder's lock (tf_runq_wake), one per job queued beyond the
  * wake-ups already on their way (tf_signalled), so a woken runner finds
@@ -106,8 +107,8 @@ void tf_runq_wake(void) {
         pthread_cond_signal(&tf_runq_ready);
 }
 
-tf_job *tf_runq_take(void) {
-    pthread_mutex_lock(&tf_runq_lock);
+/* Waits for a job; lock held. NULL only once stopped with nothing left. */
+static tf_job *tf_runq_wait(void) {
     while (!tf_run_head && !tf_runq_stopped) {
         tf_sleeping++;
         pthread_cond_wait(&tf_runq_ready, &tf_runq_lock);
@@ -115,14 +116,22 @@ tf_job *tf_runq_take(void) {
         if (tf_signalled > 0) /* a spurious wake-up may take another's count: harmless */
             tf_signalled--;
     }
-    tf_job *job = tf_runq_pop();
-    pthread_mutex_unlock(&tf_runq_lock);
-    return job; /* NULL only once stopped with nothing left */
+    return tf_runq_pop();
 }
 
-void tf_job_done(tf_job *job) {
-    job->next = NULL;
+tf_job *tf_runq_take(void) {
     pthread_mutex_lock(&tf_runq_lock);
+    tf_job *job = tf_runq_wait();
+    pthread_mutex_unlock(&tf_runq_lock);
+    return job;
+}
+
+/* Appends job to the done list and wakes the loop when the list was empty
+ * (one wake-up per batch: the loop takes the whole list). Lock held: after
+ * the loop ended, the eventfd is closed (and its number may be reused) under
+ * the same lock. */
+static void tf_done_append(tf_job *job) {
+    job->next = NULL;
     if (job->on_runner) {
         job->on_runner = 0;
         tf_busy--;
@@ -135,9 +144,6 @@ void tf_job_done(tf_job *job) {
         tf_done_head = job;
     tf_done_tail = job;
     if (was_empty && tf_done_fd >= 0) {
-        /* one wake-up per batch: the loop takes the whole list. Written under
-         * the lock: after the loop ended, the descriptor is closed (and its
-         * number may be reused) under the same lock. */
         uint64_t one = 1;
         ssize_t r;
         do
@@ -145,6 +151,11 @@ void tf_job_done(tf_job *job) {
         while (r < 0 && errno == EINTR);
         (void)r; /* EAGAIN: the counter is saturated, the loop wakes anyway */
     }
+}
+
+void tf_job_done(tf_job *job) {
+    pthread_mutex_lock(&tf_runq_lock);
+    tf_done_append(job);
     pthread_mutex_unlock(&tf_runq_lock);
 }
 
@@ -170,16 +181,23 @@ void tf_runq_stop(void) {
 }
 
 tf_job *tf_runq_next(tf_job *done) {
+    pthread_mutex_lock(&tf_runq_lock);
     if (done)
-        tf_job_done(done);
-    return tf_runq_take();
+        tf_done_append(done);
+    tf_job *job = tf_runq_wait();
+    pthread_mutex_unlock(&tf_runq_lock);
+    return job;
 }
 
 tf_job *tf_runq_poll(tf_job *done) {
-    if (done)
-        tf_job_done(done);
     pthread_mutex_lock(&tf_runq_lock);
     tf_job *job = tf_runq_pop();
+    /* With no next job, done is left to the caller's tf_runq_next, after it
+     * let go of the embedder's lock: the loop this wakes then finds that lock
+     * free instead of preempting a runner that holds it (one core: two
+     * context switches and a futex each way). */
+    if (job && done)
+        tf_done_append(done);
     pthread_mutex_unlock(&tf_runq_lock);
     return job;
 }
