@@ -217,7 +217,8 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
     }
 
 
-def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None) -> list[str]:
+def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None,
+                 pipeline: int = 1) -> list[str]:
     """What a reader must know to read the rows: shared cores, starved runs, how
     requests per worker were counted."""
     notes = []
@@ -255,6 +256,12 @@ def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None
         )
     if not base:
         notes.append("Speedup and efficiency need a 1-worker run (--workers 1,...).")
+    if pipeline > 1:
+        notes.append(
+            f"With {pipeline} requests pipelined per connection one read and one writev "
+            "serve several requests, so the server's CPU per request is lower than with one "
+            "request at a time: compare these rows with each other, not with figures "
+            "taken without pipelining.")
     return notes
 
 
@@ -287,7 +294,7 @@ def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
             row["speedup"] = row["efficiency"] = None
         row["capacity_speedup"] = (row["capacity"] / base_capacity
                                    if base_capacity and row["capacity"] else None)
-    notes = report_notes(rows, cpus, base)
+    notes = report_notes(rows, cpus, base, args.pipeline_k)
     return {
         "app": args.app,
         "command": command_line(args),
@@ -409,7 +416,8 @@ def write_png(report: dict[str, Any], path: Path) -> str | None:
     ax.legend(loc="lower right")
     s = report["settings"]
     ax.set_title(f"tailfast {report['app']} on {report['machine']['cpus']} CPU(s), "
-                 f"pipeline {s['pipeline']}, {report['timestamp'][:10]}")
+                 f"pipeline {s['pipeline']}, {report['timestamp'][:10]}"
+                 + (" (draft: to be regenerated)" if report.get("draft") else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
