@@ -209,13 +209,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # the run's start
     watch = LoadWatch()
     try:
         results = measure(args)
     finally:
         watch.stop()
     context = fmt.Context(
-        when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine(),
+        when=when, machine=machine(),
         load=(watch.before, min(watch.samples), max(watch.samples), watch.after),
         duration=args.duration, repeat=args.repeat, server_cpus=args.server_cpus,
         load_cpus=args.load_cpus, command="python -m bench.report" + "".join(

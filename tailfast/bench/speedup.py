@@ -377,8 +377,10 @@ def table(report: dict[str, Any]) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"### tailfast speedup: `{report['app']}`", "", header_line(report), "",
-             *table(report)]
+    lines = [f"### tailfast speedup: `{report['app']}`", ""]
+    if report.get("draft"):
+        lines += [f"**Draft figures, to be regenerated** ({report['draft']}).", ""]
+    lines += [header_line(report), "", *table(report)]
     lines += ["", "Capacity speedup: requests per server CPU-second times the workers, "
               "against 1 worker: what N fully busy cores would answer, whatever share of "
               "them the server got during the run."]
@@ -417,7 +419,8 @@ def write_png(report: dict[str, Any], path: Path) -> str | None:
     s = report["settings"]
     ax.set_title(f"tailfast {report['app']} on {report['machine']['cpus']} CPU(s), "
                  f"pipeline {s['pipeline']}, {report['timestamp'][:10]}"
-                 + (" (draft: to be regenerated)" if report.get("draft") else ""))
+                 + ("\ndraft: to be regenerated on an idle machine" if report.get("draft")
+                    else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
