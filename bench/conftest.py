@@ -8,7 +8,6 @@ ratio table at the end of the session.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.peers import Peer, free_port
+from bench.peers import Peer, free_port, nginx_command
 from tailfast.bench.load import run_load
 from tailfast.bench.server import BenchServer
 from tailfast.testing import server_env
@@ -38,29 +37,6 @@ RESULTS: dict[str, dict[str, Any]] = {}
 def env() -> dict[str, str]:
     """Every server's environment: the harness's, with this tree first on the path."""
     return server_env()
-
-
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log stderr error;
-{user}
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "Hello, World!"; }}
-    }}
-}}
-"""
 
 
 def start_server(kind: str, tmp: Path) -> tuple[Any, int]:
@@ -90,15 +66,10 @@ def start_server(kind: str, tmp: Path) -> tuple[Any, int]:
                      "--port", str(port), "--log-level", "warning", "--no-access-log"],
                     port, SERVER_CPUS), port
     if kind == "nginx":
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                          else None)
-        if nginx is None:
+        command = nginx_command(tmp, port)
+        if command is None:
             pytest.skip("nginx is not installed (apt-get install nginx-light)")
-        conf = tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=tmp, port=port,
-                                          user="user root;" if os.geteuid() == 0 else ""))
-        return Peer([nginx, "-c", str(conf), "-p", str(tmp), "-e", "stderr"], port,
-                    SERVER_CPUS), port
+        return Peer(command, port, SERVER_CPUS), port
     raise ValueError(kind)
 
 

@@ -8,7 +8,8 @@
  *
  * Hand-offs are what --threads costs with fast handlers, so: a runner that
  * holds the embedder's lock takes its next job with tf_runq_poll (no lock
- * release, no sleep) and sleeps only when the queue is empty; a push wakes
+ * release, no sleep) and sleeps only when the queue is empty, handing its
+ * answer back only once it let go of that lock (tf_runq_next); a push wakes
  * no runner: the loop wakes them once per batch of events, after it let go
  * of the embedder's lock (tf_runq_wake), one per job queued beyond the
  * wake-ups already on their way (tf_signalled), so a woken runner finds
@@ -19,6 +20,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -33,6 +35,7 @@ static int32_t tf_waiting, tf_busy;
 static int32_t tf_sleeping;  /* runners in pthread_cond_wait */
 static int32_t tf_signalled; /* signals sent that no sleeper has woken from yet */
 static int tf_wake_owed;     /* the loop pushed since its last tf_runq_wake (loop thread only) */
+static int tf_done_writers;  /* completers between taking tf_done_fd and writing it (atomic) */
 
 /* Scoreboard counts; called with the lock held. */
 static void tf_runq_publish(void) {
@@ -54,10 +57,15 @@ int tf_jobs_open(void) {
 
 void tf_jobs_close(void) {
     pthread_mutex_lock(&tf_runq_lock);
-    if (tf_done_fd >= 0)
-        close(tf_done_fd);
-    tf_done_fd = -1;
+    int fd = tf_done_fd;
+    tf_done_fd = -1; /* no completer takes it from here on */
     pthread_mutex_unlock(&tf_runq_lock);
+    /* one that took it before writes at once (the eventfd never blocks):
+     * closed after that, its number cannot be reused under a late write */
+    while (__atomic_load_n(&tf_done_writers, __ATOMIC_ACQUIRE) > 0)
+        sched_yield();
+    if (fd >= 0)
+        close(fd);
 }
 
 void tf_runq_push(tf_job *job) {
@@ -106,8 +114,8 @@ void tf_runq_wake(void) {
         pthread_cond_signal(&tf_runq_ready);
 }
 
-tf_job *tf_runq_take(void) {
-    pthread_mutex_lock(&tf_runq_lock);
+/* Waits for a job; lock held. NULL only once stopped with nothing left. */
+static tf_job *tf_runq_wait(void) {
     while (!tf_run_head && !tf_runq_stopped) {
         tf_sleeping++;
         pthread_cond_wait(&tf_runq_ready, &tf_runq_lock);
@@ -115,14 +123,23 @@ tf_job *tf_runq_take(void) {
         if (tf_signalled > 0) /* a spurious wake-up may take another's count: harmless */
             tf_signalled--;
     }
-    tf_job *job = tf_runq_pop();
-    pthread_mutex_unlock(&tf_runq_lock);
-    return job; /* NULL only once stopped with nothing left */
+    return tf_runq_pop();
 }
 
-void tf_job_done(tf_job *job) {
-    job->next = NULL;
+tf_job *tf_runq_take(void) {
     pthread_mutex_lock(&tf_runq_lock);
+    tf_job *job = tf_runq_wait();
+    pthread_mutex_unlock(&tf_runq_lock);
+    return job;
+}
+
+/* Appends job to the done list; lock held. Returns the eventfd the caller
+ * writes (tf_done_wake) once it let go of the lock, when the list was empty
+ * (one wake-up per batch: the loop takes the whole list), else -1. Written
+ * outside the lock: on one core the loop it wakes may run at once, and would
+ * then wait for a lock its waker holds (a futex and two switches more). */
+static int tf_done_append(tf_job *job) {
+    job->next = NULL;
     if (job->on_runner) {
         job->on_runner = 0;
         tf_busy--;
@@ -134,18 +151,30 @@ void tf_job_done(tf_job *job) {
     else
         tf_done_head = job;
     tf_done_tail = job;
-    if (was_empty && tf_done_fd >= 0) {
-        /* one wake-up per batch: the loop takes the whole list. Written under
-         * the lock: after the loop ended, the descriptor is closed (and its
-         * number may be reused) under the same lock. */
-        uint64_t one = 1;
-        ssize_t r;
-        do
-            r = write(tf_done_fd, &one, sizeof(one));
-        while (r < 0 && errno == EINTR);
-        (void)r; /* EAGAIN: the counter is saturated, the loop wakes anyway */
-    }
+    if (!was_empty || tf_done_fd < 0)
+        return -1;
+    __atomic_add_fetch(&tf_done_writers, 1, __ATOMIC_RELAXED); /* tf_jobs_close waits */
+    return tf_done_fd;
+}
+
+/* Wakes the loop through fd from tf_done_append (lock not held). */
+static void tf_done_wake(int fd) {
+    if (fd < 0)
+        return;
+    uint64_t one = 1;
+    ssize_t r;
+    do
+        r = write(fd, &one, sizeof(one));
+    while (r < 0 && errno == EINTR);
+    (void)r; /* EAGAIN: the counter is saturated, the loop wakes anyway */
+    __atomic_sub_fetch(&tf_done_writers, 1, __ATOMIC_RELEASE);
+}
+
+void tf_job_done(tf_job *job) {
+    pthread_mutex_lock(&tf_runq_lock);
+    int fd = tf_done_append(job);
     pthread_mutex_unlock(&tf_runq_lock);
+    tf_done_wake(fd);
 }
 
 tf_job *tf_jobs_take_done(void) {
@@ -170,16 +199,27 @@ void tf_runq_stop(void) {
 }
 
 tf_job *tf_runq_next(tf_job *done) {
-    if (done)
-        tf_job_done(done);
-    return tf_runq_take();
+    pthread_mutex_lock(&tf_runq_lock);
+    int fd = done ? tf_done_append(done) : -1;
+    if (fd >= 0) { /* the batch's first answer: the loop is woken without the lock held */
+        pthread_mutex_unlock(&tf_runq_lock);
+        tf_done_wake(fd);
+        pthread_mutex_lock(&tf_runq_lock);
+    }
+    tf_job *job = tf_runq_wait();
+    pthread_mutex_unlock(&tf_runq_lock);
+    return job;
 }
 
 tf_job *tf_runq_poll(tf_job *done) {
-    if (done)
-        tf_job_done(done);
     pthread_mutex_lock(&tf_runq_lock);
     tf_job *job = tf_runq_pop();
+    /* With no next job, done is left to the caller's tf_runq_next, after it
+     * let go of the embedder's lock: the loop this wakes then finds that lock
+     * free instead of preempting a runner that holds it (one core: two
+     * context switches and a futex each way). */
+    int fd = job && done ? tf_done_append(done) : -1;
     pthread_mutex_unlock(&tf_runq_lock);
+    tf_done_wake(fd);
     return job;
 }

@@ -193,9 +193,11 @@ void tf_runq_stop(void);
 /* A runner's one call between two requests (one lock release, not two):
  * tf_job_done(done) when done is not NULL, then tf_runq_take(). */
 tf_job *tf_runq_next(tf_job *done);
-/* The same without blocking: NULL when no job is queued (the runner then
- * releases its lock and calls tf_runq_next(NULL)). For a runner that holds
- * the embedder's lock: no thread waits for that lock while holding the queue's. */
+/* The same without blocking, for a runner that holds the embedder's lock (no
+ * thread waits for that lock while holding the queue's): the next job, with
+ * done handed back; or NULL when no job is queued, done NOT handed back: the
+ * runner then releases its lock and calls tf_runq_next(done), so the loop it
+ * wakes does not wait for that lock. */
 tf_job *tf_runq_poll(tf_job *done);
 /* The loop, once per batch with the embedder's lock released: wakes sleeping
  * runners for the jobs pushed since (tf_runq_push itself wakes none). */

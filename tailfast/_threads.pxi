@@ -36,13 +36,14 @@ def _runner():
     cdef Request request
     cdef unsigned long ident = threading.get_ident()
     while True:
-        # hands back the last answer and takes the next: with the GIL kept
-        # while jobs are queued (fast handlers cost no GIL hand-off each),
-        # released to sleep when none is
+        # takes the next job with the GIL kept while jobs are queued (fast
+        # handlers cost no GIL hand-off each; the last answer is handed back
+        # then), else releases it, then hands back the answer (the loop it
+        # wakes finds the GIL free) and sleeps
         job = tf_runq_poll(done)
         if job == NULL:
             with nogil:
-                job = tf_runq_next(NULL)
+                job = tf_runq_next(done)
             if job == NULL:
                 return
         done = NULL

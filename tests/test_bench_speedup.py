@@ -36,6 +36,14 @@ def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
     assert report["settings"]["repeat"] == 1
     assert report["machine"]["cpus"] == len(os.sched_getaffinity(0))
     one, two = report["rows"]
+    # Requests per connection in flight: pipelined when the generator must share
+    # cores with the server (as on 2 CPUs), stated beside the table.
+    pipeline = report["settings"]["pipeline"]
+    shares = len(os.sched_getaffinity(0)) < 3
+    assert pipeline == (16 if shares else 1)
+    assert f"pipeline {pipeline} (auto:" in md
+    assert "load average" in md and report["timestamp"] in md
+    assert "| workers | requests/s | speedup | requests/s min–max | requests/CPU-s |" in md
     assert one["speedup"] == 1.0 and one["efficiency"] == 1.0
     assert abs(two["speedup"] - two["requests_per_sec"] / one["requests_per_sec"]) < 1e-9
     for row in report["rows"]:
@@ -46,12 +54,16 @@ def test_speedup_writes_markdown_and_json(tmp_path: Path) -> None:
         assert len(row["worker_cpu_share"]) == row["workers"]
         assert abs(sum(row["worker_cpu_share"].values()) - 1.0) < 1e-6
         # From the scoreboard: what the workers answered during the measured run,
-        # which is what the generator counted plus at most one request in flight
-        # per connection (8) at the end.
+        # which is what the generator counted plus at most one batch in flight
+        # per connection (8 x the pipeline) at the end.
         per_worker = row["requests_per_worker"]
         assert per_worker is not None and len(per_worker) == row["workers"]
         assert all(n > 0 for n in per_worker.values()), per_worker
-        assert 0 <= sum(per_worker.values()) - row["requests"] <= 8, (per_worker, row["requests"])
+        slack = 8 * pipeline
+        assert 0 <= sum(per_worker.values()) - row["requests"] <= slack, (per_worker,
+                                                                          row["requests"])
+        assert row["capacity"] == row["requests_per_cpu_second"] * row["workers"]
+        assert row["runs_requests_per_cpu_second"], row
         assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
     if len(os.sched_getaffinity(0)) < 3:
         # 2 workers + the generator do not fit in 2 CPUs: the report must say so.
@@ -98,3 +110,25 @@ def test_speedup_leaves_no_server_behind(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode == 2 and "--workers" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app",
+         "--pipeline", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 2 and "--pipeline" in bad.stderr
+
+
+def test_speedup_pipeline_as_asked(tmp_path: Path) -> None:
+    """--pipeline K is used for every row and said so in the report."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tailfast", "bench", "speedup", "countapp:app",
+         "--workers", "1", "-d", "0.3", "--warmup", "0", "--repeat", "1", "-c", "4",
+         "--pipeline", "4", "--quiet", "--out", str(tmp_path)],
+        env=server_env(), capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["settings"]["pipeline"] == 4
+    assert "pipeline 4 (as asked" in proc.stdout
+    row = report["rows"][0]
+    assert row["requests"] > 0 and sum(row["errors"].values()) == 0

@@ -44,6 +44,37 @@ def plan_cpus(workers: int, cpus: list[int], load_threads: int,
     return cpus, cpus, f"shared: server and load generator both on CPU {_cpu_list(cpus)}"
 
 
+# Requests sent back to back per connection when the generator must share
+# cores with the server (TechEmpower's plaintext test pipelines 16): the
+# generator's CPU per request, which it takes from the server, drops by about
+# that factor, while the server still parses and answers every request.
+SHARED_PIPELINE = 16
+
+
+def choose_pipeline(text: str, counts: list[int], cpus: list[int], load_threads: int,
+                    pin: bool) -> tuple[int, str]:
+    """(requests per connection in flight, why): --pipeline K as given, or auto:
+    SHARED_PIPELINE when any worker count shares cores with the generator, else
+    1 (one request at a time, as browsers and proxies send them). One value for
+    every row, so that the rows compare."""
+    if text != "auto":
+        try:
+            k = int(text)
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise BenchError(f"bench speedup: --pipeline wants auto or a count >= 1, not {text!r}")
+        return k, "as asked (--pipeline)"
+    shared = [n for n in counts if plan_cpus(n, cpus, load_threads, pin)[2].startswith(
+        ("shared", "not pinned"))]
+    if shared:
+        return SHARED_PIPELINE, (
+            f"auto: the generator shares cores with the server at {shared} worker(s), so "
+            f"each connection pipelines {SHARED_PIPELINE} requests (as TechEmpower's plaintext "
+            "test does) to make the generator cheap per request")
+    return 1, "auto: the generator has cores of its own, so one request at a time"
+
+
 def _cpu_list(cpus: list[int]) -> str:
     return ",".join(map(str, cpus))
 
@@ -137,7 +168,8 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
     runs: list[dict[str, Any]] = []
     with BenchServer(app, workers, server_cpus).wait_ready() as server:
         url = f"http://127.0.0.1:{server.port}{args.path}"
-        load = {"url": url, "connections": args.connections, "threads": args.threads}
+        load = {"url": url, "connections": args.connections, "threads": args.threads,
+                "pipeline": args.pipeline_k}
         if args.warmup > 0:
             progress.step(f"workers={workers} warm-up", args.warmup)
             _load_pinned(load_cpus, duration=args.warmup, **load)
@@ -155,6 +187,8 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
             runs.append(result)
         worker_pids = dict(server.worker_pids)
     rates = [r["requests_per_sec"] for r in runs]
+    per_cpu = [r["requests"] / sum(r["server_cpu"].values()) for r in runs
+               if sum(r["server_cpu"].values()) > 0]
     median_rate = statistics.median_low(rates)
     run = runs[rates.index(median_rate)]
     cpu_total = sum(run["server_cpu"].values())
@@ -164,6 +198,7 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
         "workers": workers,
         "requests_per_sec": median_rate,
         "runs_requests_per_sec": rates,
+        "runs_requests_per_cpu_second": per_cpu,
         "requests": run["requests"],
         "elapsed": run["elapsed"],
         "latency_ms": {k: v / 1e6 for k, v in run["latency_ns"].items()},
@@ -172,6 +207,9 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
         # Of the CPU time the server could have used (its cores x the run's length).
         "server_cpu_use": cpu_total / (run["elapsed"] * min(workers, len(server_cpus or cpus))),
         "requests_per_cpu_second": run["requests"] / cpu_total if cpu_total > 0 else None,
+        # What `workers` fully busy cores would answer at this cost per request:
+        # the scaling the server itself shows, whatever share of the cores it got.
+        "capacity": run["requests"] / cpu_total * workers if cpu_total > 0 else None,
         "worker_cpu_share": {str(w): c / worker_cpu_sum for w, c in worker_cpu.items()},
         "requests_per_worker": run["per_worker"],
         "pinning": pinning,
@@ -179,7 +217,8 @@ def measure(app: str, workers: int, args: argparse.Namespace, cpus: list[int],
     }
 
 
-def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None) -> list[str]:
+def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None,
+                 pipeline: int = 1) -> list[str]:
     """What a reader must know to read the rows: shared cores, starved runs, how
     requests per worker were counted."""
     notes = []
@@ -205,7 +244,8 @@ def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None
     if any(r["requests_per_worker"] for r in rows):
         notes.append(
             "Requests per worker are read from the server's scoreboard before and after the "
-            "run, so they include requests still in flight at the end; the figure in "
+            "run, so they include requests still in flight at the end (up to the pipeline "
+            "depth per connection); the figure in "
             "brackets is the busiest worker against the mean (1.00 = even)."
         )
     else:
@@ -216,23 +256,48 @@ def report_notes(rows: list[dict[str, Any]], cpus: list[int], base: float | None
         )
     if not base:
         notes.append("Speedup and efficiency need a 1-worker run (--workers 1,...).")
+    if pipeline > 1:
+        notes.append(
+            f"With {pipeline} requests pipelined per connection one read and one writev "
+            "serve several requests, so the server's CPU per request is lower than with one "
+            "request at a time: compare these rows with each other, not with figures "
+            "taken without pipelining.")
     return notes
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The `tailfast bench speedup` line that repeats this measurement."""
+    parts = ["tailfast bench speedup", args.app]
+    if args.workers:
+        parts += ["--workers", args.workers]
+    parts += ["-d", f"{args.duration:g}", "--warmup", f"{args.warmup:g}", "--repeat",
+              str(args.repeat), "-c", str(args.connections), "--pipeline", str(args.pipeline)]
+    if args.threads != 1:
+        parts += ["-t", str(args.threads)]
+    if args.path != "/":
+        parts += ["--path", args.path]
+    if args.no_pin:
+        parts.append("--no-pin")
+    return " ".join(parts)
 
 
 def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
                  cpus: list[int]) -> dict[str, Any]:
-    base = rows[0]["requests_per_sec"] if rows and rows[0]["workers"] == 1 else None
+    one = rows[0] if rows and rows[0]["workers"] == 1 else None
+    base = one["requests_per_sec"] if one else None
+    base_capacity = one["capacity"] if one else None
     for row in rows:
         if base:
             row["speedup"] = row["requests_per_sec"] / base
             row["efficiency"] = row["speedup"] / row["workers"]
         else:
             row["speedup"] = row["efficiency"] = None
-    notes = report_notes(rows, cpus, base)
+        row["capacity_speedup"] = (row["capacity"] / base_capacity
+                                   if base_capacity and row["capacity"] else None)
+    notes = report_notes(rows, cpus, base, args.pipeline_k)
     return {
         "app": args.app,
-        "command": "tailfast bench speedup " + " ".join(sys.argv[3:] if len(sys.argv) > 3
-                                                        else [args.app]),
+        "command": command_line(args),
         "machine": {
             "cpus": len(cpus), "cpu_model": cpu_model(), "kernel": platform.release(),
             "python": platform.python_version(),
@@ -240,10 +305,12 @@ def build_report(rows: list[dict[str, Any]], args: argparse.Namespace,
         "settings": {
             "duration": args.duration, "warmup": args.warmup, "repeat": args.repeat,
             "connections": args.connections, "load_threads": args.threads, "path": args.path,
+            "pipeline": args.pipeline_k, "pipeline_reason": args.pipeline_reason,
         },
+        "load_average": {"before": list(args.load_before), "after": list(os.getloadavg())},
         "rows": rows,
         "notes": notes,
-        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
 
 
@@ -251,38 +318,72 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def markdown(report: dict[str, Any]) -> str:
+def _range(values: list[float], spec: str) -> str:
+    """min-max of the runs, or the one value."""
+    if not values:
+        return "n/a"
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low}–{high}"
+
+
+def _per_worker(r: dict[str, Any]) -> str:
+    if r["requests_per_worker"]:
+        counts = [v for _, v in sorted(r["requests_per_worker"].items(),
+                                       key=lambda kv: int(kv[0]))]
+        mean = sum(counts) / len(counts)
+        text = " / ".join(f"{v:,}" for v in counts)
+        return text + (f" ({max(counts) / mean:.2f})" if mean else "")
+    shares = " / ".join(f"{v * 100:.0f}%" for v in r["worker_cpu_share"].values())
+    return shares + " CPU"
+
+
+def header_line(report: dict[str, Any]) -> str:
+    """When, on what, and how busy the machine was: printed beside every table."""
     m = report["machine"]
     s = report["settings"]
+    la = report.get("load_average") or {}
+    load = ""
+    if la:
+        load = (f"; load average {la['before'][0]:.2f} before, {la['after'][0]:.2f} after "
+                "(1 min)")
+    return (f"{report['timestamp']}, {m['cpus']} CPU(s) ({m['cpu_model']}), Linux "
+            f"{m['kernel']}, Python {m['python']}{load}; {s['connections']} keep-alive "
+            f"connections, pipeline {s['pipeline']} ({s['pipeline_reason']}); "
+            f"{s['duration']:g} s per run, median (and min–max) of {s['repeat']} run(s) "
+            f"after {s['warmup']:g} s warm-up.")
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    """The rows as a markdown table: requests/s beside requests per server CPU-second."""
     lines = [
-        f"### tailfast speedup: `{report['app']}`",
-        "",
-        f"{m['cpus']} CPU(s) ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}; "
-        f"{s['connections']} keep-alive connections, {s['duration']:g} s per run, median of "
-        f"{s['repeat']} run(s) after {s['warmup']:g} s warm-up.",
-        "",
-        "| workers | requests/s | speedup | efficiency | p50 ms | p99 ms | server CPU s "
-        "| CPU use | requests/CPU-s | per worker | errors | cores |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| workers | requests/s | speedup | requests/s min–max | requests/CPU-s "
+        "| requests/CPU-s min–max | capacity speedup | efficiency | p50 ms | p99 ms "
+        "| server CPU s | CPU use | per worker | errors | cores |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in report["rows"]:
-        if r["requests_per_worker"]:
-            counts = [v for _, v in sorted(r["requests_per_worker"].items(),
-                                           key=lambda kv: int(kv[0]))]
-            mean = sum(counts) / len(counts)
-            per_worker = " / ".join(f"{v:,}" for v in counts)
-            per_worker += f" ({max(counts) / mean:.2f})" if mean else ""
-        else:
-            per_worker = " / ".join(f"{v * 100:.0f}%" for v in r["worker_cpu_share"].values())
-            per_worker += " CPU"
         lines.append(
             f"| {r['workers']} | {r['requests_per_sec']:,.0f} | {_fmt(r['speedup'], '.2f')} "
+            f"| {_range(r['runs_requests_per_sec'], ',.0f')} "
+            f"| {_fmt(r['requests_per_cpu_second'], ',.0f')} "
+            f"| {_range(r.get('runs_requests_per_cpu_second', []), ',.0f')} "
+            f"| {_fmt(r.get('capacity_speedup'), '.2f')} "
             f"| {_fmt(r['efficiency'], '.0%')} | {r['latency_ms']['p50']:.3f} "
             f"| {r['latency_ms']['p99']:.3f} | {r['server_cpu_seconds']:.2f} "
-            f"| {r['server_cpu_use']:.0%} "
-            f"| {_fmt(r['requests_per_cpu_second'], ',.0f')} | {per_worker} "
+            f"| {r['server_cpu_use']:.0%} | {_per_worker(r)} "
             f"| {sum(r['errors'].values())} | {r['pinning']} |"
         )
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"### tailfast speedup: `{report['app']}`", ""]
+    if report.get("draft"):
+        lines += [f"**Draft figures, to be regenerated** ({report['draft']}).", ""]
+    lines += [header_line(report), "", *table(report)]
+    lines += ["", "Capacity speedup: requests per server CPU-second times the workers, "
+              "against 1 worker: what N fully busy cores would answer, whatever share of "
+              "them the server got during the run."]
     for note in report["notes"]:
         lines += ["", f"Note: {note}"]
     lines += ["", f"Reproduce: `{report['command']}`"]
@@ -290,7 +391,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_png(report: dict[str, Any], path: Path) -> str | None:
-    """Draws requests/s and efficiency against workers; returns why not when it cannot."""
+    """Draws requests/s, the capacity (requests/CPU-s x workers) and the ideal
+    against workers; returns why not when it cannot."""
     try:
         import matplotlib
 
@@ -300,25 +402,25 @@ def write_png(report: dict[str, Any], path: Path) -> str | None:
         return "speedup.png skipped: matplotlib is not installed (pip install 'tailfast[report]')"
     rows = report["rows"]
     workers = [r["workers"] for r in rows]
-    rates = [r["requests_per_sec"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(workers, rates, "o-", label="requests/s")
+    ax.plot(workers, [r["requests_per_sec"] for r in rows], "o-", label="requests/s")
+    capacity = [r["capacity"] for r in rows]
+    if all(c is not None for c in capacity):
+        ax.plot(workers, capacity, "s-", color="tab:green",
+                label="requests/CPU-s × workers (capacity)")
     if rows and rows[0]["workers"] == 1:
-        ax.plot(workers, [rates[0] * w for w in workers], "--", color="grey", label="ideal")
+        base = capacity[0] or rows[0]["requests_per_sec"]
+        ax.plot(workers, [base * w for w in workers], "--", color="grey", label="ideal")
     ax.set_xlabel("workers")
     ax.set_ylabel("requests/s")
     ax.set_xticks(workers)
     ax.set_ylim(bottom=0)
-    ax2 = ax.twinx()
-    eff = [r["efficiency"] * 100 if r["efficiency"] is not None else None for r in rows]
-    if all(e is not None for e in eff):
-        ax2.plot(workers, eff, "s:", color="tab:orange", label="efficiency %")
-    ax2.set_ylabel("parallel efficiency %")
-    ax2.set_ylim(0, 110)
-    handles = ax.get_legend_handles_labels()
-    handles2 = ax2.get_legend_handles_labels()
-    ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="lower right")
-    ax.set_title(f"tailfast {report['app']} on {report['machine']['cpus']} CPU(s)")
+    ax.legend(loc="lower right")
+    s = report["settings"]
+    ax.set_title(f"tailfast {report['app']} on {report['machine']['cpus']} CPU(s), "
+                 f"pipeline {s['pipeline']}, {report['timestamp'][:10]}"
+                 + ("\ndraft: to be regenerated on an idle machine" if report.get("draft")
+                    else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -335,18 +437,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-t", "--threads", type=int, default=1,
                         help="load generator threads (and the CPUs reserved for it)")
     parser.add_argument("--path", default="/", help="request path")
+    parser.add_argument("--pipeline", default="auto", metavar="K|auto",
+                        help=f"requests sent back to back per connection; auto: "
+                        f"{SHARED_PIPELINE} when the generator shares cores with the server, "
+                        "else 1")
     parser.add_argument("--out", metavar="DIR", help="write report.md, report.json, speedup.png")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and generator")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measures every worker count of args; returns the report (also used by bench.report)."""
     cpus = sorted(os.sched_getaffinity(0))
     counts = parse_workers(args.workers, len(cpus))
     if args.repeat < 1 or args.duration <= 0 or args.warmup < 0 or args.threads < 1:
         raise BenchError("bench speedup: --repeat, --duration and --threads must be positive")
     if not args.path.startswith("/"):
         raise BenchError("bench speedup: --path must start with /")
+    args.pipeline_k, args.pipeline_reason = choose_pipeline(
+        str(args.pipeline), counts, cpus, args.threads, not args.no_pin)
+    args.load_before = os.getloadavg()
     total = len(counts) * (args.warmup + args.repeat * args.duration + 1.0)
     progress = Progress(total, enabled=not args.quiet)
     rows = []
@@ -356,18 +466,27 @@ def main(args: argparse.Namespace) -> int:
             rows.append(measure(args.app, n, args, cpus, progress))
     finally:
         progress.close()
-    report = build_report(rows, args, cpus)
+    return build_report(rows, args, cpus)
+
+
+def write_out(report: dict[str, Any], out: Path) -> str:
+    """report.json, speedup.png and report.md in out; returns the markdown written."""
     text = markdown(report)
-    sys.stdout.write(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    why_not = write_png(report, out / "speedup.png")
+    if why_not:
+        text += f"\n{why_not}\n"
+        print(why_not, file=sys.stderr)
+    else:
+        text += "\n![speedup](speedup.png)\n"
+    (out / "report.md").write_text(text)
+    return text
+
+
+def main(args: argparse.Namespace) -> int:
+    report = run(args)
+    sys.stdout.write(markdown(report))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        why_not = write_png(report, out / "speedup.png")
-        if why_not:
-            text += f"\n{why_not}\n"
-            print(why_not, file=sys.stderr)
-        else:
-            text += "\n![speedup](speedup.png)\n"
-        (out / "report.md").write_text(text)
+        write_out(report, Path(args.out))
     return 0
