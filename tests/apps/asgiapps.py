@@ -152,3 +152,13 @@ async def handler(request: Any) -> Any:
     if path == "/forever":
         await asyncio.sleep(3600)
     return b"async hello"
+
+
+async def wait20(scope: Scope, receive: Any, send: Any) -> None:
+    """bench/asgi.py's waiting handler: 20 ms of asyncio.sleep, then a short answer."""
+    if scope["type"] != "http":
+        return
+    await asyncio.sleep(0.02)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")]})
+    await send({"type": "http.response.body", "body": b"done"})
