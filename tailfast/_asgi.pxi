@@ -202,6 +202,8 @@ cdef class _Call:
                 return self._after_write()
             length = _declared_length(self.headers, length)
             _hand_to_c(conn, self.status, self.headers, None, None, length)
+            # a pull source: tf_conn_write_body never waits for the client (send() does)
+            tf_conn_pull(conn, <void *>self)
         if PyBytes_GET_SIZE(body) and tf_conn_write_body(
                 conn, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body)) < 0:
             self.gone = True
@@ -259,8 +261,9 @@ cdef class _Call:
         self.request._req = NULL  # the application never held the Request
         self.request._conn = NULL
         self.request._body_ptr = NULL
-        if self.deferred:
+        if not tf_conn_gone(conn):
             tf_conn_pull(conn, NULL)
+        if self.deferred:
             tf_job_finish(&self.request._job)  # on_complete, then the next request
 
 
