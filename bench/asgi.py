@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -48,7 +47,8 @@ def servers(case: str) -> list[Spec]:
     ]
 
 
-def wrk(port: int, connections: int, duration: float, cpus: Sequence[int]) -> tuple[int, float, int]:
+def wrk(port: int, connections: int, duration: float,
+        cpus: Sequence[int]) -> tuple[int, float, int]:
     """(requests, seconds, errors) of one wrk run pinned to cpus."""
     command = ["taskset", "-c", ",".join(map(str, cpus)), "wrk", "-t1", f"-c{connections}",
                f"-d{max(1, round(duration))}s", f"http://127.0.0.1:{port}/"]
@@ -63,14 +63,16 @@ def wrk(port: int, connections: int, duration: float, cpus: Sequence[int]) -> tu
     return int(m.group(1)), float(m.group(2)), errors
 
 
-def measure(server: Running, case: str, duration: float, load_cpus: Sequence[int]) -> dict[str, float]:
+def measure(server: Running, case: str, duration: float,
+            load_cpus: Sequence[int]) -> dict[str, float]:
     connections = 64 if case == "hello" else 128
     wrk(server.port, connections, 1.0, load_cpus)  # warm-up
     pids = server.pids()
     before = sum(map(cpu_seconds, pids))
     requests, seconds, errors = wrk(server.port, connections, duration, load_cpus)
     cpu = sum(map(cpu_seconds, pids)) - before
-    return {"rps": requests / seconds, "req_per_cpu_s": requests / cpu if cpu > 0 else float("nan"),
+    return {"rps": requests / seconds,
+            "req_per_cpu_s": requests / cpu if cpu > 0 else float("nan"),
             "cpu_us_per_req": cpu / requests * 1e6 if requests else float("nan"),
             "errors": errors}
 
@@ -80,7 +82,7 @@ def run_case(case: str, rounds: int, duration: float, server_cpus: Sequence[int]
     specs = servers(case)
     rows = [Row(s.name) for s in specs]
     for _ in range(rounds):
-        for spec, row in zip(specs, rows):
+        for spec, row in zip(specs, rows, strict=True):
             if row.missing:
                 continue
             try:
@@ -102,20 +104,23 @@ def report(case: str, rows: list[Row]) -> str:
         if row.missing:
             lines.append(f"| {row.name} | n/a: {row.missing} | | | |")
             continue
-        lines.append(f"| {row.name} | {row.median('rps'):,.0f} | {row.median('req_per_cpu_s'):,.0f}"
-                     f" | {row.median('cpu_us_per_req'):.1f} | {sum(r['errors'] for r in row.runs):.0f} |")
+        errors = sum(r["errors"] for r in row.runs)
+        lines.append(f"| {row.name} | {row.median('rps'):,.0f} | "
+                     f"{row.median('req_per_cpu_s'):,.0f} | "
+                     f"{row.median('cpu_us_per_req'):.1f} | {errors:.0f} |")
     by = {r.name: r for r in rows if r.runs}
     tf, granian, uvicorn = (by.get("tailfast (uvloop)"), by.get("granian --interface asgi"),
                             by.get("uvicorn (uvloop, httptools)"))
     lines.append("")
     if tf and granian and uvicorn and case == "hello":
-        lines.append(f"tailfast / granian: {tf.median('req_per_cpu_s') / granian.median('req_per_cpu_s'):.2f}x"
+        per_cpu = tf.median("req_per_cpu_s")
+        lines.append(f"tailfast / granian: {per_cpu / granian.median('req_per_cpu_s'):.2f}x"
                      f" (target >= 1.6); tailfast / uvicorn: "
-                     f"{tf.median('req_per_cpu_s') / uvicorn.median('req_per_cpu_s'):.2f}x (target >= 3)")
+                     f"{per_cpu / uvicorn.median('req_per_cpu_s'):.2f}x (target >= 3)")
     if tf and granian and case == "wait":
-        lines.append(f"tailfast: {tf.median('rps') / 6400:.0%} of 6,400 req/s (target >= 90%); CPU per "
-                     f"request {tf.median('cpu_us_per_req') / granian.median('cpu_us_per_req'):.2f}x "
-                     "granian's (target <= 0.6)")
+        cpu_ratio = tf.median("cpu_us_per_req") / granian.median("cpu_us_per_req")
+        lines.append(f"tailfast: {tf.median('rps') / 6400:.0%} of 6,400 req/s (target >= 90%);"
+                     f" CPU per request {cpu_ratio:.2f}x granian's (target <= 0.6)")
     return "\n".join(lines)
 
 

@@ -180,7 +180,7 @@ def is_coroutine_callable(app: Callable[..., Any]) -> bool:
     """app is an async def function, or an object whose __call__ is one."""
     if inspect.iscoroutinefunction(app):
         return True
-    call_method = getattr(type(app), "__call__", None)
+    call_method = vars(type(app)).get("__call__") or type(app).__call__
     return not inspect.isfunction(app) and inspect.iscoroutinefunction(call_method)
 
 
