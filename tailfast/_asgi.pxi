@@ -242,6 +242,7 @@ cdef class _Call:
             return
         self.conn = NULL
         self.complete = True
+        self.task = None  # no cycle call -> task -> _Drive -> call left for the GC
         self._wake()
         try:
             if error is not None and not isinstance(error, (asyncio.CancelledError,
@@ -349,6 +350,7 @@ cdef void _ended(object owner, object result, object error) noexcept:
     request._result = result
     request._error = error
     call.conn = NULL
+    call.task = None  # no cycle left for the GC
     tf_job_finish(&request._job)
 
 
