@@ -120,6 +120,22 @@ cdef bint _valid_field(object value, bint name) except -1:
     return True
 
 
+cdef class _Done:
+    """An awaitable that is already done (send() that needed no wait): one object for all."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+
+cdef _Done _DONE = _Done()
+
+
 cdef class _Call:
     """One request on the event loop: the ASGI receive/send pair acting on the
     C connection, and what the coroutine's end does with the connection."""
@@ -152,7 +168,10 @@ cdef class _Call:
         """http.request: for now the whole (buffered) body in one event."""
         return {"type": "http.request", "body": self.request.body, "more_body": False}
 
-    async def send(self, dict message):
+    def send(self, dict message):
+        """ASGI send(). Acts at once; the awaitable it returns waits only while
+        the client's output is above the high-water mark (no coroutine object
+        per message otherwise)."""
         cdef str kind = message["type"]
         if kind == "http.response.start":
             if self.started:
@@ -160,7 +179,7 @@ cdef class _Call:
             self.status = message["status"]
             self.headers = self._checked_headers(message.get("headers", ()))
             self.started = True
-            return
+            return _DONE
         if kind != "http.response.body":
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         if not self.started:
@@ -173,6 +192,13 @@ cdef class _Call:
         if type(body) is not bytes:
             body = bytes(body)
         self._write(<bytes>body, message.get("more_body", False))
+        if self.conn != NULL and not self.gone and tf_conn_queued(self.conn) > _HIGH_WATER:
+            return self._drain()
+        if self.gone and not self.complete:
+            raise ClientDisconnected("the client went away")
+        return _DONE
+
+    async def _drain(self):
         while self.conn != NULL and not self.gone and tf_conn_queued(self.conn) > _HIGH_WATER:
             await self._wait()  # backpressure: the loop wakes us below the low-water mark
         if self.gone and not self.complete:
