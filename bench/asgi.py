@@ -5,8 +5,9 @@
 One worker pinned to --server-cpus (CPU 0), wrk pinned to --load-cpus (CPU 1),
 medians of --repeat interleaved rounds (every server gets one run per round,
 so drift on this shared machine hits all alike). Servers: tailfast (raw ASGI,
-uvloop), tailfast --loop asyncio, granian --interface asgi, uvicorn with
-uvloop and httptools. Apps: tests/apps/asgiapps.py (hello, wait20).
+uvloop), tailfast --loop asyncio, the reverse arrangement (the C loop waits
+and runs asyncio's loop one iteration per pass, TF_BENCH_DRIVE=c), granian
+--interface asgi, uvicorn with uvloop and httptools. Apps: tests/apps/asgiapps.py (hello, wait20).
 
 - hello: 64 connections; requests per server CPU-second (utime+stime of the
   server's processes from /proc over the run). Targets: tailfast >= 1.6x
@@ -37,6 +38,7 @@ def servers(case: str) -> list[Spec]:
     return [
         Spec("tailfast (uvloop)", [*tf, "--loop", "uvloop"]),
         Spec("tailfast (asyncio)", [*tf, "--loop", "asyncio"]),
+        Spec("tailfast (asyncio, C loop waits)", [*tf, "--loop", "asyncio", "--drive-c"]),
         Spec("granian --interface asgi",
              ["granian", "--interface", "asgi", "--workers", "1", "--host", "127.0.0.1",
               "--port", "{port}", "--log-level", "warning", "--no-ws", app]),
@@ -85,8 +87,12 @@ def run_case(case: str, rounds: int, duration: float, server_cpus: Sequence[int]
         for spec, row in zip(specs, rows, strict=True):
             if row.missing:
                 continue
+            # the reverse arrangement (the C loop waits, asyncio's loop is ticked)
+            reverse = "--drive-c" in spec.command
+            command = [a for a in spec.command if a != "--drive-c"]
+            os.environ["TF_BENCH_DRIVE"] = "c" if reverse else ""
             try:
-                running = spec.start(server_cpus)
+                running = Spec(spec.name, command).start(server_cpus)
             except Unavailable as exc:
                 row.missing = str(exc)
                 continue

@@ -179,6 +179,12 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb);
 int tf_worker_open(const tf_worker_config *cfg, const tf_worker_callbacks *cb, int *fd);
 int tf_worker_tick(double *next);
 int tf_worker_close(void);
+/* The reverse arrangement (bench/asgi.py compares both): the C loop waits, up
+ * to wait seconds (its own deadlines permitting, the lock released), with fd
+ * (the other loop's descriptor, registered by tf_worker_watch) in its epoll
+ * set; the embedder runs its other loop after each pass. */
+int tf_worker_tick_wait(double wait, double *next);
+int tf_worker_watch(int fd);
 /* On the loop thread, with the lock held: completes job now (cb->on_complete,
  * then the connection goes on) instead of through tf_job_done's queue. */
 void tf_job_finish(tf_job *job);

@@ -302,6 +302,8 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
             tf_worker_drain_signal_pipe(w);
         } else if (tag == TF_TAG_JOBS) {
             tf_worker_complete_jobs();
+        } else if (tag == TF_TAG_EXTERNAL) {
+            continue; /* the embedder's other loop has work: it runs after this pass */
         } else {
             tf_conn *c = events[i].data.ptr;
             /* only this event's own handling can close c, and epoll
@@ -412,14 +414,32 @@ int tf_worker_open(const tf_worker_config *cfg, const tf_worker_callbacks *cb, i
     return 0;
 }
 
-int tf_worker_tick(double *next) {
+int tf_worker_tick(double *next) { return tf_worker_tick_wait(0.0, next); }
+
+int tf_worker_watch(int fd) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TF_TAG_EXTERNAL};
+    return tf_driven_open ? epoll_ctl(tf_driven.epfd, EPOLL_CTL_ADD, fd, &ev) : -1;
+}
+
+int tf_worker_tick_wait(double wait, double *next) {
     tf_worker *w = &tf_driven;
     if (!tf_driven_open)
         return 0;
     if (tf_worker_done(w))
         return 0;
     struct epoll_event events[TF_MAX_EVENTS];
-    int n = epoll_wait(w->epfd, events, TF_MAX_EVENTS, 0);
+    int n;
+    if (wait > 0) {
+        int ms = tf_clock_ms(wait), own = tf_worker_wait_ms(w);
+        const tf_worker_callbacks *cb = w->cb;
+        cb->release(cb->ctx);
+        n = epoll_wait(w->epfd, events, TF_MAX_EVENTS, ms < own ? ms : own);
+        int wait_errno = errno;
+        cb->acquire(cb->ctx);
+        errno = wait_errno;
+    } else {
+        n = epoll_wait(w->epfd, events, TF_MAX_EVENTS, 0);
+    }
     w->now = tf_clock_coarse();
     if (tf_sb_me)
         tf_sb_me->heartbeat = w->now;

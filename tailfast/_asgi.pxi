@@ -24,6 +24,8 @@ from tailfast._tf cimport (
     tf_worker_close,
     tf_worker_open,
     tf_worker_tick,
+    tf_worker_tick_wait,
+    tf_worker_watch,
 )
 
 DEF _HIGH_WATER = 256 * 1024  # send() waits while more than this is queued for the client
@@ -605,21 +607,55 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
         status = tf_worker_open(&c.worker, cb, &fd)
         if status != 0:
             return status
-        loop.add_reader(fd, _tick)
-        loop.call_soon(_tick)
-        try:
-            loop.run_forever()
-        finally:
-            loop.remove_reader(fd)
-            if _tick_timer is not None:
-                _tick_timer.cancel()
-                _tick_timer = None
-            status = tf_worker_close()
+        if os.environ.get("TF_BENCH_DRIVE") == "c" and hasattr(loop, "_run_once"):
+            try:
+                _drive_from_c(loop)  # bench/asgi.py's comparison of the two arrangements
+            finally:
+                status = tf_worker_close()
+        else:
+            loop.add_reader(fd, _tick)
+            loop.call_soon(_tick)
+            try:
+                loop.run_forever()
+            finally:
+                loop.remove_reader(fd)
+                if _tick_timer is not None:
+                    _tick_timer.cancel()
+                    _tick_timer = None
+                status = tf_worker_close()
         if lifespan is not None:
             loop.run_until_complete(lifespan.shutdown())
         return status
     finally:
         _finish_loop(loop)
+
+
+cdef int _drive_from_c(object loop) except -1:
+    """The reverse arrangement, measured against the default by bench/asgi.py
+    (TF_BENCH_DRIVE=c, asyncio's own loop only): the C loop waits, with the
+    asyncio selector's descriptor in its epoll set, and asyncio's loop runs one
+    iteration (its private _run_once; uvloop has no such call) after each pass."""
+    cdef double delay = 0.0
+    cdef double wait
+    tf_worker_watch(loop._selector._selector.fileno())
+    asyncio.events._set_running_loop(loop)
+    loop._thread_id = threading.get_ident()
+    noop = asyncio.Handle(lambda: None, (), loop)  # keeps _run_once from waiting itself
+    try:
+        while True:
+            if loop._ready:
+                wait = 0.0
+            elif loop._scheduled:
+                wait = max(0.0, loop._scheduled[0]._when - loop.time())
+            else:
+                wait = 1.0
+            if not tf_worker_tick_wait(wait, &delay):
+                return 0
+            loop._ready.append(noop)
+            loop._run_once()
+    finally:
+        asyncio.events._set_running_loop(None)
+        loop._thread_id = None
 
 
 cdef void _finish_loop(object loop) noexcept:

@@ -88,6 +88,8 @@ cdef extern from "tailfast.h" nogil:
     int tf_worker_open(const tf_worker_config *cfg, const tf_worker_callbacks *cb, int *fd)
     int tf_worker_tick(double *next)
     int tf_worker_close()
+    int tf_worker_tick_wait(double wait, double *next)
+    int tf_worker_watch(int fd)
     void tf_job_finish(tf_job *job)
     size_t tf_conn_queued(const tf_conn *conn)
     int tf_conn_gone(const tf_conn *conn)
