@@ -32,12 +32,13 @@ DEF _HIGH_WATER = 256 * 1024  # send() waits while more than this is queued for 
 DEF _LOWER_MAX = 128          # header names up to this length are lower-cased on the stack
 
 cdef object _aloop = None       # this worker's asyncio loop
+cdef bint _c_open = False       # the C loop is open (tf_worker_open .. tf_worker_close)
 cdef object _tick_timer = None  # the C loop's next deadline on it
 cdef double _tick_at = 0.0      # when that timer fires (the asyncio loop's clock)
 cdef object _asgi_app = None    # the ASGI application (None: a native async handler)
 cdef object _async_handler = None  # the native async handler
 cdef bint _eager = True         # run coroutines until they first suspend before any Task
-cdef dict _lifespan_state = None  # the state lifespan startup filled (None: no lifespan)
+cdef dict _lifespan_state = None  # the state lifespan startup filled, copied per request
 cdef str _root_path = ""        # --script-name
 cdef object _server_addr = None  # (host, port) of the listening socket, None for a unix one
 cdef dict _ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
@@ -85,15 +86,21 @@ cdef dict _http_scope(Request request):
     for i in range(req.num_headers):
         h = &req.headers[i]
         headers.append((_lower(h.name, h.name_len), h.value[:h.value_len]))
-    client = request.remote_addr  # resolves the scheme too (a trusted proxy's)
+    if request._remote is None:
+        request._resolve_client()  # the scheme too (a trusted proxy's)
+    client = request._remote
     raw_path = req.path[:req.path_len] if req.path_len else b"/"
+    if memchr(req.path, b"%", req.path_len) == NULL:
+        path = PyUnicode_DecodeLatin1(<const char *>raw_path, len(raw_path), NULL)
+    else:
+        path = request.path  # percent-decoded as UTF-8
     scope = {
         "type": "http",
         "asgi": _ASGI_VERSION,
         "http_version": "1.1" if req.version_minor == 1 else "1.0",
         "method": _method_str(req.method, req.method_len),
         "scheme": request._scheme,
-        "path": request.path,
+        "path": path,
         "raw_path": raw_path,
         "query_string": req.query[:req.query_len],
         "root_path": _root_path,
@@ -102,7 +109,7 @@ cdef dict _http_scope(Request request):
         "server": _server_addr,
     }
     if _lifespan_state is not None:
-        scope["state"] = _lifespan_state.copy()
+        scope["state"] = _lifespan_state.copy()  # shallow: a request's keys are its own
     return scope
 
 
@@ -292,7 +299,7 @@ cdef class _Call:
         self.request._body_ptr = NULL
         if not tf_conn_gone(conn):
             tf_conn_pull(conn, NULL)
-        if self.deferred:
+        if self.deferred and _c_open:  # after an immediate stop the C loop is gone
             tf_job_finish(&self.request._job)  # on_complete, then the next request
 
 
@@ -379,7 +386,8 @@ cdef void _ended(object owner, object result, object error) noexcept:
     request._error = error
     call.conn = NULL
     call.task = None  # no cycle left for the GC
-    tf_job_finish(&request._job)
+    if _c_open:
+        tf_job_finish(&request._job)
 
 
 cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first) noexcept:
@@ -578,10 +586,12 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
     """Runs this worker with an event loop: lifespan startup, the C loop driven
     from the event loop until it stops, lifespan shutdown. Returns the exit status."""
     global _aloop, _asgi_app, _async_handler, _eager, _root_path, _server_addr, _tick_timer
+    global _c_open, _lifespan_state
     handler = _handler
     _root_path = handler.script_name
     if handler.asgi:
         _asgi_app = handler.app
+        _lifespan_state = {}  # what lifespan startup fills, if the app supports it
         # frameworks ask for asyncio.current_task() at once: a Task from the start
         _eager = inspect.iscoroutinefunction(handler.app)
     else:
@@ -607,10 +617,12 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
         status = tf_worker_open(&c.worker, cb, &fd)
         if status != 0:
             return status
+        _c_open = True
         if os.environ.get("TF_BENCH_DRIVE") == "c" and hasattr(loop, "_run_once"):
             try:
                 _drive_from_c(loop)  # bench/asgi.py's comparison of the two arrangements
             finally:
+                _c_open = False
                 status = tf_worker_close()
         else:
             loop.add_reader(fd, _tick)
@@ -622,6 +634,7 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
                 if _tick_timer is not None:
                     _tick_timer.cancel()
                     _tick_timer = None
+                _c_open = False
                 status = tf_worker_close()
         if lifespan is not None:
             loop.run_until_complete(lifespan.shutdown())
@@ -732,11 +745,10 @@ class _Lifespan:
 
     async def startup(self):
         """True to go on serving (started, or lifespan unsupported)."""
-        global _lifespan_state
         self.task = self.loop.create_task(self.run())
         result = await self._step("startup")
         if result == "complete":
-            _lifespan_state = self.state
+            _lifespan_state.update(self.state)
             return True
         if result == "unsupported" or result == "gone":
             self.supported = False

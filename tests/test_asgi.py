@@ -97,17 +97,20 @@ def test_streamed_response_keeps_the_connection(run_server):
 
 
 def test_large_streamed_response_with_backpressure(run_server):
-    """4 MiB streamed to a client that reads nothing for a while: other
-    requests are answered meanwhile, and the whole body arrives later."""
+    """16 MiB streamed to a client that reads nothing for a while: send()
+    waits (the request stays in flight), other requests are answered
+    meanwhile, and the whole body arrives later."""
     server = _asgi(run_server)
-    with connect(server.port, timeout=10) as slow:
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        slow.sendall(b"GET /big?1048576 HTTP/1.1\r\nHost: x\r\n\r\n")
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: the window
+        slow.settimeout(10)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(b"GET /big?4194304 HTTP/1.1\r\nHost: x\r\n\r\n")
         server.wait_state(lambda s: _in_flight(s, 1), "the big response waiting for its reader")
         for _ in range(5):
             assert http_request(server.port, "GET", "/sleep?0")[0] == 200
         response = read_response(slow)
-    assert response.status == 200 and response.body == b"x" * (4 * 1048576)
+    assert response.status == 200 and response.body == b"x" * (16 * 1048576)
 
 
 def test_head_keeps_the_apps_content_length(run_server):
