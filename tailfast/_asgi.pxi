@@ -15,6 +15,7 @@
 
 import asyncio
 import collections.abc
+from contextvars import copy_context as _copy_context
 
 from tailfast._tf cimport (
     tf_conn_gone,
@@ -390,7 +391,8 @@ cdef void _ended(object owner, object result, object error) noexcept:
         tf_job_finish(&request._job)
 
 
-cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first) noexcept:
+cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
+                         object context) noexcept:
     """The coroutine suspended (or is a framework's): its connection is parked
     and a Task drives the rest."""
     cdef Request request = call.request
@@ -406,7 +408,8 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first) n
     if call.asgi:
         tf_conn_pull(conn, <void *>call)  # told of the peer leaving, and of drained output
     try:
-        call.task = _aloop.create_task(drive)
+        # the context of the first step (its context variables), else a copy of the loop's
+        call.task = _aloop.create_task(drive, context=context)
     except BaseException as exc:
         _ended(call, None, exc)
 
@@ -435,15 +438,18 @@ cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
     except BaseException as exc:
         return _answer_inline(conn, call, None, exc)
     if not _eager:
-        _defer_to_task(conn, call, coro, _NOTHING)
+        _defer_to_task(conn, call, coro, _NOTHING, None)
         return TF_DEFERRED
+    # in a context of its own, as a Task would run it: what the request sets
+    # in context variables stays its own
+    context = _copy_context()
     try:
-        first = coro.send(None)
+        first = context.run(coro.send, None)
     except StopIteration as stop:
         return _answer_inline(conn, call, stop.value, None)
     except BaseException as exc:
         return _answer_inline(conn, call, None, exc)
-    _defer_to_task(conn, call, coro, first)
+    _defer_to_task(conn, call, coro, first, context)
     return TF_DEFERRED
 
 

@@ -263,3 +263,10 @@ def test_timeout_cancels_the_coroutine(run_server):
 def test_asyncio_loop_option(run_server):
     server = _asgi(run_server, "asgiapps:app", "--loop", "asyncio")
     assert http_request(server.port, "GET", "/sleep?0.01")[2] == b"slept"
+
+
+def test_context_variables_stay_with_their_request(run_server):
+    server = _asgi(run_server, "asgiapps:context_app")
+    for path in ("/?a", "/wait?b", "/?c", "/wait?d"):
+        expected = f"unset {path.split('?')[1]}".encode()
+        assert http_request(server.port, "GET", path)[2] == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 from typing import Any
@@ -162,3 +163,17 @@ async def wait20(scope: Scope, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")]})
     await send({"type": "http.response.body", "body": b"done"})
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+async def context_app(scope: Scope, receive: Any, send: Any) -> None:
+    """Sets a context variable per request: the next request must not see it."""
+    if scope["type"] != "http":
+        return
+    before = REQUEST_ID.get()
+    REQUEST_ID.set(scope["query_string"].decode())
+    if scope["path"] == "/wait":
+        await asyncio.sleep(0.01)
+    await _answer(send, 200, f"{before} {REQUEST_ID.get()}".encode())
