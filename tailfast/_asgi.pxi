@@ -39,6 +39,10 @@ cdef double _tick_at = 0.0      # when that timer fires (the asyncio loop's cloc
 cdef object _asgi_app = None    # the ASGI application (None: a native async handler)
 cdef object _async_handler = None  # the native async handler
 cdef bint _eager = True         # run coroutines until they first suspend before any Task
+# Whether the eager step pays: + when a coroutine finished in it, - when it
+# suspended anyway (then it cost a Task step more than a Task from the start).
+cdef int _inline_credit = 16
+cdef unsigned int _probe = 0
 cdef dict _lifespan_state = None  # the state lifespan startup filled, copied per request
 cdef str _root_path = ""        # --script-name
 cdef object _server_addr = None  # (host, port) of the listening socket, None for a unix one
@@ -437,18 +441,25 @@ cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
             coro = _async_handler(request)
     except BaseException as exc:
         return _answer_inline(conn, call, None, exc)
-    if not _eager:
+    global _inline_credit, _probe
+    if not _eager or (_inline_credit <= 0 and (_probe & 31) != 0):
+        # frameworks, or a workload whose coroutines all wait: a Task at once
+        # (every 32nd request still tries the eager step, to notice a change)
+        _probe += 1
         _defer_to_task(conn, call, coro, _NOTHING, None)
         return TF_DEFERRED
+    _probe += 1
     # in a context of its own, as a Task would run it: what the request sets
     # in context variables stays its own
     context = _copy_context()
     try:
         first = context.run(coro.send, None)
     except StopIteration as stop:
+        _inline_credit = min(_inline_credit + 2, 64)
         return _answer_inline(conn, call, stop.value, None)
     except BaseException as exc:
         return _answer_inline(conn, call, None, exc)
+    _inline_credit = max(_inline_credit - 1, -64)
     _defer_to_task(conn, call, coro, first, context)
     return TF_DEFERRED
 
