@@ -22,6 +22,7 @@ CORE_SOURCES = [
     "csrc/accept.c",
     "csrc/conn.c",
     "csrc/serve.c",
+    "csrc/body.c",
     "csrc/dispatch.c",
     "csrc/respond.c",
     "csrc/supervisor.c",
@@ -35,6 +36,7 @@ CORE_SOURCES = [
     "csrc/log.c",
     "csrc/observe.c",
     "csrc/accesslog.c",
+    "csrc/websocket.c",
 ]
 BENCH_SOURCES = [
     "csrc/loadgen.c",

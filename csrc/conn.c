@@ -90,6 +90,8 @@ void tf_conn_close(tf_conn *c) {
     w->conn_count--;
     if (tf_sb_me)
         tf_sb_me->open = w->conn_count;
+    if (c->body)
+        tf_body_gone(c); /* its readers fail from now on */
     if (c->job) {
         /* its request is with a runner, which holds pointers into c->in */
         c->orphaned = 1;
@@ -138,6 +140,7 @@ void tf_conn_release_in(tf_conn *c) {
     tf_worker *w = c->worker;
     if (!c->in)
         return;
+    tf_body_free(c); /* a streamed body lives in c->in */
     w->in_extra -= tf_in_extra(c->in_cap);
     if (c->in_cap == TF_IN_INITIAL && w->in_pooled < TF_POOL_MAX)
         w->in_pool[w->in_pooled++] = c->in;
@@ -165,6 +168,7 @@ void tf_worker_pools_free(tf_worker *w) {
         free(w->in_pool[--w->in_pooled]);
     while (w->rq_pooled)
         free(w->rq_pool[--w->rq_pooled]);
+    tf_body_worker_end();
 }
 
 /* The parsed request's pointers into c->in as offsets, and back: realloc may

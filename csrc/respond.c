@@ -105,7 +105,7 @@ static ssize_t tf_conn_build_head(tf_conn *c, char *stack, size_t stack_cap, cha
 /* Whether the connection may stay open after this response. */
 static inline int tf_conn_may_keep(const tf_conn *c, int close_after) {
     return c->rq->req.keep_alive && !close_after && !tf_worker_stopping(c->worker) &&
-           !c->peer_closed;
+           !c->peer_closed && (!c->body || tf_body_may_keep(c));
 }
 
 static inline int tf_status_has_body(int status) {
@@ -155,6 +155,11 @@ static int tf_input_is_head(const tf_conn *c) {
 
 void tf_conn_error(tf_conn *c, int status) {
     static const tf_header text = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
+    if (c->body && c->responded) {
+        /* answered already, its body still arriving (a drain timed out): only close */
+        c->close_after_write = 1;
+        return;
+    }
     if (!c->head_len) {
         /* no parsed head (or a finished request's stale one): answer as
          * HTTP/1.1, closing, and without a body if the request is a HEAD */

@@ -281,4 +281,10 @@ void tf_scoreboard_fold(int index) {
     slot->retired.latency_sum += p->stats.latency_sum;
     for (int i = 0; i < TF_PAUSE_COUNT; i++)
         slot->retired_pauses[i] += p->pauses[i];
+    slot->retired_loop_stalls += __atomic_load_n(&p->loop_stalls, __ATOMIC_RELAXED);
+}
+
+void tf_scoreboard_count_stall(void) {
+    if (tf_sb_me) /* written from the watchdog thread while the loop thread writes the rest */
+        __atomic_fetch_add(&tf_sb_me->loop_stalls, 1, __ATOMIC_RELAXED);
 }

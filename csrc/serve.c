@@ -15,6 +15,8 @@
 
 /* ------------------------------------------------------- request assembly */
 
+#define TF_REQ_STREAM 2 /* tf_conn_request_ready: dispatch now, the body streams */
+
 /* Parses the head at the start of c->in. Returns 1 when parsed (c->head_len
  * set), 0 when more input is needed, -1 when the connection must close (an
  * error response has been queued). */
@@ -52,14 +54,7 @@ static int tf_conn_head_ready(tf_conn *c) {
     }
     if (c->rq->req.chunked)
         memset(&c->rq->chunked, 0, sizeof(c->rq->chunked));
-    int has_body = c->rq->req.chunked || c->rq->req.content_length > 0;
-    if (c->rq->req.expect_continue > 0 && has_body && c->rq->req.version_minor == 1 &&
-        c->in_len == c->head_len) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        struct iovec iov = {(void *)cont, sizeof(cont) - 1};
-        if (tf_conn_send(c, &iov, 1) < 0)
-            return -1;
-    }
+    /* a "100 Continue" waits for the application's first read (body.c) */
     return 1;
 }
 
@@ -99,25 +94,43 @@ static int tf_conn_need(const tf_conn *c, size_t *need) {
     return 0;
 }
 
+/* Whether a request whose body is not all here goes to the application now,
+ * its body streamed (body.c), given the body bytes here: a client waiting
+ * for "100 Continue", or a body larger than the window. A smaller one is
+ * awaited whole: the common case costs no reader. */
+static int tf_conn_should_stream(const tf_conn *c, size_t have) {
+    const tf_request *req = &c->rq->req;
+    if (req->expect_continue > 0 && req->version_minor == 1 && c->in_len == c->head_len)
+        return 1;
+    if (req->chunked)
+        return have >= TF_BODY_WINDOW / 2;
+    return req->content_length > TF_BODY_WINDOW;
+}
+
 /* Returns 1 when the request at the head of c->in is complete (body included),
- * 0 when more input is needed, -1 when the connection must close (an error
- * response has been queued). The buffer grows as the body arrives
- * (tf_conn_grow_in), not to the announced length at once. */
+ * 2 when it is to be dispatched with its body streamed (TF_REQ_STREAM), 0
+ * when more input is needed, -1 when the connection must close (an error
+ * response has been queued). The buffer grows as a small body arrives
+ * (tf_conn_grow_in), never past the window. */
 static int tf_conn_request_ready(tf_conn *c) {
     if (!c->head_len) {
         int r = tf_conn_head_ready(c);
         if (r <= 0)
             return r;
     }
-    if (c->rq->req.chunked)
-        return tf_conn_chunked_ready(c);
+    if (c->rq->req.chunked) {
+        int r = tf_conn_chunked_ready(c);
+        if (r != 0)
+            return r;
+        return tf_conn_should_stream(c, c->body_len) ? TF_REQ_STREAM : 0;
+    }
     size_t need;
     if (tf_conn_need(c, &need) < 0) {
         tf_conn_error(c, 413);
         return -1;
     }
     if (c->in_len < need)
-        return 0;
+        return tf_conn_should_stream(c, c->in_len - c->head_len) ? TF_REQ_STREAM : 0;
     c->body_len = need - c->head_len;
     return 1;
 }
@@ -256,6 +269,8 @@ void tf_conn_defer(tf_conn *c, tf_job *job) {
     w->jobs_tail = c;
     w->in_flight++;
     tf_publish_in_flight(w);
+    if (c->body && tf_body_defer(c) < 0)
+        tf_body_gone(c); /* no wake-up channel: its reads fail, the connection closes */
 }
 
 static void tf_jobs_unlink(tf_worker *w, tf_conn *c) {
@@ -281,11 +296,16 @@ static int tf_conn_served(tf_conn *c, int r) {
     c->served++;
     if (tf_sb_me)
         tf_mark_done(tf_sb_me, w);
-    size_t used = c->head_len + c->body_len;
-    memmove(c->in, c->in + used, c->in_len - used);
-    c->in_len -= used;
-    c->head_len = c->body_len = 0;
-    c->parsed_len = 0;
+    if (c->body) {
+        /* the head stays until the body is drained (tf_body_finish) */
+        tf_body_served(c);
+    } else {
+        size_t used = c->head_len + c->body_len;
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+        c->head_len = c->body_len = 0;
+        c->parsed_len = 0;
+    }
     /* a pipelined request's clock starts when it becomes the current one */
     c->idle = c->in_len == 0;
     c->req_start = w->now;
@@ -302,7 +322,8 @@ static int tf_conn_serve_one(tf_conn *c) {
     if (me)
         tf_mark_busy(me, c);
     c->dispatched = tf_clock_precise();
-    int r = tf_dispatch(w->cfg, w->cb, c, &c->rq->req, c->in + c->head_len, c->body_len,
+    const char *body = c->body ? NULL : c->in + c->head_len; /* NULL: tf_conn_body */
+    int r = tf_dispatch(w->cfg, w->cb, c, &c->rq->req, body, c->body_len,
                         tf_worker_stopping(w));
     if (r == TF_DEFERRED && c->job) {
         if (me) /* the loop goes on: busy means it cannot accept */
@@ -323,7 +344,8 @@ static int tf_conn_settle(tf_conn *c) {
          * (tf_conn_on_readable), so a request without pipelined input costs
          * no epoll_ctl to park and none to resume. */
         c->deadline = 0;
-        uint32_t events = (c->registered & EPOLLIN) | (tf_conn_pending(c) ? EPOLLOUT : 0);
+        uint32_t in = c->body ? (tf_body_wants_input(c) ? EPOLLIN : 0) : (c->registered & EPOLLIN);
+        uint32_t events = in | (tf_conn_pending(c) ? EPOLLOUT : 0);
         if (tf_conn_flush(c) < 0 || tf_conn_set_events(c, events) < 0) {
             tf_conn_close(c);
             return -1;
@@ -348,7 +370,8 @@ static int tf_conn_settle(tf_conn *c) {
     uint32_t events = 0;
     if (writing)
         events |= EPOLLOUT;
-    if (pending < TF_OUT_HIGH_WATER && !c->peer_closed && !c->close_after_write)
+    if (pending < TF_OUT_HIGH_WATER && !c->peer_closed && !c->close_after_write &&
+        (!c->body || tf_body_wants_input(c)))
         events |= EPOLLIN;
     if (tf_conn_set_events(c, events) < 0) {
         tf_conn_close(c);
@@ -369,6 +392,16 @@ static int tf_conn_process(tf_conn *c) {
     /* parked (a job in flight) or a pulled body still owed: the next request waits */
     while (!c->job && !c->pull && !c->close_after_write && !c->lingering && c->in_len > 0 &&
            c->file_left == 0 && tf_conn_pending(c) < TF_OUT_HIGH_WATER) {
+        if (c->body && c->streaming == TF_STREAM_NONE) {
+            /* the last request's body: drained before the next request is read */
+            int d = tf_body_finish(c);
+            if (d < 0)
+                c->close_after_write = 1;
+            if (d <= 0 || c->in_len == 0)
+                break;
+        } else if (c->body) {
+            break; /* its response is still being written */
+        }
         int ready = tf_conn_request_ready(c);
         if (ready < 0) {
             tf_conn_finish(c, 1);
@@ -376,6 +409,11 @@ static int tf_conn_process(tf_conn *c) {
         }
         if (ready == 0)
             break;
+        if (ready == TF_REQ_STREAM && tf_body_start(c) < 0) {
+            tf_conn_error(c, 503); /* no memory for the window */
+            tf_conn_finish(c, 1);
+            return -1;
+        }
         int r = tf_conn_serve_one(c);
         if (r < 0) {
             tf_conn_close(c);
@@ -388,10 +426,13 @@ static int tf_conn_process(tf_conn *c) {
     }
     /* no input left and nothing in flight or pulled: the buffer and the
      * request state go back to the worker's pools while c is idle */
-    if (c->in_len == 0 && c->in && !c->job && !c->pull && c->streaming == TF_STREAM_NONE)
+    if (c->in_len == 0 && c->in && !c->job && !c->pull && c->streaming == TF_STREAM_NONE &&
+        !c->body)
         tf_conn_release_idle(c);
     return tf_conn_settle(c);
 }
+
+void tf_conn_process_input(tf_conn *c) { (void)tf_conn_process(c); }
 
 /* ------------------------------------------------------------ I/O events */
 
@@ -417,6 +458,10 @@ static int tf_conn_peer_left(tf_conn *c) {
 }
 
 void tf_conn_on_readable(tf_conn *c, uint32_t events) {
+    if (c->body && !c->lingering) {
+        tf_body_on_readable(c, events); /* the window, for the application or the drain */
+        return;
+    }
     if (c->job) {
         /* parked: a hang-up or an error closes it (and so does the peer's
          * EOF when the embedder watches with a pull source: an ASGI app
@@ -467,6 +512,8 @@ void tf_conn_complete(tf_conn *c, tf_job *job) {
     w->in_flight--;
     int r = w->cb->on_complete(w->cb->ctx, job, alive);
     c->job = NULL;
+    if (c->body)
+        tf_body_set_deferred(c, 0); /* its readers are done: the loop drains the rest */
     tf_jobs_unlink(w, c);
     tf_publish_in_flight(w);
     if (!alive) {

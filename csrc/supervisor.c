@@ -140,7 +140,8 @@ static int tf_sv_main(const tf_supervisor_config *cfg, const tf_supervisor_callb
         tf_log("primary: out of memory");
         return 1;
     }
-    s->cfg = cfg;
+    s->cfg_now = *cfg; /* a SIGHUP may change some of it (tf_sv_reconfigure) */
+    s->cfg = &s->cfg_now;
     s->cb = cb;
     s->self = getpid();
     s->wake_fd = tf_scoreboard_wake_fd();

@@ -11,7 +11,7 @@
  *   supervisor_procs.c    the tables: fork, respawn, back-off, process states, publishing
  *   supervisor_exit.c     a process ended: classify the exit, then act on its class
  *   supervisor_roll.c     workers becoming ready, replacements one at a time, READY=1
- *   supervisor_signals.c  what each signal does: stop, roll, one worker more or less
+ *   supervisor_signals.c  what each signal does: stop, re-read and roll, workers more or less
  *   supervisor_timers.c   timed work: stop and drain deadlines, back-off, boot/request timeouts
  *   sd_notify.c           the systemd notification socket
  */
@@ -61,7 +61,8 @@ typedef struct {
 } tf_slot;
 
 typedef struct {
-    const tf_supervisor_config *cfg;
+    const tf_supervisor_config *cfg; /* = &cfg_now */
+    tf_supervisor_config cfg_now;    /* the embedder's, as a SIGHUP last changed it */
     const tf_supervisor_callbacks *cb;
     tf_proc procs[TF_MAX_PROCS];
     int procs_hw; /* entries [0, procs_hw) may be in use; published, never read back
@@ -111,6 +112,7 @@ void tf_sv_check_notify(tf_supervisor *s);
 
 /* supervisor_signals.c */
 void tf_sv_on_signal(tf_supervisor *s, int sig);
+void tf_sv_set_workers(tf_supervisor *s, int count);
 void tf_sv_begin_stop(tf_supervisor *s, int sig);
 
 /* supervisor_timers.c */

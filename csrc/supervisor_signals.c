@@ -1,4 +1,4 @@
-/* supervisor_signals.c — what each signal does: stop, roll, one worker more or less. */
+/* supervisor_signals.c — what each signal does: stop, re-read and roll, workers more or less. */
 #define _GNU_SOURCE
 #include "supervisor_internal.h"
 
@@ -110,26 +110,67 @@ void tf_sv_begin_stop(tf_supervisor *s, int sig) {
     tf_sv_signal_workers(s, SIGTERM);
 }
 
+/* SIGHUP, first: the embedder re-reads its settings (before_roll) and the
+ * supervisor takes from them what can change without a new socket or
+ * scoreboard; *workers gets the count they ask for. Returns 0, or -1 when the
+ * embedder keeps the configuration in force (it has logged why): no roll. */
+static int tf_sv_reconfigure(tf_supervisor *s, int *workers) {
+    *workers = s->wanted;
+    if (!s->cb->before_roll)
+        return 0; /* spawn_workers: nothing to re-read, TTIN/TTOU's count stays */
+    tf_supervisor_config next = s->cfg_now;
+    if (s->cb->before_roll(s->cb->ctx, &next) < 0)
+        return -1;
+    tf_supervisor_config *now = &s->cfg_now;
+    now->graceful_timeout = next.graceful_timeout;
+    now->max_rss = next.max_rss;
+    now->boot_timeout = next.boot_timeout;
+    now->timeout = next.timeout;
+    now->timeout_grace = next.timeout_grace;
+    now->shutdown_delay = next.shutdown_delay;
+    *workers = next.workers < 1 ? 1 : next.workers > TF_MAX_WORKERS ? TF_MAX_WORKERS : next.workers;
+    return 0;
+}
+
 /* SIGHUP: signals that arrive during a roll coalesce: every worker older
  * than the newest generation is replaced once more, one at a time
- * (tf_sv_roll). */
+ * (tf_sv_roll). The worker count follows the re-read configuration. A slot
+ * backing off after failed starts (a replacement, or its only worker) is
+ * tried again at once: the signal says new code (or a new configuration) is
+ * there to try. */
 static void tf_sv_reload(tf_supervisor *s) {
     if (s->stopping || s->delay_until > 0)
         return;
+    int workers;
+    if (tf_sv_reconfigure(s, &workers) < 0)
+        return;
     s->generation++;
     tf_sb->generation = s->generation;
-    tf_log("SIGHUP: rolling restart of %d workers (generation %u)", s->wanted, s->generation);
+    if (workers != s->wanted)
+        tf_log("SIGHUP: rolling restart, %d workers (were %d; generation %u)", workers,
+               s->wanted, s->generation);
+    else
+        tf_log("SIGHUP: rolling restart of %d workers (generation %u)", s->wanted,
+               s->generation);
     if (s->cfg->notify_socket) {
         tf_sd_notify_reloading(s->cfg->notify_socket);
         s->reloading = 1;
     }
+    tf_sv_set_workers(s, workers);
+    for (int id = 1; id <= s->wanted; id++) {
+        tf_slot *slot = &s->slots[id];
+        if (slot->next < 0 && slot->respawn_at > 0) {
+            slot->respawn_at = 0; /* an empty slot is forked by tf_sv_on_timers next */
+            slot->crashes = 0;
+        }
+    }
 }
 
-static void tf_sv_add_worker(tf_supervisor *s) {
-    if (s->wanted >= TF_MAX_WORKERS) {
-        tf_log("SIGTTIN: already at the maximum of %d workers", TF_MAX_WORKERS);
-        return;
-    }
+/* One worker id more (its worker starts at once); why names the cause in the
+ * log (NULL: the caller logs). Returns 0, or -1 at the maximum. */
+static int tf_sv_grow(tf_supervisor *s, const char *why) {
+    if (s->wanted >= TF_MAX_WORKERS)
+        return -1;
     int id = ++s->wanted;
     tf_sb->workers = s->wanted;
     if (id > s->slots_hw)
@@ -138,22 +179,24 @@ static void tf_sv_add_worker(tf_supervisor *s) {
     slot->wanted = 1;
     slot->crashes = 0;
     slot->respawn_at = 0;
-    tf_log("SIGTTIN: now %d workers", s->wanted);
+    if (why)
+        tf_log("%s: now %d workers", why, s->wanted);
     if (slot->current < 0 && slot->next < 0)
         tf_sv_slot_spawn(s, id);
+    return 0;
 }
 
-static void tf_sv_remove_worker(tf_supervisor *s) {
-    if (s->wanted <= 1) {
-        tf_log("SIGTTOU: keeping the last worker");
-        return;
-    }
+/* The highest worker id less: its processes drain. Returns 0, or -1 when one is left. */
+static int tf_sv_shrink(tf_supervisor *s, const char *why) {
+    if (s->wanted <= 1)
+        return -1;
     int id = s->wanted--;
     tf_sb->workers = s->wanted;
     tf_slot *slot = &s->slots[id];
     slot->wanted = 0;
     slot->respawn_at = 0;
-    tf_log("SIGTTOU: now %d workers", s->wanted);
+    if (why)
+        tf_log("%s: now %d workers", why, s->wanted);
     if (slot->next >= 0) {
         tf_sv_retire(s, slot->next);
         slot->next = -1;
@@ -162,6 +205,15 @@ static void tf_sv_remove_worker(tf_supervisor *s) {
     if (slot->current >= 0) {
         tf_sv_retire(s, slot->current);
         slot->current = -1;
+    }
+    return 0;
+}
+
+/* Grows or shrinks to count workers (1..TF_MAX_WORKERS), without logging each step. */
+void tf_sv_set_workers(tf_supervisor *s, int count) {
+    while (s->wanted < count && tf_sv_grow(s, NULL) == 0) {
+    }
+    while (s->wanted > count && tf_sv_shrink(s, NULL) == 0) {
     }
 }
 
@@ -193,12 +245,12 @@ void tf_sv_on_signal(tf_supervisor *s, int sig) {
         }
         break;
     case SIGTTIN:
-        if (!s->stopping)
-            tf_sv_add_worker(s);
+        if (!s->stopping && tf_sv_grow(s, "SIGTTIN") < 0)
+            tf_log("SIGTTIN: already at the maximum of %d workers", TF_MAX_WORKERS);
         break;
     case SIGTTOU:
-        if (!s->stopping)
-            tf_sv_remove_worker(s);
+        if (!s->stopping && tf_sv_shrink(s, "SIGTTOU") < 0)
+            tf_log("SIGTTOU: keeping the last worker");
         break;
     default:
         break;

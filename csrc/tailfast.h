@@ -118,8 +118,10 @@ typedef struct {
     /* Around every blocking wait: lets the embedder release its lock (the GIL). */
     void (*release)(void *ctx);
     void (*acquire)(void *ctx);
-    /* A complete request (head and whole body). The callback answers it with
-     * tf_conn_respond (exactly once) and returns 0; -1 closes the connection. */
+    /* A request: its head, and its whole body (body, body_len) when that
+     * arrived with it; body NULL when the body streams (tf_conn_body, see
+     * "Request bodies"). The callback answers it with tf_conn_respond
+     * (exactly once) and returns 0; -1 closes the connection. */
     int (*on_request)(void *ctx, tf_conn *conn, const tf_request *req,
                       const char *body, size_t body_len);
     void *ctx;
@@ -140,6 +142,11 @@ typedef struct {
      * and return 0. abort=1: the connection is gone or stalled past the
      * request timeout: release source, write nothing. */
     int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort);
+    /* A streamed request body that tf_body_take found empty (TF_BODY_AGAIN)
+     * has news: bytes, its end, or an error (the connection may be gone).
+     * Called once per TF_BODY_AGAIN, on the loop with the lock held, for a
+     * deferred request only (NULL: never asked for). See "Request bodies". */
+    void (*on_body)(void *ctx, tf_job *job);
 } tf_worker_callbacks;
 
 typedef struct {
@@ -153,6 +160,8 @@ typedef struct {
     double request_timeout;    /* seconds to receive a whole request: 408; also the
                                   longest a response write may stall */
     int64_t max_body_size;     /* 0: unlimited */
+    int64_t ws_max_message_size; /* largest WebSocket message, all fragments (0: unlimited):
+                                    tf_ws_parser_init's max_message (websocket.h) */
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
     int balance;               /* 1: cap accepts by the fair share in the scoreboard */
@@ -264,21 +273,67 @@ int tf_conn_sendfile(tf_conn *conn, int fd, int64_t offset, int64_t count);
  * aborts it (the connection closes, the client sees a truncated body). */
 int tf_conn_respond_end(tf_conn *conn, int complete);
 
+/* ---------------------------------------------------------- request bodies
+ *
+ * A request whose body is in the input buffer with its head (no body, or a
+ * body of at most TF_BODY_WINDOW bytes that arrived with it, the common case)
+ * reaches on_request whole: body points at it. Otherwise on_request is called
+ * as soon as the head is complete, with body NULL, and the body is read from
+ * the connection through its tf_body (tf_conn_body). The worker then holds
+ * at most TF_BODY_WINDOW bytes of unread body per connection: while the
+ * window is full it stops reading that socket (TCP flow control) until the
+ * application takes more. Chunked bodies arrive decoded. "100 Continue" is
+ * sent when the application first asks for body bytes, never before.
+ *
+ * Three ways to read it, one per kind of caller:
+ *   1. inline, on the loop thread (the request is not deferred):
+ *      tf_body_wait blocks for this connection alone with poll(2), the
+ *      embedder's lock released through cb->release/acquire, at most
+ *      body_timeout between two arrivals; then tf_body_take/tf_body_consume
+ *      (no copy until the embedder's own). tf_body_read does all three.
+ *   2. a runner thread (the request deferred with tf_conn_defer): tf_body_read
+ *      without the embedder's lock; it waits on a condition variable while the
+ *      loop fills the window, and copies what is there into buf. It never
+ *      touches the connection: the loop sends the 100 and resumes reading.
+ *   3. the loop itself, asynchronously (an event-loop runner, the request
+ *      deferred): tf_body_take never blocks; when it answers TF_BODY_AGAIN,
+ *      cb->on_body(ctx, job) is called once on the loop when bytes, the end
+ *      or an error arrive (also when the connection closes). A deferred
+ *      request has no timer in the loop: this reader bounds its own wait
+ *      (body_timeout, e.g. with its event loop's timers).
+ * Errors (-1 with errno): ETIMEDOUT (nothing for body_timeout), ECONNRESET
+ * (the client went away or closed mid-body), EMSGSIZE (a chunked body past
+ * max_body_size: answer 413), EBADMSG (bad chunk framing: answer 400), EINTR
+ * (inline: a signal interrupted the wait; check it and call again). Once a
+ * read failed, the connection closes after the response.
+ *
+ * The tf_body is valid until the request is answered (inline: on_request
+ * returned; deferred: on_complete ran). What the application left unread is
+ * then drained, up to TF_BODY_DRAIN_MAX bytes still to receive, to keep the
+ * connection; beyond that (or a chunked body not read to its end, or a 100
+ * Continue never sent) the response says "Connection: close". */
+typedef struct tf_body tf_body;
+
+#define TF_BODY_WINDOW (256 * 1024)      /* unread body bytes held per connection */
+#define TF_BODY_DRAIN_MAX (1024 * 1024)  /* unread body read and dropped for keep-alive */
+#define TF_BODY_AGAIN (-2)               /* tf_body_take: nothing buffered now */
+
+/* The current request's streamed body; NULL when on_request got it whole. */
+tf_body *tf_conn_body(tf_conn *conn);
+/* Loop thread (1): blocks until tf_body_take has something to say. 0 or -1. */
+int tf_body_wait(tf_body *body);
+/* Loop thread (1, 3): the unread bytes at *data (> 0), 0 at the end of the
+ * body, TF_BODY_AGAIN (cb->on_body will follow), or -1 with errno. */
+ssize_t tf_body_take(tf_body *body, const char **data);
+/* Loop thread: n of the bytes tf_body_take showed are consumed. */
+void tf_body_consume(tf_body *body, size_t n);
+/* Any caller (1, 2): at most cap bytes into buf, blocking; 0 at the end, -1 with errno. */
+ssize_t tf_body_read(tf_body *body, char *buf, size_t cap);
+
 /* The peer's address as text ("127.0.0.1", "::1", "" for a unix socket) and port. */
 int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port);
 
 /* -------------------------------------------------------------- supervisor */
-
-typedef struct {
-    void (*release)(void *ctx);
-    void (*acquire)(void *ctx);
-    /* Around fork(): called with the embedder's lock held. */
-    void (*before_fork)(void *ctx);
-    void (*after_fork_parent)(void *ctx);
-    /* In the child, after fork: runs the worker and returns its exit status. */
-    int (*child_main)(void *ctx, int worker_id);
-    void *ctx;
-} tf_supervisor_callbacks;
 
 typedef struct {
     int workers;
@@ -296,6 +351,25 @@ typedef struct {
                                 new connections out of the queue, queued ones stay */
     const char *notify_socket; /* systemd NOTIFY_SOCKET (NULL: none) */
 } tf_supervisor_config;
+
+typedef struct {
+    void (*release)(void *ctx);
+    void (*acquire)(void *ctx);
+    /* Around fork(): called with the embedder's lock held. */
+    void (*before_fork)(void *ctx);
+    void (*after_fork_parent)(void *ctx);
+    /* In the child, after fork: runs the worker and returns its exit status. */
+    int (*child_main)(void *ctx, int worker_id);
+    /* On SIGHUP, before the new generation is started (lock held); NULL: none.
+     * cfg is a copy of the configuration in force: the embedder re-reads its
+     * settings and writes the new values there. Returns 0 to roll with them,
+     * or -1 to keep the current workers and configuration (the embedder has
+     * said why). Of cfg, the supervisor takes only what can change without a
+     * new socket or scoreboard: workers, graceful_timeout, max_rss,
+     * boot_timeout, timeout, timeout_grace, shutdown_delay. */
+    int (*before_roll)(void *ctx, tf_supervisor_config *cfg);
+    void *ctx;
+} tf_supervisor_callbacks;
 
 /* The signal the primary sends to a worker whose request ran past the timeout. */
 #define TF_TIMEOUT_SIGNAL SIGUSR2
@@ -318,7 +392,7 @@ int tf_signals_unblock_all(void);
  * read-only. The layout is versioned by TF_SB_VERSION. */
 
 #define TF_SB_MAGIC 0x3142534654ULL /* "TFSB1" */
-#define TF_SB_VERSION 4
+#define TF_SB_VERSION 5
 #define TF_SB_MAX_WORKERS 1024
 #define TF_SB_MAX_PROCS 2048 /* workers plus replacements and draining ones */
 
@@ -400,6 +474,7 @@ typedef struct {
     int32_t accepting;
     int32_t accept_pad_;
     uint64_t pauses[TF_PAUSE_COUNT];
+    uint64_t loop_stalls; /* its event loop held past --loop-stall-warning (tf_scoreboard_count_stall) */
 } __attribute__((aligned(64))) tf_sb_proc; /* own cache lines: workers never write a shared one */
 
 typedef struct {
@@ -412,6 +487,7 @@ typedef struct {
     uint64_t retired_requests;
     tf_sb_stats retired;
     uint64_t retired_pauses[TF_PAUSE_COUNT];
+    uint64_t retired_loop_stalls;
 } tf_sb_slot;
 
 /* tf_sb_header.stopping: the server is stopping, and with SEALED the shared
@@ -452,6 +528,9 @@ void tf_scoreboard_destroy(const char *path);
 /* Any process: maps an existing scoreboard read-only; NULL with errno. */
 const tf_scoreboard *tf_scoreboard_open(const char *path);
 void tf_scoreboard_close(const tf_scoreboard *sb);
+/* Worker, any thread (the loop-stall watchdog's): counts one event-loop stall
+ * in its own entry. Nothing without a scoreboard. */
+void tf_scoreboard_count_stall(void);
 
 /* -------------------------------------------------------------- access log */
 

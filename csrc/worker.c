@@ -304,6 +304,8 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
             tf_worker_complete_jobs();
         } else if (tag == TF_TAG_EXTERNAL) {
             continue; /* the embedder's other loop has work: it runs after this pass */
+        } else if (tag == TF_TAG_BODY) {
+            tf_body_on_wake(w); /* a runner reading a request body needs the loop */
         } else {
             tf_conn *c = events[i].data.ptr;
             /* only this event's own handling can close c, and epoll

@@ -4,6 +4,7 @@
  *   accept.c   accepting on the shared socket, fair balancing across workers
  *   conn.c     a connection's buffers and I/O: open, write, flush, close, linger
  *   serve.c    turning input into answered requests: read, parse, body, dispatch
+ *   body.c     a large request body streamed to the application through a window
  *   dispatch.c routing a request: health and readiness in C, metrics, the app
  *   respond.c  response framing (whole, streamed, chunked, sendfile): tf_conn_respond*
  *   worker.c   the loop: signals, timers, drain
@@ -95,6 +96,7 @@ struct tf_conn {
     int orphaned;          /* closed while in flight: freed when the job completes */
     tf_conn *job_prev, *job_next; /* tf_worker.jobs: in flight, oldest first */
     void *pull;            /* a streamed body's source (tf_conn_pull), else NULL */
+    tf_body *body;         /* the request body being streamed (body.c), else NULL */
 
     struct sockaddr_storage peer;
     tf_conn *prev, *next;
@@ -168,12 +170,31 @@ void tf_conn_finish(tf_conn *c, int linger);
 void tf_conn_on_readable(tf_conn *c, uint32_t events);
 void tf_conn_on_writable(tf_conn *c);
 void tf_conn_complete(tf_conn *c, tf_job *job); /* applies a deferred request's answer */
+void tf_conn_process_input(tf_conn *c); /* answers what c->in holds (body.c, after input) */
 
 /* runq.c: the loop's side. tf_jobs_open returns the eventfd that becomes
  * readable when jobs completed (-1 with errno); tf_jobs_take_done takes them all, oldest first. */
 int tf_jobs_open(void);
 void tf_jobs_close(void);
 tf_job *tf_jobs_take_done(void);
+
+/* body.c: a request body streamed to the application (see tailfast.h).
+ * tf_body_start: the head in c->in is dispatched before its body is whole
+ * (0, or -1 without memory). tf_body_on_readable: input for it. The rest is
+ * asked by serve.c/conn.c/respond.c at the request's turns. */
+enum { TF_TAG_BODY = 5 }; /* epoll data of body.c's eventfd (runners wake the loop) */
+int tf_body_start(tf_conn *c);
+void tf_body_on_readable(tf_conn *c, uint32_t events);
+int tf_body_wants_input(tf_conn *c);
+int tf_body_may_keep(const tf_conn *c);
+int tf_body_defer(tf_conn *c);
+void tf_body_set_deferred(tf_conn *c, int deferred);
+void tf_body_served(tf_conn *c);
+int tf_body_finish(tf_conn *c);
+void tf_body_gone(tf_conn *c);
+void tf_body_free(tf_conn *c);
+void tf_body_on_wake(tf_worker *w);
+void tf_body_worker_end(void);
 
 /* dispatch.c: routes a complete request: the health, readiness and metrics
  * paths of cfg, else cb->on_request. stopping: the worker is draining.

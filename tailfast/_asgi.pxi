@@ -18,6 +18,9 @@ import collections.abc
 from contextvars import copy_context as _copy_context
 
 from tailfast._tf cimport (
+    TF_BODY_AGAIN,
+    tf_body_consume,
+    tf_body_take,
     tf_conn_gone,
     tf_conn_queued,
     tf_conn_watch_output,
@@ -171,16 +174,39 @@ cdef class _Call:
     cdef bint asgi          # an ASGI call (else a native async handler's request)
 
     async def receive(self):
-        if not self.body_taken:
-            self.body_taken = True
-            return self._request_event()
+        cdef object event
+        while not self.body_taken:
+            event = self._request_event()
+            if event is not None:
+                return event
+            await self._wait()  # on_body: more of the body arrived
         while not (self.complete or self.gone or self.conn == NULL):
             await self._wait()
         return _DISCONNECT
 
-    cdef dict _request_event(self):
-        """http.request: for now the whole (buffered) body in one event."""
-        return {"type": "http.request", "body": self.request.body, "more_body": False}
+    cdef object _request_event(self):
+        """The next http.request: the whole body in one event when it came with
+        the head; else what arrived of it (never waiting: None when nothing is
+        here yet, cb->on_body then wakes the call; the request is deferred)."""
+        cdef Request request = self.request
+        cdef const char *data = NULL
+        cdef ssize_t n
+        if request._stream == NULL or self.conn == NULL:
+            self.body_taken = True
+            body = request.body if request._stream == NULL else b""
+            return {"type": "http.request", "body": body, "more_body": False}
+        n = tf_body_take(request._stream, &data)
+        if n == TF_BODY_AGAIN:
+            return None
+        if n > 0:
+            chunk = PyBytes_FromStringAndSize(data, n)
+            tf_body_consume(request._stream, <size_t>n)
+            return {"type": "http.request", "body": chunk, "more_body": True}
+        self.body_taken = True
+        if n == 0:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        self.gone = True  # the client went away mid-body (or sent a bad one)
+        return _DISCONNECT
 
     def send(self, dict message):
         """ASGI send(). Acts at once; the awaitable it returns waits only while
@@ -425,8 +451,7 @@ cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
     cdef _Call call = _Call.__new__(_Call)
     request._req = req
     request._conn = conn
-    request._body_ptr = body
-    request._body_len = body_len
+    _attach_body(request, conn, body, body_len)  # body NULL: it streams (tf_conn_body)
     request._version_minor = req.version_minor
     request.worker_id = _worker_id
     call.request = request
@@ -442,7 +467,8 @@ cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
     except BaseException as exc:
         return _answer_inline(conn, call, None, exc)
     global _inline_credit, _probe
-    if not _eager or (_inline_credit <= 0 and (_probe & 31) != 0):
+    if not _eager or (call.asgi and request._stream != NULL) or (
+            _inline_credit <= 0 and (_probe & 31) != 0 and request._stream == NULL):
         # frameworks, or a workload whose coroutines all wait: a Task at once
         # (every 32nd request still tries the eager step, to notice a change)
         _probe += 1
@@ -519,6 +545,13 @@ cdef void _async_on_overrun(void *ctx, tf_job *job) noexcept:
         call.task.cancel()
     except BaseException:
         _log(f"worker {_worker_id}: cannot cancel a timed-out request", True)
+
+
+cdef void _async_on_body(void *ctx, tf_job *job) noexcept:
+    """More of a deferred ASGI request's body arrived (or its end, or an error)."""
+    cdef Request request = <Request>job.data
+    if type(request._result) is _Call:
+        (<_Call>request._result)._wake()
 
 
 cdef int _async_on_pull(void *ctx, tf_conn *conn, void *source, int abort) noexcept:
@@ -619,6 +652,7 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
     cb.on_complete = _async_on_complete
     cb.on_overrun = _async_on_overrun
     cb.on_pull = _async_on_pull
+    cb.on_body = _async_on_body
     loop = new_event_loop(c.loop)
     asyncio.set_event_loop(loop)
     _aloop = loop

@@ -29,7 +29,8 @@ from io import BytesIO
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
-from libc.errno cimport errno
+from libc.errno cimport EBADMSG, EINTR, EMSGSIZE, ETIMEDOUT, errno
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp
@@ -70,6 +71,13 @@ from tailfast._tf cimport (
     TF_W_STARTING,
     tf_conn,
     tf_conn_defer,
+    tf_body,
+    tf_conn_body,
+    tf_body_wait,
+    tf_body_take,
+    tf_body_consume,
+    tf_body_read,
+    TF_BODY_AGAIN,
     tf_conn_peer,
     tf_conn_pull,
     TF_DEFERRED,
@@ -106,7 +114,14 @@ from tailfast._tf cimport (
 )
 
 from tailfast import proxy as _proxy
-from tailfast.errors import BadRequest, ClientDisconnected, HTTPError, RequestTimeout
+from tailfast.errors import (
+    BadRequest,
+    BodyTimeout,
+    ClientDisconnected,
+    HTTPError,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from tailfast.headers import Headers, QueryParams
 
 try:
@@ -126,6 +141,7 @@ cdef extern from "Python.h":
     void PyOS_AfterFork_Child()
     Py_ssize_t Py_REFCNT(object o)
     int PyThreadState_SetAsyncExc(unsigned long id, PyObject *exc)
+    int _PyBytes_Resize(PyObject **string, Py_ssize_t newsize) except -1
 
 
 # ------------------------------------------------------------------- state

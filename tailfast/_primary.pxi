@@ -3,6 +3,11 @@
 
 
 cdef object _child_target = None   # run(worker_id) -> exit status, in each worker
+# SIGHUP's re-read (run_primary): () -> the Config for the next generation, or None to keep
+# the one in force; None here: a SIGHUP rolls with the configuration in force.
+cdef object _reconfigure = None
+cdef object _config = None         # the Config of the workers forked from now on
+cdef object _launch = None         # tailfast.server.Launch: what the primary knows at start
 
 
 cdef void _before_fork(void *ctx) noexcept:
@@ -41,6 +46,29 @@ cdef int _child_main(void *ctx, int worker_id) noexcept:
     return status
 
 
+cdef int _before_roll(void *ctx, tf_supervisor_config *cfg) noexcept:
+    """SIGHUP, before the roll: the configuration re-read (_reconfigure, which
+    reports a bad value itself) becomes the one workers are forked with, and
+    its supervisor values go to C. -1: keep the configuration and workers."""
+    global _config
+    cdef CConfig c
+    cdef const char *notify = cfg.notify_socket
+    try:
+        new = _reconfigure()
+        if new is None:
+            return -1
+        c = _fill_c_config(new, _launch)
+    except BaseException:
+        _log("SIGHUP: cannot apply the re-read configuration; the current one keeps "
+             "serving (no roll)", True)
+        return -1
+    _config = new
+    tf_log_set_level(c.log_level)  # the primary's C log lines, and the workers' it forks
+    cfg[0] = c.supervisor
+    cfg.notify_socket = notify  # C keeps its own; this one points into c, freed on return
+    return 0
+
+
 cdef int _supervise(CConfig c) except -1:
     cdef tf_supervisor_callbacks cb
     cb.release = _release_gil
@@ -48,6 +76,9 @@ cdef int _supervise(CConfig c) except -1:
     cb.before_fork = _before_fork
     cb.after_fork_parent = _after_fork_parent
     cb.child_main = _child_main
+    cb.before_roll = NULL
+    if _reconfigure is not None:
+        cb.before_roll = _before_roll
     cb.ctx = NULL
     return tf_supervise(&c.supervisor, &cb)
 
@@ -83,7 +114,7 @@ cdef bint _run_hook(object hook, int worker_id, str name):
 
 
 def run_primary(handler, config, launch, on_worker_start=None, reload=None, worker_setup=None,
-                on_worker_exit=None, bint preload=True):
+                on_worker_exit=None, bint preload=True, reconfigure=None):
     """Forks config.workers HTTP workers serving handler on launch.listen_fd
     and supervises them until stopped. Returns the primary's exit status.
     config is a tailfast.config.Config, launch a tailfast.server.Launch.
@@ -93,9 +124,12 @@ def run_primary(handler, config, launch, on_worker_start=None, reload=None, work
     after a SIGHUP, or always without preload (handler is then None).
     on_worker_start(worker_id) runs in each worker before it accepts, and
     on_worker_exit(worker_id) after it stopped serving. worker_setup(worker_id)
-    -> fd or None runs in each worker first (e.g. its own SO_REUSEPORT socket)."""
-    global _handler, _child_target
+    -> fd or None runs in each worker first (e.g. its own SO_REUSEPORT socket).
+    reconfigure() -> Config or None runs in the primary on SIGHUP, before the
+    roll: the workers forked from then on get that Config (None: no roll)."""
+    global _handler, _child_target, _reconfigure, _config, _launch
     _handler = handler
+    _config, _launch, _reconfigure = config, launch, reconfigure
 
     def http_worker(int worker_id):
         global _handler
@@ -109,7 +143,7 @@ def run_primary(handler, config, launch, on_worker_start=None, reload=None, work
             return 1
         own_fd = worker_setup(worker_id) if worker_setup is not None else None
         status = _run_http_worker(
-            _fill_c_config(config, launch, worker_id, -1 if own_fd is None else own_fd))
+            _fill_c_config(_config, launch, worker_id, -1 if own_fd is None else own_fd))
         _run_hook(exit_hook, worker_id, "on-worker-exit")
         return status
 
@@ -132,7 +166,7 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
     """The cluster manager without HTTP: forks n workers running
     target(worker_id), respawns those that die, and returns the exit status
     once stopped by SIGTERM/SIGINT/SIGQUIT."""
-    global _child_target
+    global _child_target, _reconfigure
     if not callable(target):
         raise TypeError("target must be callable")
     if n < 1:
@@ -144,6 +178,7 @@ def spawn_workers(int n, target, double graceful_timeout=30.0):
         return result if type(result) is int else 0
 
     _child_target = run_target
+    _reconfigure = None  # nothing to re-read: a SIGHUP replaces the workers
     from dataclasses import replace
     from tailfast.config import default_config
     # no request timeout: these workers serve no requests

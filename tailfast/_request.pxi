@@ -44,13 +44,73 @@ cdef str _method_str(const char *p, size_t n):
     return p[:n].decode("latin-1")
 
 
+cdef object _body_error(int err):
+    """The exception a failed read of a streamed body raises (errno from csrc/body.c)."""
+    if err == ETIMEDOUT:
+        return BodyTimeout("no request body bytes arrived within --body-timeout")
+    if err == EMSGSIZE:
+        return PayloadTooLarge("the request body is larger than --limit-request-body")
+    if err == EBADMSG:
+        return BadRequest("the chunked request body is malformed")
+    return ClientDisconnected(err, "the client went away before the request body ended")
+
+
+cdef extern from "Python.h":
+    # as raw pointers: _PyBytes_Resize needs the only reference, held in C
+    PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t size)
+    char *_bytes_data "PyBytes_AS_STRING"(PyObject *o) nogil
+    void _drop "Py_XDECREF"(PyObject *o)
+
+
+cdef bytes _read_unlocked(tf_body *b, Py_ssize_t n):
+    """A runner's read: at most n bytes into a new bytes object, the wait and the
+    copy without the GIL, the object cut to what arrived (no second copy)."""
+    cdef PyObject *raw = _new_bytes(NULL, n)
+    cdef ssize_t got
+    cdef int err = 0
+    if raw == NULL:
+        raise MemoryError()
+    cdef char *buf = _bytes_data(raw)
+    with nogil:
+        got = tf_body_read(b, buf, <size_t>n)
+        if got < 0:
+            err = errno
+    if got < 0:
+        _drop(raw)
+        raise _body_error(err)
+    if got < n:
+        _PyBytes_Resize(&raw, got)  # on failure raw is freed and set to NULL; raises
+    cdef bytes out = <bytes>raw
+    Py_DECREF(out)  # the reference raw held is out's now
+    return out
+
+
+DEF _STREAM_CHUNK = 65536  # request.stream()'s default piece
+
+
+cdef inline void _attach_body(Request request, tf_conn *conn, const char *body,
+                              size_t body_len) noexcept:
+    """on_request's body for request: whole (body, body_len), or, body NULL,
+    streamed from the connection (tf_conn_body; csrc/tailfast.h)."""
+    request._body_ptr = body
+    request._body_len = body_len
+    if body == NULL:
+        request._stream = tf_conn_body(conn)
+        request._streamed = True
+
+
 cdef class Request:
     """One HTTP request. Fields are read from the connection's buffer when first
-    used; a Request kept after the handler returns is copied out first."""
+    used; a Request kept after the handler returns is copied out first. A large
+    body (or one behind Expect: 100-continue) is read from the connection while
+    the handler runs: request.body (all of it) or request.stream() (pieces)."""
 
     cdef const tf_request *_req
     cdef const char *_body_ptr
     cdef size_t _body_len
+    cdef tf_body *_stream  # the body still arriving (NULL: whole, or detached)
+    cdef bint _streamed    # the body was streamed (tf_conn_body)
+    cdef int _stream_state  # 0: untouched, 1: stream() began, 2: read to its end
     cdef tf_conn *_conn
     cdef object _method, _path, _raw_path, _query_string, _headers, _body, _remote, _scheme
     cdef object _host
@@ -137,11 +197,96 @@ cdef class Request:
 
     @property
     def body(self):
+        """The whole body as bytes (a streamed one is read to its end first)."""
         if self._body is None:
+            if self._streamed:
+                self._body = self._read_all()
+                return self._body
             if self._body_ptr == NULL and self._body_len:
                 self._live_req()  # raises: the body was not copied before its buffer was reused
             self._body = PyBytes_FromStringAndSize(self._body_ptr, self._body_len)
         return self._body
+
+    def stream(self, Py_ssize_t size=_STREAM_CHUNK):
+        """The body as an iterator of byte chunks of at most size bytes, read from
+        the connection as they arrive (a body that came whole: one chunk). Raises
+        ClientDisconnected, BodyTimeout (408), PayloadTooLarge (413) or
+        BadRequest (400) when the body cannot be read to its end."""
+        if size <= 0:
+            raise ValueError("size must be positive")
+        if not self._streamed or self._body is not None:
+            body = self.body
+            return iter((body,) if body else ())
+        if self._stream_state:
+            raise RuntimeError("the request body is already being read")
+        self._stream_state = 1
+        return self._chunks(size)
+
+    def _chunks(self, Py_ssize_t size):
+        while True:
+            chunk = self._read_chunk(size)
+            if not chunk:
+                self._stream_state = 2
+                return
+            yield chunk
+
+    cdef tf_body *_live_stream(self) except NULL:
+        if self._stream == NULL:
+            raise RuntimeError("a streamed request body can be read only while its handler "
+                               "runs (read it before returning)")
+        return self._stream
+
+    cdef bytes _read_all(self):
+        if self._stream_state:
+            raise RuntimeError("the request body was read with stream(); request.body is "
+                               "not available after it")
+        self._stream_state = 1
+        cdef list parts = []
+        while True:
+            chunk = self._read_chunk(_STREAM_CHUNK)
+            if not chunk:
+                break
+            parts.append(chunk)
+        self._stream_state = 2
+        return b"".join(parts)
+
+    cdef object _take_now(self, Py_ssize_t n):
+        """For a reader on the loop's thread that must not wait (ASGI receive()):
+        at most n bytes of the streamed body that are here now, b"" at its end,
+        or None when none is here yet: cb->on_body(ctx, job) then follows once
+        for this deferred request (bytes, the end, or an error)."""
+        cdef tf_body *b = self._live_stream()
+        cdef const char *data
+        cdef ssize_t got = tf_body_take(b, &data)
+        if got == TF_BODY_AGAIN:
+            return None
+        if got < 0:
+            raise _body_error(errno)
+        if got > n:
+            got = n
+        out = PyBytes_FromStringAndSize(data, got)
+        tf_body_consume(b, <size_t>got)
+        if got == 0:
+            self._stream_state = 2
+        return out
+
+    cdef bytes _read_chunk(self, Py_ssize_t n):
+        """At most n bytes of the streamed body as they arrive; b"" at its end.
+        Inline (the loop's thread) the bytes are copied once, from the window;
+        on a runner thread the wait and the copy happen without the GIL."""
+        cdef tf_body *b = self._live_stream()
+        cdef int err = 0
+        if self._running:  # on a runner thread (--threads): the request is deferred
+            return _read_unlocked(b, n)
+        while True:
+            chunk = self._take_now(n)
+            if chunk is not None:
+                return chunk
+            if tf_body_wait(b) < 0:  # releases the GIL while it waits
+                err = errno
+                if err != EINTR:
+                    raise _body_error(err)
+                PyErr_CheckSignals()  # a handler's exception (--timeout) is raised here
 
     @property
     def query(self):
@@ -172,7 +317,7 @@ cdef class Request:
         """The body parsed as JSON. A body that is not valid JSON (or not UTF-8)
         raises tailfast.BadRequest, which answers 400 when the handler does not
         catch it."""
-        if self._body_len == 0 and self._body is None:
+        if self._body_len == 0 and self._body is None and not self._streamed:
             raise BadRequest("the request has no body; JSON was expected")
         try:
             return _json.loads(self.body)
@@ -234,12 +379,15 @@ cdef class Request:
         if self._req == NULL:
             return 0
         try:
-            self.method, self.path, self.query_string, self.headers, self.body
+            self.method, self.path, self.query_string, self.headers
+            if not self._streamed:
+                self.body  # a streamed body is never read here: the application did not want it
             self.remote_addr, self.host, self.cookies, self.scheme
         finally:
             self._req = NULL
             self._conn = NULL
             self._body_ptr = NULL
+            self._stream = NULL
         return 0
 
     def __repr__(self):

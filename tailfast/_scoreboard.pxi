@@ -1,6 +1,8 @@
 # The scoreboard (shared memory) read into plain Python dicts.
 # Included by _core.pyx.
 
+from tailfast._tf cimport tf_scoreboard_count_stall
+
 
 _PROC_STATES = {TF_W_STARTING: "starting", TF_W_IDLE: "idle", TF_W_BUSY: "busy",
                 TF_W_DRAINING: "draining"}
@@ -51,6 +53,7 @@ cdef dict _proc_dict(const tf_sb_proc *p, double mono, double wall):
         "open": p.open,
         "accepting": _ACCEPTING.get(p.accepting, "unknown"),
         "accept_pauses": _pauses(p.pauses),
+        "loop_stalls": p.loop_stalls,  # event-loop stalls past --loop-stall-warning
         "uptime": round(wall - p.started, 3) if p.started > 0 else 0.0,
         "heartbeat_age": round(mono - p.heartbeat, 3) if p.heartbeat > 0 else None,
         "request": f"{_cstr(p.method)} {_cstr(p.path)}" if busy else None,
@@ -98,10 +101,12 @@ cdef dict _snapshot(const tf_scoreboard *sb):
             slots.append(_slot_dict(i, sl, wall))
         retired_statuses = [sl.retired.status[k] for k in range(_status_classes(&sl.retired))]
         retired_pauses = _pauses(sl.retired_pauses)
-        if sl.retired_requests or any(retired_statuses) or any(retired_pauses.values()):
+        if (sl.retired_requests or any(retired_statuses) or any(retired_pauses.values())
+                or sl.retired_loop_stalls):
             # exited processes of this id (also ids above the current count)
             retired.append({"worker_id": i, "requests": sl.retired_requests,
-                            "stats": _stats(&sl.retired), "accept_pauses": retired_pauses})
+                            "stats": _stats(&sl.retired), "accept_pauses": retired_pauses,
+                            "loop_stalls": sl.retired_loop_stalls})
     return {
         "primary_pid": sb.primary_pid,
         "listen": _cstr(sb.listen),
@@ -136,3 +141,9 @@ def scoreboard_snapshot():
     if tf_sb == NULL:
         raise RuntimeError("no scoreboard: not running under the tailfast supervisor")
     return _snapshot(tf_sb)
+
+
+def count_loop_stall():
+    """Counts one event-loop stall in this worker's scoreboard entry (tailfast.watchdog
+    calls it from its thread; nothing outside a worker)."""
+    tf_scoreboard_count_stall()

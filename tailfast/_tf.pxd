@@ -64,6 +64,7 @@ cdef extern from "tailfast.h" nogil:
         int (*on_complete)(void *ctx, tf_job *job, int alive) noexcept
         void (*on_overrun)(void *ctx, tf_job *job) noexcept
         int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort) noexcept
+        void (*on_body)(void *ctx, tf_job *job) noexcept
 
     ctypedef struct tf_worker_config:
         int listen_fd
@@ -75,6 +76,7 @@ cdef extern from "tailfast.h" nogil:
         double body_timeout
         double request_timeout
         int64_t max_body_size
+        int64_t ws_max_message_size
         tf_limits limits
         uint64_t max_requests
         int balance
@@ -104,6 +106,15 @@ cdef extern from "tailfast.h" nogil:
     int tf_conn_respond_end(tf_conn *conn, int complete)
     int tf_conn_peer(const tf_conn *conn, char *host, size_t host_cap, int *port)
     void tf_conn_defer(tf_conn *conn, tf_job *job)
+    ctypedef struct tf_body:
+        pass
+    enum: TF_BODY_WINDOW
+    enum: TF_BODY_AGAIN
+    tf_body *tf_conn_body(tf_conn *conn)
+    int tf_body_wait(tf_body *body)
+    ssize_t tf_body_take(tf_body *body, const char **data)
+    void tf_body_consume(tf_body *body, size_t n)
+    ssize_t tf_body_read(tf_body *body, char *buf, size_t cap)
     void tf_conn_pull(tf_conn *conn, void *source)
     void tf_runq_push(tf_job *job)
     tf_job *tf_runq_take() nogil
@@ -111,14 +122,6 @@ cdef extern from "tailfast.h" nogil:
     void tf_runq_stop() nogil
     tf_job *tf_runq_next(tf_job *done) nogil
     tf_job *tf_runq_poll(tf_job *done)
-
-    ctypedef struct tf_supervisor_callbacks:
-        void (*release)(void *ctx) noexcept
-        void (*acquire)(void *ctx) noexcept
-        void (*before_fork)(void *ctx) noexcept
-        void (*after_fork_parent)(void *ctx) noexcept
-        int (*child_main)(void *ctx, int worker_id) noexcept
-        void *ctx
 
     ctypedef struct tf_supervisor_config:
         int workers
@@ -132,6 +135,15 @@ cdef extern from "tailfast.h" nogil:
         double shutdown_delay
         int stop_filter
         const char *notify_socket
+
+    ctypedef struct tf_supervisor_callbacks:
+        void (*release)(void *ctx) noexcept
+        void (*acquire)(void *ctx) noexcept
+        void (*before_fork)(void *ctx) noexcept
+        void (*after_fork_parent)(void *ctx) noexcept
+        int (*child_main)(void *ctx, int worker_id) noexcept
+        int (*before_roll)(void *ctx, tf_supervisor_config *cfg) noexcept
+        void *ctx
 
     int tf_supervise(const tf_supervisor_config *cfg, const tf_supervisor_callbacks *cb)
     int tf_signals_unblock_all()
@@ -177,6 +189,7 @@ cdef extern from "tailfast.h" nogil:
         tf_sb_stats stats
         int32_t accepting
         uint64_t pauses[TF_PAUSE_COUNT]
+        uint64_t loop_stalls
 
     ctypedef struct tf_sb_slot:
         int32_t state
@@ -187,6 +200,7 @@ cdef extern from "tailfast.h" nogil:
         uint64_t retired_requests
         tf_sb_stats retired
         uint64_t retired_pauses[TF_PAUSE_COUNT]
+        uint64_t retired_loop_stalls
 
     ctypedef struct tf_scoreboard:
         uint64_t magic
@@ -211,6 +225,7 @@ cdef extern from "tailfast.h" nogil:
     void tf_scoreboard_destroy(const char *path)
     const tf_scoreboard *tf_scoreboard_open(const char *path)
     void tf_scoreboard_close(const tf_scoreboard *sb)
+    void tf_scoreboard_count_stall() nogil
 
     int TF_LOG_COMMON, TF_LOG_COMBINED
     int tf_accesslog_open(const char *path, int format)

@@ -86,6 +86,8 @@ cdef int _on_complete(void *ctx, tf_job *job, int alive) noexcept:
         _answer_timeout(job.conn, request, False)
     except HTTPError as exc:
         _answer_http_error(job.conn, request, exc)
+    except ClientDisconnected:
+        pass  # the client went away (mid-body): no one to answer, nothing to fix
     except BaseException:
         _log_handler_error(request)
     finally:

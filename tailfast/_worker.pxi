@@ -89,8 +89,7 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
     cdef Request request = Request.__new__(Request)
     request._req = req
     request._conn = conn
-    request._body_ptr = body
-    request._body_len = body_len
+    _attach_body(request, conn, body, body_len)
     request._version_minor = req.version_minor
     request.worker_id = _worker_id
     if _threads > 1:
@@ -104,6 +103,8 @@ cdef int _on_request(void *ctx, tf_conn *conn, const tf_request *req,
         _answer_timeout(conn, request)
     except HTTPError as exc:
         _answer_http_error(conn, request, exc)
+    except ClientDisconnected:
+        pass  # the client went away (mid-body, mid-answer): no one to answer, nothing to fix
     except BaseException:
         _log_handler_error(request)
         # the C loop answers 500 when nothing was sent; a half-sent answer closes
@@ -145,6 +146,7 @@ cdef int _run_http_worker(CConfig c) except -1:
     cb.on_complete = _on_complete
     cb.on_overrun = _on_overrun
     cb.on_pull = _on_pull
+    cb.on_body = NULL  # no asynchronous body reader (tf_body_take) here
     cb.ctx = NULL
     if tf_accesslog_open(c.access_log, c.access_log_format) < 0:
         raise OSError(errno, f"cannot open the access log {os.fsdecode(c.access_log)!r}: "

@@ -52,6 +52,102 @@ cdef class _EmptyInput:
 
 cdef _EmptyInput _EMPTY_INPUT = _EmptyInput()
 
+
+cdef class _BodyInput:
+    """wsgi.input of a streamed body: reads from the connection as the body
+    arrives (the worker holds at most a window of it). read(n) returns n bytes
+    unless the body ends first. A client that goes away mid-body makes a read
+    raise ClientDisconnected (an OSError), not return short; a stalled one
+    BodyTimeout (408) after --body-timeout."""
+
+    cdef Request request
+    cdef bytes _buf      # bytes read but not returned yet, from _pos
+    cdef Py_ssize_t _pos
+    cdef bint _eof
+
+    cdef bytes _more(self, Py_ssize_t n):
+        if self._eof:
+            return b""
+        chunk = self.request._read_chunk(n)
+        if not chunk:
+            self._eof = True
+        return chunk
+
+    cdef bytes _rest(self):
+        rest = self._buf[self._pos:] if self._pos else self._buf
+        self._buf = b""
+        self._pos = 0
+        return rest
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            parts = [self._rest()]
+            while True:
+                chunk = self._more(_STREAM_CHUNK)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        cdef Py_ssize_t want = size, have = len(self._buf) - self._pos, total = 0
+        cdef list out = []
+        if have:
+            if have >= want:
+                self._pos += want
+                return self._buf[self._pos - want:self._pos]
+            out.append(self._rest())
+            total = have
+        while total < want:
+            chunk = self._more(want - total)
+            if not chunk:
+                break
+            out.append(chunk)
+            total += len(chunk)
+        return b"".join(out)
+
+    def readline(self, size=-1):
+        cdef Py_ssize_t limit = -1 if size is None or size < 0 else size
+        cdef Py_ssize_t total = 0, end, stop
+        cdef list parts = []
+        while limit < 0 or total < limit:
+            if self._pos < len(self._buf):
+                end = self._buf.find(b"\n", self._pos)
+                stop = len(self._buf) if end < 0 else end + 1
+                if limit >= 0 and stop - self._pos > limit - total:
+                    stop = self._pos + (limit - total)
+                    end = -1
+                parts.append(self._buf[self._pos:stop])
+                total += stop - self._pos
+                self._pos = stop
+                if end >= 0:
+                    break
+                continue
+            chunk = self._more(_STREAM_CHUNK)
+            if not chunk:
+                break
+            self._buf = chunk
+            self._pos = 0
+        return b"".join(parts)
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
 # validated response headers: (name, value) as given -> ((name bytes, value bytes),
 # Content-Length as int or -1); most applications send the same few again and again
 cdef dict _HEADER_CACHE = {}
@@ -321,8 +417,8 @@ cdef dict _wsgi_environ(Request request, dict base):
     env["wsgi.url_scheme"] = request._scheme  # from a trusted proxy (tailfast.proxy)
     env["REMOTE_PORT"] = str(request._remote_port)
     _add_header_keys(env, req)
-    if req.chunked:
-        env["CONTENT_LENGTH"] = str(request._body_len)
+    if req.chunked and not request._streamed:
+        env["CONTENT_LENGTH"] = str(request._body_len)  # decoded whole: its length is known
     host = _target_authority(req)
     if host is not None:
         env["HTTP_HOST"] = host  # RFC 9112 3.2.2: the target's authority wins
@@ -335,7 +431,13 @@ cdef dict _wsgi_environ(Request request, dict base):
             env["SERVER_PORT"] = port
         else:
             env["SERVER_NAME"] = host
-    env["wsgi.input"] = BytesIO(request.body) if request._body_len else _EMPTY_INPUT
+    if request._streamed:
+        body_input = _BodyInput.__new__(_BodyInput)
+        (<_BodyInput>body_input).request = request
+        (<_BodyInput>body_input)._buf = b""
+        env["wsgi.input"] = body_input
+    else:
+        env["wsgi.input"] = BytesIO(request.body) if request._body_len else _EMPTY_INPUT
     return env
 
 

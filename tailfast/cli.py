@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,15 @@ interfaces (detected from the callable's signature; --interface to choose):
   asgi    async app(scope, receive, send): FastAPI, Starlette, Django (ASGI 3)
             tailfast run examples.fastapi_app:app
             tailfast run examples.django_site.asgi:application  (Django's asgi.py)
+
+development and deploys:
+  --reload  watch the .py and .env files; when a change imports, replace the
+            workers one at a time (a broken save keeps the old ones serving)
+            tailfast run examples.hello:app --reload --env development
+  SIGHUP    rolling restart that also reads .env and .env.<mode> again: new
+            code, settings and variables; --bind, --backlog, --balance, --fd,
+            --no-preload and --reload-* need a restart
+            kill -HUP $(cat tailfast.pid)
 """
 
 
@@ -70,31 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     from tailfast.app import app_reloader, detect_interface, import_app, parse_app_spec
-    from tailfast.config import load_config
-    from tailfast.server import export_file_environ, run
+    from tailfast.config import Config, load_config
+    from tailfast.server import ConfigSource, export_file_environ, run
 
-    config = load_config({name: getattr(args, name) for name in args.setting_names})
+    cli = {name: getattr(args, name) for name in args.setting_names}
+    # before .env values are exported into it: SIGHUP reads the files again over this
+    source = ConfigSource(cli, dict(os.environ), os.getcwd())
+    config = load_config(cli)
     # parsed here, before any fork: a malformed spec is a start-up error (exit 2)
     spec = parse_app_spec(args.app, config.factory)
     export_file_environ(config)
-    import_fresh = app_reloader(spec)
+    # one per value of --factory, which a SIGHUP may change; both made before any import
+    import_fresh = {factory: app_reloader(parse_app_spec(args.app, factory))
+                    for factory in (False, True)}
 
     def hook(spec: str) -> Callable[[int], Any] | None:
         return import_app(spec) if spec else None
 
-    def load() -> tuple[Callable[..., Any], Callable[[int], Any] | None,
-                        Callable[[int], Any] | None]:
+    def load(now: Config) -> tuple[Callable[..., Any], Callable[[int], Any] | None,
+                                   Callable[[int], Any] | None]:
         # hooks after the app: a reload has just dropped the app's modules
-        app = import_fresh()
-        detect_interface(app, config.interface)  # an undetectable app fails here
-        return app, hook(config.on_worker_start), hook(config.on_worker_exit)
+        app = import_fresh[now.factory]()
+        detect_interface(app, now.interface)  # an undetectable app fails here
+        return app, hook(now.on_worker_start), hook(now.on_worker_exit)
 
     if not config.preload:
-        return run(None, config, reload=load, name=args.app)
+        return run(None, config, reload=load, name=args.app, source=source)
     app = import_app(spec)
     detect_interface(app, config.interface)  # an undetectable app fails before any fork
     start_hook, exit_hook = hook(config.on_worker_start), hook(config.on_worker_exit)
-    return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook, name=args.app)
+    return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook, name=args.app,
+               source=source)
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tailfast.log import LEVELS as LOG_LEVELS
 __all__ = [
     "SETTINGS",
     "BindAddress",
+    "NEEDS_RESTART",
     "Config",
     "Setting",
     "add_arguments",
@@ -40,6 +41,7 @@ __all__ = [
     "default_config",
     "load_config",
     "parse_bind",
+    "reread_config",
 ]
 
 DEFAULT_MODE = "production"
@@ -154,6 +156,22 @@ def _seconds(minimum: float, *, strict: bool, expected: str) -> Callable[[str], 
     return parse
 
 
+# The watchdog wakes every threshold/4: below this it would cost CPU for nothing.
+MIN_STALL_WARNING = 0.05
+STALL_EXPECTED = (f"expected seconds >= {MIN_STALL_WARNING:g} (0 = off), "
+                  f"at most {MAX_SECONDS:g} (one day)")
+
+
+def _parse_stall_warning(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(STALL_EXPECTED) from None
+    if number != 0 and not MIN_STALL_WARNING <= number <= MAX_SECONDS:  # NaN fails too
+        raise ValueError(STALL_EXPECTED)
+    return number
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     expected = "expected one of " + ", ".join(choices)
 
@@ -253,6 +271,14 @@ def _parse_url_path(value: str) -> str:
     return text
 
 
+def _parse_list(value: str) -> tuple[str, ...]:
+    """Comma-separated items (a repeated flag's values are joined with commas)."""
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if any("\0" in item for item in items):
+        raise ValueError("expected comma-separated paths or globs")
+    return items
+
+
 def _parse_allow_ips(value: str) -> str:
     from tailfast.proxy import parse_allow_ips
 
@@ -276,6 +302,7 @@ class Setting:
     help: str
     metavar: str
     const: str | None = None  # a flag taking no value stores this text (e.g. --no-preload)
+    multiple: bool = False  # the flag may be repeated: its values are joined with commas
     # Where C reads it, filled by tailfast/_settings.pxi: a field of the C config
     # structs ("worker.…", "worker.limits.…", "supervisor.…") or an argument of
     # another C call ("tf_accesslog_open.path"); None when only Python reads it.
@@ -402,6 +429,22 @@ SETTINGS: tuple[Setting, ...] = (
         c_field="supervisor.timeout_grace",
     ),
     Setting(
+        # 0.5 s: far above a healthy loop's turn (milliseconds; a full GC of a large
+        # heap stays under ~0.1 s), so a warning means a real blocking call, and far
+        # below what users notice as a hang; a stall of 1.25 x this is always caught
+        # (tailfast/watchdog.py). Only Python reads it (the watchdog thread).
+        name="loop_stall_warning",
+        value_type=float,
+        parse=_parse_stall_warning,
+        default="0.5",
+        flags=("--loop-stall-warning",),
+        env=("TAILFAST_LOOP_STALL_WARNING",),
+        help="log a warning with the Python stack that holds a worker's event loop "
+        "(ASGI, async handlers) when it has not come back for this many seconds, and "
+        "count it in the metrics (0 = off)",
+        metavar="SECONDS",
+    ),
+    Setting(
         name="shutdown_delay",
         value_type=float,
         parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
@@ -467,6 +510,18 @@ SETTINGS: tuple[Setting, ...] = (
         help="longest header field line in bytes (name, colon and value); longer is 431",
         metavar="BYTES",
         c_field="worker.limits.max_header_field",
+    ),
+    Setting(
+        name="ws_max_message_size",
+        value_type=int,
+        parse=_parse_size,
+        default="16m",  # as uvicorn's --ws-max-size and the websockets package
+        flags=("--ws-max-message-size",),
+        env=("TAILFAST_WS_MAX_MESSAGE_SIZE",),
+        help="largest WebSocket message in bytes (all its fragments), with optional suffix "
+        "k, m or g; a larger one closes the connection with 1009 (0 = unlimited)",
+        metavar="BYTES",
+        c_field="worker.ws_max_message_size",
     ),
     Setting(
         name="threads",
@@ -737,9 +792,68 @@ SETTINGS: tuple[Setting, ...] = (
         "X-Forwarded-For, X-Forwarded-Proto and Forwarded headers are trusted",
         metavar="CIDRS",
     ),
+    Setting(
+        name="reload",
+        value_type=bool,
+        parse=_parse_bool,
+        default="false",
+        flags=("--reload",),
+        env=("TAILFAST_RELOAD",),
+        help="development: watch the application's .py files and the .env files and, when "
+        "one changes and the new code imports, replace the workers one at a time (the "
+        "application is then imported in the workers only; needs the watchfiles package: "
+        "pip install 'tailfast[reload]')",
+        metavar="",
+        const="true",
+    ),
+    Setting(
+        name="reload_dirs",
+        value_type=tuple,
+        parse=_parse_list,
+        default="",
+        flags=("--reload-dir",),
+        env=("TAILFAST_RELOAD_DIRS",),
+        help="with --reload: a directory to watch instead of the working directory "
+        "(repeat the flag, or separate with commas)",
+        metavar="DIR",
+        multiple=True,
+    ),
+    Setting(
+        name="reload_include",
+        value_type=tuple,
+        parse=_parse_list,
+        default="",
+        flags=("--reload-include",),
+        env=("TAILFAST_RELOAD_INCLUDE",),
+        help="with --reload: also watch files matching this glob, e.g. '*.html' (besides "
+        "*.py and the .env files; repeatable or comma-separated)",
+        metavar="GLOB",
+        multiple=True,
+    ),
+    Setting(
+        name="reload_exclude",
+        value_type=tuple,
+        parse=_parse_list,
+        default="",
+        flags=("--reload-exclude",),
+        env=("TAILFAST_RELOAD_EXCLUDE",),
+        help="with --reload: ignore files matching this glob, e.g. 'tests/*' (a file name, "
+        "a path below a watched directory or a directory name; repeatable or comma-separated)",
+        metavar="GLOB",
+        multiple=True,
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+# Settings that a SIGHUP (or a --reload roll) cannot change: they are tied to
+# the listening socket, to what the primary did once at start (imported the
+# application, wrote the pid file, started the file watcher), or they choose
+# the files that are re-read. A new value is logged once as needing a restart.
+NEEDS_RESTART: frozenset[str] = frozenset({
+    "bind", "fd", "backlog", "balance", "preload", "pid_file", "env_file",
+    "reload", "reload_dirs", "reload_include", "reload_exclude",
+})
 
 
 def _config_class() -> type:
@@ -768,6 +882,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if s.const is not None:
             parser.add_argument(
                 *s.flags, dest=s.name, default=None, action="store_const", const=s.const, help=text
+            )
+        elif s.multiple:
+            parser.add_argument(
+                *s.flags, dest=s.name, default=None, action="append", metavar=s.metavar, help=text
             )
         else:
             parser.add_argument(
@@ -901,6 +1019,8 @@ def _lookup_cli(setting: Setting, cli: Mapping[str, str | None]) -> _Raw | None:
     value = cli.get(setting.name)
     if value is None:
         return None
+    if isinstance(value, (list, tuple)):  # a repeated flag (action="append")
+        value = ",".join(value)
     return _Raw(str(value), f"flag {setting.flag}")
 
 
@@ -987,13 +1107,17 @@ def load_config(
 def _resolve(raws: Mapping[str, _Raw], file_environ: dict[str, str]) -> Config:
     """Parses the raw text chosen for every setting into a Config."""
     values = {name: _parse(SETTINGS_BY_NAME[name], raw) for name, raw in raws.items()}
+    sources = {name: raw.source for name, raw in raws.items()}
+    if values["reload"]:  # the primary never imports the application: a broken save cannot
+        values["preload"] = False  # take it down, and each new worker imports the new code
+        sources["preload"] = f"{sources['reload']} (imports in the workers)"
     requested: str = values.pop("workers")
     cpu_max_path: str = values["cpu_max_path"]
     workers = available_cpus(cpu_max_path or None) if requested == "auto" else int(requested)
     return Config(
         workers=workers,
         workers_requested=requested,
-        sources={name: raw.source for name, raw in raws.items()},
+        sources=sources,
         file_environ=file_environ,
         **values,
     )
@@ -1003,3 +1127,36 @@ def default_config() -> Config:
     """Every setting at its default, without reading flags, the environment or
     .env files (for spawn_workers and tests)."""
     return _resolve({s.name: _Raw(s.default, "default") for s in SETTINGS}, {})
+
+
+def reread_config(
+    running: Config,
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    cwd: str | Path | None = None,
+) -> tuple[Config, list[str]]:
+    """The configuration as a SIGHUP sees it: cli and environ are those of the
+    start (the primary's own environment before .env values were exported to
+    it), the .env files are read again, with the same precedence as at start.
+    Settings in NEEDS_RESTART keep their running values; returns the Config
+    and one line per such setting whose new value is not applied. Raises
+    ConfigError like load_config."""
+    new = load_config(cli, environ, cwd)
+    kept: dict[str, Any] = {}
+    notes: list[str] = []
+    sources = dict(new.sources)
+    for name in sorted(NEEDS_RESTART):
+        before, after = getattr(running, name), getattr(new, name)
+        if before == after:
+            continue
+        notes.append(f"{name} {_shown(after)} (from {new.sources[name]}) needs a restart; "
+                     f"still {_shown(before)}")
+        kept[name] = before
+        sources[name] = running.sources.get(name, "default")
+    return replace(new, sources=sources, **kept), notes
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return repr(",".join(value))
+    return repr(str(value))

@@ -39,7 +39,20 @@ class BadRequest(HTTPError, ValueError):
 
 
 class ClientDisconnected(OSError):
-    """The client went away (or stalled past the timeout) while a body was streamed to it."""
+    """The client went away (or stalled past the timeout) while a body was streamed to
+    it, or before the request body it was sending ended (a read of the body raises it)."""
+
+
+class BodyTimeout(HTTPError, TimeoutError):
+    """No request body bytes arrived for --body-timeout while the application read: 408."""
+
+    status = 408
+
+
+class PayloadTooLarge(HTTPError):
+    """A chunked request body grew past --limit-request-body while being read: 413."""
+
+    status = 413
 
 
 class RequestTimeout(BaseException):

@@ -65,6 +65,7 @@ class _Totals:
         self.latency = [0] * (len(snapshot["latency_bounds"]) + 1)
         self.latency_sum = 0.0
         self.per_worker = _by_worker([*procs, *retired], "requests")
+        self.loop_stalls = _by_worker([*procs, *retired], "loop_stalls")
         self.pauses = dict.fromkeys(PAUSE_REASONS, 0)
         for entry in [*procs, *retired]:
             for reason, count in entry.get("accept_pauses", {}).items():
@@ -81,7 +82,7 @@ def _by_worker(procs: list[dict[str, Any]], field: str) -> dict[int, int]:
     """field summed per worker id (a worker being replaced counts with its successor)."""
     totals: dict[int, int] = {}
     for p in procs:
-        totals[p["worker_id"]] = totals.get(p["worker_id"], 0) + p[field]
+        totals[p["worker_id"]] = totals.get(p["worker_id"], 0) + p.get(field, 0)
     return totals
 
 
@@ -111,6 +112,13 @@ def _write_counters(w: _Writer, snapshot: dict[str, Any], t: _Totals) -> None:
              "accept out of descriptors (EMFILE, ENFILE) or memory, at --max-connections.")
     for reason, count in t.pauses.items():
         w.sample("tailfast_accept_pauses_total", count, [("reason", reason)])
+
+    w.family("tailfast_loop_stalls_total", "counter",
+             "Times a worker's event loop was held longer than --loop-stall-warning "
+             "(each logged with the stack holding it), by worker id.")
+    for worker in sorted(t.per_worker):
+        w.sample("tailfast_loop_stalls_total", t.loop_stalls.get(worker, 0),
+                 [("worker", str(worker))])
 
 
 def _write_latency(w: _Writer, bounds: list[float], t: _Totals) -> None:

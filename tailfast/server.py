@@ -12,7 +12,7 @@ from typing import Any
 
 from tailfast import _core, proxy
 from tailfast.app import detect_interface, is_coroutine_callable
-from tailfast.config import Config, load_config
+from tailfast.config import Config, load_config, reread_config
 from tailfast.errors import ConfigError
 from tailfast.inherited import warning_lines
 from tailfast.listen import (
@@ -23,7 +23,7 @@ from tailfast.listen import (
     remove_unix_socket,
     reuseport_socket,
 )
-from tailfast.log import DEBUG, LEVELS, WARNING, log, set_level
+from tailfast.log import DEBUG, ERROR, LEVELS, WARNING, log, set_level
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,59 @@ def export_file_environ(config: Config) -> None:
     """Makes .env values visible to the app, never overriding the real environment."""
     for name, value in config.file_environ.items():
         os.environ.setdefault(name, value)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """What the configuration was read from at start, to read it again on SIGHUP."""
+
+    cli: Mapping[str, Any]  # setting name -> the flag's raw value (None: not given)
+    environ: Mapping[str, str]  # the process environment before .env values were exported
+    cwd: str  # where .env and .env.<mode> are
+
+
+class LiveConfig:
+    """The configuration in force in the primary (the workers forked from now
+    on get it), read again from its source on SIGHUP."""
+
+    def __init__(self, config: Config, source: ConfigSource | None) -> None:
+        self.config = config
+        self.source = source
+        self._reported: set[str] = set()  # "needs a restart" lines already logged
+
+    def reread(self) -> Config | None:
+        """The next generation's Config, applied to the primary; None (and the
+        error logged as at start-up) when a value is bad: no roll."""
+        assert self.source is not None
+        try:
+            new, notes = reread_config(self.config, self.source.cli, self.source.environ,
+                                       self.source.cwd)
+            check_access_log(new.access_log)
+        except ConfigError as exc:
+            log(f"SIGHUP: {exc}; the current configuration keeps serving (no roll)", ERROR)
+            return None
+        for note in notes:
+            if note not in self._reported:  # once, not again at every --reload roll
+                self._reported.add(note)
+                log(f"SIGHUP: {note}", WARNING)
+        self._apply(new)
+        return new
+
+    def _apply(self, new: Config) -> None:
+        """What the primary holds for its future workers: their environment,
+        the log level, trusted proxies, the descriptor limit."""
+        base = self.source.environ if self.source is not None else {}
+        for name in self.config.file_environ:
+            if name not in base:  # the old files' value, not the process environment's
+                os.environ.pop(name, None)
+        for name, value in new.file_environ.items():
+            if name not in base:  # the process environment wins, as at start-up
+                os.environ[name] = value
+        set_level(LEVELS[new.log_level])
+        proxy.configure(new.forwarded_allow_ips)
+        if new.max_connections != self.config.max_connections:
+            raise_descriptor_limit(new)  # its warning, if any, once per change
+        self.config = new
 
 
 def as_handler(
@@ -183,24 +236,52 @@ def remove_pid_file(path: str) -> None:
         pass
 
 
+def _plan_reload(config: Config, source: ConfigSource | None, name: str | None) -> Any:
+    """--reload's watcher plan (tailfast.reload.WatchPlan), or None without --reload."""
+    if not config.reload:
+        return None
+    from tailfast import reload as reloading  # not imported otherwise: `-m tailfast.reload`
+
+    return reloading.plan_watch(config, source, name)
+
+
+def _announce(config: Config, launch: Launch) -> None:
+    """The listening line (tools and tests read the port from it), warnings
+    about inherited descriptors, the pid file."""
+    log(
+        f"primary {os.getpid()} listening on {launch.listen_url} "
+        f"({config.workers} worker{'s' if config.workers != 1 else ''}, {config.env})"
+    )
+    for line in warning_lines({launch.listen_fd}):
+        log(line, WARNING)
+    if config.pid_file:
+        with open(config.pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+
 def run(
     app: Callable[..., Any] | None,
     config: Config,
     on_worker_start: Hook | None = None,
-    reload: Callable[[], Loaded] | None = None,
+    reload: Callable[[Config], Loaded] | None = None,
     on_worker_exit: Hook | None = None,
     name: str | None = None,
+    source: ConfigSource | None = None,
 ) -> int:
     """Serves app with config until stopped; returns the primary's exit status.
 
-    reload() returns (app, on_worker_start, on_worker_exit) as they are on
-    disk now: workers forked after a SIGHUP call it (rolling restart with new
-    code), and every worker does when config.preload is off (app is then
-    None: the primary never imports it). Without reload, a
-    SIGHUP still replaces every worker, with the code already loaded.
-    name (e.g. "myapp:app") goes into the process titles."""
+    reload(config) returns (app, on_worker_start, on_worker_exit) as they are
+    on disk now: workers forked after a SIGHUP call it (rolling restart with
+    new code), and every worker does when config.preload is off (app is then
+    None: the primary never imports it). Without reload, a SIGHUP still
+    replaces every worker, with the code already loaded. With source, a
+    SIGHUP reads the configuration again (LiveConfig). name (e.g.
+    "myapp:app") goes into the process titles; with --reload it is the
+    application the watcher checks."""
     set_level(LEVELS[config.log_level])
     handler = None if app is None else as_handler(app, config.interface, config.script_name)
+    live = LiveConfig(config, source)
+    watch = _plan_reload(config, source, name)
     proxy.configure(config.forwarded_allow_ips)
     check_access_log(config.access_log)
     raise_descriptor_limit(config)
@@ -217,22 +298,18 @@ def run(
 
     def reload_handler() -> Loaded:
         assert reload is not None
-        new_app, start_hook, exit_hook = reload()
-        return as_handler(new_app, config.interface, config.script_name), start_hook, exit_hook
+        current = live.config  # as the last SIGHUP left it
+        new_app, start_hook, exit_hook = reload(current)
+        return as_handler(new_app, current.interface, current.script_name), start_hook, exit_hook
 
+    watcher = None
     try:
         launch = Launch(sock.fileno(), listener_url(sock, config), inherited,
                         scoreboard_path(os.getpid()), notify_socket)
         worker_setup = reuseport_setup(sock, config) if config.balance == "reuseport" else None
-        log(
-            f"primary {os.getpid()} listening on {launch.listen_url} "
-            f"({config.workers} worker{'s' if config.workers != 1 else ''}, {config.env})"
-        )
-        for line in warning_lines({sock.fileno()}):
-            log(line, WARNING)
-        if config.pid_file:
-            with open(config.pid_file, "w") as f:
-                f.write(f"{os.getpid()}\n")
+        _announce(config, launch)
+        if watch is not None:
+            watcher = watch.start()
         # Objects alive now are shared copy-on-write with every worker; freezing
         # them keeps the collector from touching (and so copying) their pages.
         gc.collect()
@@ -247,9 +324,14 @@ def run(
                 worker_setup,
                 on_worker_exit,
                 config.preload or reload is None,
+                live.reread if source is not None else None,
             )
         )
     finally:
+        if watcher is not None:
+            from tailfast.reload import stop_watcher
+
+            stop_watcher(watcher)
         sock.close()
         remove_unix_socket(config)
         if config.pid_file:
@@ -269,6 +351,7 @@ def serve(
     raw: Mapping[str, str | None] = {
         name: None if value is None else str(value) for name, value in settings.items()
     }
+    source = ConfigSource(raw, dict(os.environ), os.getcwd())
     config = load_config(raw)
     export_file_environ(config)
-    return run(app, config, on_worker_start, on_worker_exit=on_worker_exit)
+    return run(app, config, on_worker_start, on_worker_exit=on_worker_exit, source=source)

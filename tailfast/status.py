@@ -62,7 +62,7 @@ def _pauses(process: dict[str, Any]) -> str:
 def format_table(snapshot: dict[str, Any]) -> str:
     """One header line, then a row per worker process and per slot in back-off. PAUSES:
     times the worker paused accepting, above its fair share/out of descriptors/at
-    --max-connections."""
+    --max-connections. STALLS: times its event loop was held past --loop-stall-warning."""
     depth = snapshot["queue_depth"]
     queue = "n/a" if depth < 0 else f"{depth}/{snapshot['queue_max']}"
     lines = [
@@ -70,8 +70,8 @@ def format_table(snapshot: dict[str, Any]) -> str:
         f"{snapshot['workers']} workers, generation {snapshot['generation']}, "
         f"up {snapshot['uptime']:.0f} s, listen queue {queue}",
         f"{'ID':>3} {'PID':>8} {'STATE':<9} {'GEN':>3} {'REQUESTS':>9} {'ACCEPTED':>9} "
-        f"{'OPEN':>5} {'PAUSES':>13} {'UP(s)':>7} {'RSS(MiB)':>8} {'RESTARTS':>8} "
-        f"{'THREADS':>9}  REQUEST",
+        f"{'OPEN':>5} {'PAUSES':>13} {'STALLS':>6} {'UP(s)':>7} {'RSS(MiB)':>8} "
+        f"{'RESTARTS':>8} {'THREADS':>9}  REQUEST",
     ]
     slots = {s["worker_id"]: s for s in snapshot["slots"]}
     for p in sorted(snapshot["processes"], key=lambda p: (p["worker_id"], p["uptime"])):
@@ -90,14 +90,14 @@ def format_table(snapshot: dict[str, Any]) -> str:
         lines.append(
             f"{p['worker_id']:>3} {p['pid']:>8} {p['state']:<9} {p['generation']:>3} "
             f"{p['requests']:>9} {p['accepted']:>9} {p['open']:>5} {_pauses(p):>13} "
-            f"{p['uptime']:>7.0f} "
+            f"{p.get('loop_stalls', 0):>6} {p['uptime']:>7.0f} "
             f"{_mib(p['rss']):>8} {slot.get('restarts', 0):>8} {threads:>9}  {request}"
         )
     for slot in snapshot["slots"]:
         if slot["state"] == "backoff":
             lines.append(
                 f"{slot['worker_id']:>3} {'-':>8} {'backoff':<9} {'':>3} {'':>9} {'':>9} "
-                f"{'':>5} {'':>13} {'':>7} {'':>8} {slot['restarts']:>8} {'':>9}  "
+                f"{'':>5} {'':>13} {'':>6} {'':>7} {'':>8} {slot['restarts']:>8} {'':>9}  "
                 f"{slot['crashes']} crashes, next attempt in {slot['next_attempt_in']:.1f} s"
             )
     return "\n".join(lines)

@@ -270,3 +270,17 @@ def test_context_variables_stay_with_their_request(run_server):
     for path in ("/?a", "/wait?b", "/?c", "/wait?d"):
         expected = f"unset {path.split('?')[1]}".encode()
         assert http_request(server.port, "GET", path)[2] == expected
+
+
+def test_large_body_streams_into_receive(run_server):
+    """A body above the C window arrives in several http.request events."""
+    server = _asgi(run_server, "asgiapps:app")
+    body = bytes(range(256)) * 8192  # 2 MiB
+    status, _, answer = http_request(server.port, "POST", "/echo", body=body)
+    assert (status, answer) == (200, body)
+    with connect(server.port) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(64):
+            s.sendall(b"4000\r\n" + b"y" * 0x4000 + b"\r\n")
+        s.sendall(b"0\r\n\r\n")
+        assert read_response(s).body == b"y" * (64 * 0x4000)

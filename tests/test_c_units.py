@@ -1,6 +1,6 @@
 """Builds and runs the C unit tests (tests/c/*.c) and compiles every csrc file warning-free.
 
-The parser and the access log are plain C with no Python in them, so they are
+The parsers (HTTP, WebSocket) and the access log are plain C with no Python in them, so they are
 tested as plain C: one program per unit, built with AddressSanitizer and
 UBSan, which aborts on the first over-read or undefined behaviour.
 """
@@ -22,6 +22,11 @@ PROGRAMS: dict[str, list[str]] = {
     "test_http": ["http.c", "log.c"],
     "test_accesslog": ["accesslog.c", "log.c"],
     "test_clock": [],  # clock.h is header-only
+    "test_websocket": ["websocket.c", "http.c", "log.c"],  # http.c builds its test requests
+    # a request body's readers through a whole worker loop
+    "test_body": ["worker.c", "accept.c", "conn.c", "serve.c", "body.c", "dispatch.c",
+                  "respond.c", "runq.c", "http.c", "log.c", "observe.c", "accesslog.c",
+                  "scoreboard.c"],
 }
 
 SANITIZE = [
@@ -59,7 +64,8 @@ def test_c_unit_tests_with_sanitizers(tmp_path: Path, program: str) -> None:
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     work = tmp_path / "files"  # where a test program may write (the access log's files)
     work.mkdir()
-    args = [str(exe)] if program == "test_http" else [str(exe), str(work)]
+    without_dir = ("test_http", "test_websocket", "test_body")
+    args = [str(exe)] if program in without_dir else [str(exe), str(work)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output

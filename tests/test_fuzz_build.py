@@ -1,4 +1,4 @@
-"""The libFuzzer target (tests/fuzz/) still builds and passes its seed corpus.
+"""The libFuzzer targets (tests/fuzz/) still build and pass their seed corpora.
 
 It also runs the fuzzer from the seeds for a 30-second smoke run in CI's run
 (CI=true); a developer's plain `pytest` skips it. TAILFAST_FUZZ_SECONDS=N runs
@@ -20,15 +20,21 @@ ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "tests" / "fuzz"
 FLAGS = ["-std=c11", "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
          "-fno-sanitize-recover=all"]
+# target -> (the csrc files it links, its seed corpus)
+TARGETS: dict[str, tuple[list[str], Path]] = {
+    "fuzz_http": (["http.c", "log.c"], FUZZ / "corpus"),
+    "fuzz_websocket": (["websocket.c", "http.c", "log.c"], FUZZ / "corpus_websocket"),
+}
 
 
-@pytest.fixture(scope="module")
-def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def fuzzer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     clang = shutil.which("clang")
     if not clang:
         pytest.skip("clang is not installed")
-    exe = tmp_path_factory.mktemp("fuzz") / "fuzz_http"
-    sources = [FUZZ / "fuzz_http.c", ROOT / "csrc" / "http.c", ROOT / "csrc" / "log.c"]
+    name: str = request.param
+    exe = tmp_path_factory.mktemp("fuzz") / name
+    sources = [FUZZ / f"{name}.c", *(ROOT / "csrc" / c for c in TARGETS[name][0])]
     proc = subprocess.run([clang, *FLAGS, f"-I{ROOT / 'csrc'}", *map(str, sources), "-o", str(exe)],
                           capture_output=True, text=True, timeout=180)
     if proc.returncode != 0 and "clang_rt.fuzzer" in proc.stderr:
@@ -38,7 +44,7 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fuzz_target_passes_its_seed_corpus(fuzzer: Path, tmp_path: Path) -> None:
-    seeds = sorted((FUZZ / "corpus").iterdir())
+    seeds = sorted(TARGETS[fuzzer.name][1].iterdir())
     assert seeds
     proc = subprocess.run([str(fuzzer), *map(str, seeds)], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
@@ -67,7 +73,7 @@ def test_fuzz_smoke_run(fuzzer: Path, tmp_path: Path) -> None:
     corpus.mkdir()
     proc = subprocess.run(
         [str(fuzzer), f"-max_total_time={seconds}", "-max_len=4096", "-print_final_stats=1",
-         str(corpus), str(FUZZ / "corpus")],
+         str(corpus), str(TARGETS[fuzzer.name][1])],
         capture_output=True, text=True, timeout=seconds + 120, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -132,8 +132,10 @@ def vm_kib(pid: int, field: str) -> int:
 
 
 def test_an_announced_body_is_not_buffered_before_it_arrives(run_server):
-    # default limits: bodies up to 16 MiB
-    server = run_server("protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1")
+    # default limits: bodies up to 16 MiB; four runner threads, so that all four
+    # handlers wait for their bodies at once
+    server = run_server("protoapp:app", "--bind", "127.0.0.1:0", "--workers", "1",
+                        "--threads", "4")
     (pid,) = server.live_workers().values()
     size = 16 << 20
     head = (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
@@ -144,7 +146,7 @@ def test_an_announced_body_is_not_buffered_before_it_arrives(run_server):
         for _ in range(4):
             s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             s.sendall(head)
-            # "100 Continue" is sent once the head is read and checked
+            # "100 Continue" is sent once the application asks for the body
             assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
             socks.append(s)
         # VmData: what malloc reserved (untouched pages do not show in VmRSS

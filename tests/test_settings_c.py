@@ -31,6 +31,7 @@ OTHER_VALUES: dict[str, tuple[str, Any]] = {
     "timeout_grace": ("1.5", 1.5),
     "shutdown_delay": ("2", 2.0),
     "limit_request_body": ("1k", 1024),
+    "ws_max_message_size": ("64k", 65536),
     "limit_request_line": ("100", 100),
     "limit_request_fields": ("7", 7),
     "limit_request_field_size": ("200", 200),
@@ -107,6 +108,7 @@ def test_the_c_structs_get_the_defaults_of_the_table(tmp_path: Path) -> None:
     values = c_fields(load_config({}, environ={}, cwd=tmp_path))
     assert values["worker.keepalive_timeout"] == 5.0
     assert values["worker.max_body_size"] == 16 * 1024 * 1024
+    assert values["worker.ws_max_message_size"] == 16 * 1024 * 1024
     assert values["worker.limits.max_header_count"] == 100
     assert values["worker.health_path"] is None  # "" is off: NULL for C
     assert values["worker.max_requests"] == 0
