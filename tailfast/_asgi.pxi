@@ -607,15 +607,17 @@ def new_event_loop(str choice="auto"):
     return asyncio.new_event_loop()
 
 
-cdef int _start_async_services(object loop) except -1:
+cdef object _start_async_services(object loop, CConfig c):
     """Per-worker services that need the event loop, started once it exists and
-    before the first request (the loop-stall watchdog belongs here)."""
+    before the first request: errors the loop reports are logged, and the
+    loop-stall watchdog (--loop-stall-warning). Returns what to stop at the end."""
     def on_error(loop, context):
         exc = context.get("exception")
         _log(f"worker {_worker_id}: event loop: {context.get('message', 'error')}"
              + (f": {exc!r}" if exc is not None else ""))
     loop.set_exception_handler(on_error)
-    return 0
+    from tailfast import watchdog
+    return watchdog.start(loop, c.loop_stall_warning)
 
 
 cdef object _listen_address(int fd):
@@ -659,8 +661,9 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
     cdef int fd = -1
     cdef int status = 0
     lifespan = None
+    services = None
     try:
-        _start_async_services(loop)
+        services = _start_async_services(loop, c)
         if _asgi_app is not None:
             lifespan = _Lifespan(_asgi_app, loop)
             if not loop.run_until_complete(lifespan.startup()):
@@ -691,6 +694,8 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
             loop.run_until_complete(lifespan.shutdown())
         return status
     finally:
+        if services is not None:
+            services.stop()
         _finish_loop(loop)
 
 

@@ -284,3 +284,10 @@ def test_large_body_streams_into_receive(run_server):
             s.sendall(b"4000\r\n" + b"y" * 0x4000 + b"\r\n")
         s.sendall(b"0\r\n\r\n")
         assert read_response(s).body == b"y" * (64 * 0x4000)
+
+
+def test_loop_stall_is_named_by_the_watchdog(run_server):
+    server = _asgi(run_server, "asgiapps:app", "--loop-stall-warning", "0.5")
+    assert http_request(server.port, "GET", "/block", timeout=10)[2] == b"blocked"
+    server.wait_for(r"time\.sleep\(1\.2\)")
+    assert "asgiapps.py" in server.output

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import json
 import os
+import time
 from typing import Any
 
 Scope = dict[str, Any]
@@ -106,6 +107,9 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         DISCONNECTS.append("after:" + message["type"] + ":" + message2["type"])
     elif path == "/forever":
         await asyncio.sleep(3600)
+    elif path == "/block":
+        time.sleep(1.2)  # blocks the event loop: the watchdog names this line
+        await _answer(send, 200, b"blocked")
     elif path == "/head":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"5")]})
