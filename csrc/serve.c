@@ -447,15 +447,27 @@ static void tf_conn_discard_input(tf_conn *c) {
         tf_conn_close(c);
 }
 
+/* Whether the peer closed its side (EOF), looked at without consuming input. */
+static int tf_conn_peer_left(tf_conn *c) {
+    char b;
+    ssize_t n;
+    do
+        n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 void tf_conn_on_readable(tf_conn *c, uint32_t events) {
     if (c->body && !c->lingering) {
         tf_body_on_readable(c, events); /* the window, for the application or the drain */
         return;
     }
     if (c->job) {
-        /* parked: a hang-up or an error closes it; input waits in the
-         * socket, unread, with EPOLLIN dropped until the job completes */
-        if ((events & (EPOLLHUP | EPOLLERR)) ||
+        /* parked: a hang-up or an error closes it (and so does the peer's
+         * EOF when the embedder watches with a pull source: an ASGI app
+         * learns of a client that left); input waits in the socket, unread,
+         * with EPOLLIN dropped until the job completes */
+        if ((events & (EPOLLHUP | EPOLLERR)) || (c->pull && tf_conn_peer_left(c)) ||
             tf_conn_set_events(c, c->registered & ~(uint32_t)EPOLLIN) < 0)
             tf_conn_close(c);
         return;

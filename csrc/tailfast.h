@@ -177,6 +177,37 @@ typedef struct {
  * finish what is in flight) or SIGQUIT (immediate). Returns the exit status. */
 int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb);
 
+/* The same loop driven by another event loop (the ASGI runner's asyncio
+ * loop), one per process. tf_worker_open sets it up as tf_worker_run would
+ * and gives the epoll descriptor to watch for reading (returns 0, or an exit
+ * status, logged). tf_worker_tick handles what is ready without waiting
+ * (signals, accepts, requests, timeouts) and sets *next to the seconds
+ * within which it wants to tick again without an event; it returns
+ * 0 once the loop is over (stopped, or drained). tf_worker_close releases
+ * everything and returns the exit status. The lock is held throughout. */
+int tf_worker_open(const tf_worker_config *cfg, const tf_worker_callbacks *cb, int *fd);
+int tf_worker_tick(double *next);
+int tf_worker_close(void);
+/* The reverse arrangement (bench/asgi.py compares both): the C loop waits, up
+ * to wait seconds (its own deadlines permitting, the lock released), with fd
+ * (the other loop's descriptor, registered by tf_worker_watch) in its epoll
+ * set; the embedder runs its other loop after each pass. */
+int tf_worker_tick_wait(double wait, double *next);
+int tf_worker_watch(int fd);
+/* On the loop thread, with the lock held: completes job now (cb->on_complete,
+ * then the connection goes on) instead of through tf_job_done's queue. */
+void tf_job_finish(tf_job *job);
+/* For an answer written from outside a dispatch (a deferred request's, on
+ * the loop thread): bytes still queued for the peer; whether the peer is gone
+ * (the connection was closed while in flight); tf_conn_watch_output asks for
+ * EPOLLOUT while bytes are queued (-1: the connection was closed). A
+ * deferred request whose connection has a pull source (tf_conn_pull) is
+ * told when its peer goes away: cb->on_pull(abort=1); below the low-water
+ * mark it gets cb->on_pull(abort=0), and must then write nothing. */
+size_t tf_conn_queued(const tf_conn *conn);
+int tf_conn_gone(const tf_conn *conn);
+int tf_conn_watch_output(tf_conn *conn);
+
 /* Requests in flight (runq.c). From on_request: tf_conn_defer ties job to
  * the connection, which is parked (input kept in place, no further request
  * read or processed) until the job completes; on_request then returns

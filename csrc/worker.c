@@ -81,7 +81,7 @@ static void tf_worker_sweep(tf_worker *w) {
 
 /* Seconds between sweeps: often enough that a timeout fires within a quarter
  * of itself (at most 1 s late, at least 10 ms between sweeps). */
-static double tf_sweep_interval(const tf_worker_config *cfg) {
+static double tf_sweep_interval(const tf_worker_config *cfg, int async) {
     double every = cfg->header_timeout;
     if (cfg->body_timeout < every)
         every = cfg->body_timeout;
@@ -89,7 +89,7 @@ static double tf_sweep_interval(const tf_worker_config *cfg) {
         every = cfg->request_timeout;
     if (cfg->keepalive_timeout > 0 && cfg->keepalive_timeout < every)
         every = cfg->keepalive_timeout;
-    if (cfg->threads > 1 && cfg->timeout > 0 && cfg->timeout < every)
+    if ((cfg->threads > 1 || async) && cfg->timeout > 0 && cfg->timeout < every)
         every = cfg->timeout; /* requests in flight are timed out here */
     every /= 4;
     if (!(every <= 1.0))
@@ -235,7 +235,7 @@ static int tf_worker_init(tf_worker *w, const tf_worker_config *cfg,
     w->now = w->last_sweep = tf_clock_coarse();
     cpu_set_t cpus;
     w->cpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
-    w->sweep_every = tf_sweep_interval(cfg);
+    w->sweep_every = tf_sweep_interval(cfg, 0);
     w->in_extra_max = tf_worker_in_cap(cfg);
     /* the accept loop must never block; the listener is shared, so this is
      * every worker's setting, which is what they all want */
@@ -302,6 +302,8 @@ static int tf_worker_handle(tf_worker *w, const struct epoll_event *events, int 
             tf_worker_drain_signal_pipe(w);
         } else if (tag == TF_TAG_JOBS) {
             tf_worker_complete_jobs();
+        } else if (tag == TF_TAG_EXTERNAL) {
+            continue; /* the embedder's other loop has work: it runs after this pass */
         } else if (tag == TF_TAG_BODY) {
             tf_body_on_wake(w); /* a runner reading a request body needs the loop */
         } else {
@@ -334,6 +336,39 @@ static void tf_worker_cleanup(tf_worker *w) {
     tf_worker_pools_free(w);
 }
 
+/* The loop runs from here on: ready, and the primary may retire the worker
+ * this one replaces. */
+static void tf_worker_announce(tf_worker *w) {
+    if (tf_sb_me) {
+        tf_sb_me->heartbeat = w->now;
+        tf_sb_me->threads = w->cfg->threads > 1 ? w->cfg->threads : 0;
+        __atomic_store_n(&tf_sb_me->state, TF_W_IDLE, __ATOMIC_RELEASE);
+        tf_scoreboard_notify();
+    }
+}
+
+/* Whether the loop is over: an immediate stop, or a drain with nothing left
+ * (requests in flight whose client left still finish: their effects count). */
+static int tf_worker_done(tf_worker *w) {
+    if (tf_worker_sig_quit)
+        return 1;
+    if (tf_worker_sig_drain)
+        tf_worker_start_drain(w);
+    return w->draining && w->conn_count == 0 && w->in_flight == 0 && !tf_worker_drain_holds(w);
+}
+
+/* After a batch of events: accepting, the access log's clock, timeouts. */
+static void tf_worker_after_batch(tf_worker *w, int accepted) {
+    if (accepted > 0 && w->cfg->balance && !w->draining)
+        tf_listener_rotate(w);
+    tf_accept_resume(w);
+    tf_accesslog_tick(w->now);
+    if (w->now - w->last_sweep >= w->sweep_every || w->draining) {
+        w->last_sweep = w->now;
+        tf_worker_sweep(w);
+    }
+}
+
 int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
     tf_worker w;
     int status = tf_worker_init(&w, cfg, cb);
@@ -341,23 +376,9 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
         tf_worker_cleanup(&w);
         return status;
     }
-    if (tf_sb_me) {
-        /* the loop runs from here on: ready, and the primary may retire the
-         * worker this one replaces */
-        tf_sb_me->heartbeat = w.now;
-        tf_sb_me->threads = cfg->threads > 1 ? cfg->threads : 0;
-        __atomic_store_n(&tf_sb_me->state, TF_W_IDLE, __ATOMIC_RELEASE);
-        tf_scoreboard_notify();
-    }
+    tf_worker_announce(&w);
     struct epoll_event events[TF_MAX_EVENTS];
-    for (;;) {
-        if (tf_worker_sig_quit)
-            break;
-        if (tf_worker_sig_drain)
-            tf_worker_start_drain(&w);
-        /* requests in flight whose client left still finish (their effects) */
-        if (w.draining && w.conn_count == 0 && w.in_flight == 0 && !tf_worker_drain_holds(&w))
-            break;
+    while (!tf_worker_done(&w)) {
         int n = tf_worker_wait(&w, events);
         if (n < 0) {
             if (errno == EINTR)
@@ -367,16 +388,95 @@ int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb) {
             status = 1;
             break;
         }
-        int accepted = tf_worker_handle(&w, events, n);
-        if (accepted > 0 && cfg->balance && !w.draining)
-            tf_listener_rotate(&w);
-        tf_accept_resume(&w);
-        tf_accesslog_tick(w.now);
-        if (w.now - w.last_sweep >= w.sweep_every || w.draining) {
-            w.last_sweep = w.now;
-            tf_worker_sweep(&w);
-        }
+        tf_worker_after_batch(&w, tf_worker_handle(&w, events, n));
     }
     tf_worker_cleanup(&w);
     return status;
+}
+
+/* ------------------------------------------- driven by another event loop */
+
+/* The one worker of this process driven from outside (tf_worker_open). */
+static tf_worker tf_driven;
+static int tf_driven_open, tf_driven_status;
+
+int tf_worker_open(const tf_worker_config *cfg, const tf_worker_callbacks *cb, int *fd) {
+    tf_worker *w = &tf_driven;
+    int status = tf_worker_init(w, cfg, cb);
+    if (status != 0) {
+        tf_worker_cleanup(w);
+        return status;
+    }
+    /* requests in flight are timed out by the sweep (--timeout) */
+    w->sweep_every = tf_sweep_interval(cfg, 1);
+    tf_driven_open = 1;
+    tf_driven_status = 0;
+    tf_worker_announce(w);
+    *fd = w->epfd;
+    return 0;
+}
+
+int tf_worker_tick(double *next) { return tf_worker_tick_wait(0.0, next); }
+
+int tf_worker_watch(int fd) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TF_TAG_EXTERNAL};
+    return tf_driven_open ? epoll_ctl(tf_driven.epfd, EPOLL_CTL_ADD, fd, &ev) : -1;
+}
+
+int tf_worker_tick_wait(double wait, double *next) {
+    tf_worker *w = &tf_driven;
+    if (!tf_driven_open)
+        return 0;
+    if (tf_worker_done(w))
+        return 0;
+    struct epoll_event events[TF_MAX_EVENTS];
+    int n;
+    if (wait > 0) {
+        int ms = tf_clock_ms(wait), own = tf_worker_wait_ms(w);
+        const tf_worker_callbacks *cb = w->cb;
+        cb->release(cb->ctx);
+        n = epoll_wait(w->epfd, events, TF_MAX_EVENTS, ms < own ? ms : own);
+        int wait_errno = errno;
+        cb->acquire(cb->ctx);
+        errno = wait_errno;
+    } else {
+        n = epoll_wait(w->epfd, events, TF_MAX_EVENTS, 0);
+    }
+    w->now = tf_clock_coarse();
+    if (tf_sb_me)
+        tf_sb_me->heartbeat = w->now;
+    if (n < 0 && errno != EINTR) {
+        tf_log_at(TF_LOG_ERROR, "worker %d (pid %d): epoll_wait: %s", w->cfg->worker_id,
+                  (int)getpid(), strerror(errno));
+        tf_driven_status = 1;
+        return 0;
+    }
+    tf_worker_after_batch(w, n > 0 ? tf_worker_handle(w, events, n) : 0);
+    tf_runq_wake();
+    *next = tf_worker_wait_ms(w) / 1000.0;
+    return !tf_worker_done(w);
+}
+
+int tf_worker_close(void) {
+    if (!tf_driven_open)
+        return 0;
+    tf_driven_open = 0;
+    tf_worker_cleanup(&tf_driven);
+    return tf_driven_status;
+}
+
+void tf_job_finish(tf_job *job) { tf_conn_complete(job->conn, job); }
+
+size_t tf_conn_queued(const tf_conn *c) { return c->fd < 0 ? 0 : tf_conn_pending(c); }
+
+int tf_conn_gone(const tf_conn *c) { return c->orphaned || c->fd < 0; }
+
+int tf_conn_watch_output(tf_conn *c) {
+    if (c->fd < 0 || !tf_conn_pending(c))
+        return 0;
+    if (tf_conn_set_events(c, c->registered | EPOLLOUT) < 0) {
+        tf_conn_close(c);
+        return -1;
+    }
+    return 0;
 }

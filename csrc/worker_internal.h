@@ -44,8 +44,9 @@ enum { TF_STREAM_NONE, TF_STREAM_DISCARD, TF_STREAM_LENGTH, TF_STREAM_CHUNKED, T
  * process that has not installed the handler yet does nothing. */
 #define TF_ACCEPT_SIGNAL SIGURG
 
-/* epoll data of the two descriptors that are not connections (those carry a tf_conn *). */
-enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2, TF_TAG_JOBS = 3 };
+/* epoll data of the descriptors that are not connections (those carry a tf_conn *);
+ * EXTERNAL: another event loop's descriptor (tf_worker_watch), only wakes the wait. */
+enum { TF_TAG_LISTENER = 1, TF_TAG_SIGNAL = 2, TF_TAG_JOBS = 3, TF_TAG_EXTERNAL = 4 };
 
 typedef struct tf_worker tf_worker;
 

@@ -11,7 +11,8 @@ return value mapped to a response), _request.pxi (the lazy Request view),
 _settings.pxi (a Config into the C config structs), _worker.pxi (GIL
 callbacks, on_request, the worker loop's entry), _primary.pxi (fork
 callbacks, run_primary, spawn_workers), _scoreboard.pxi (the scoreboard as
-dicts), _wsgi.pxi (PEP 3333).
+dicts), _wsgi.pxi (PEP 3333), _threads.pxi (--threads), _asgi.pxi (ASGI
+and async handlers on an event loop).
 """
 
 import inspect
@@ -167,4 +168,5 @@ include "_primary.pxi"
 include "_scoreboard.pxi"
 include "_wsgi.pxi"
 include "_threads.pxi"
+include "_asgi.pxi"
 

@@ -404,8 +404,8 @@ cdef int _respond(tf_conn *conn, object result) except -1:
         return _send_tuple(conn, <tuple>result)
     if inspect.iscoroutine(result):
         result.close()
-        raise ResponseError("the handler returned a coroutine: "
-                            "async def handlers are not supported yet")
+        raise ResponseError("the handler returned a coroutine: declare the handler "
+                            "`async def` to have it awaited")
     return _send_value(conn, result, 200, None, None)
 
 

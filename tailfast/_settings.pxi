@@ -61,6 +61,8 @@ cdef class CConfig:
     cdef readonly int log_level              # tf_log_set_level.level (tailfast.log's numbers)
     # Python's own use in a worker
     cdef readonly double timeout             # --timeout, for RequestTimeout
+    cdef readonly str loop                   # --loop: the event loop of the ASGI runner
+    cdef readonly double loop_stall_warning  # --loop-stall-warning: its watchdog (0: off)
 
 
 cdef inline const char *_c_str(bytes text):
@@ -141,6 +143,8 @@ cdef CConfig _fill_c_config(object config, object launch, int worker_id=0, int o
     c.listen_url = (launch.listen_url if launch is not None else "").encode("utf-8", "replace")
     c.log_level = _pylog.LEVELS[config.log_level]
     c.timeout = config.timeout
+    c.loop = config.loop
+    c.loop_stall_warning = config.loop_stall_warning
     return c
 
 

@@ -87,6 +87,15 @@ cdef extern from "tailfast.h" nogil:
         double timeout
 
     int tf_worker_run(const tf_worker_config *cfg, const tf_worker_callbacks *cb)
+    int tf_worker_open(const tf_worker_config *cfg, const tf_worker_callbacks *cb, int *fd)
+    int tf_worker_tick(double *next)
+    int tf_worker_close()
+    int tf_worker_tick_wait(double wait, double *next)
+    int tf_worker_watch(int fd)
+    void tf_job_finish(tf_job *job)
+    size_t tf_conn_queued(const tf_conn *conn)
+    int tf_conn_gone(const tf_conn *conn)
+    int tf_conn_watch_output(tf_conn *conn)
     int tf_conn_respond(tf_conn *conn, int status, const tf_header *headers,
                         size_t num_headers, const char *body, size_t body_len,
                         int close_after)

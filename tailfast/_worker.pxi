@@ -151,6 +151,11 @@ cdef int _run_http_worker(CConfig c) except -1:
     if tf_accesslog_open(c.access_log, c.access_log_format) < 0:
         raise OSError(errno, f"cannot open the access log {os.fsdecode(c.access_log)!r}: "
                              f"{os.strerror(errno)}")
+    if _is_async(_handler):
+        try:
+            return _run_async_worker(c, &cb)  # the event-loop runner (_asgi.pxi)
+        finally:
+            tf_accesslog_close()
     runners = _start_runners(c.worker.threads)
     try:
         return tf_worker_run(&c.worker, &cb)

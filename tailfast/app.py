@@ -163,36 +163,51 @@ def application_traceback(exc: BaseException) -> str:
     return "".join(top.format())
 
 
-def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:
-    """'native' for handler(request), 'wsgi' for app(environ, start_response)."""
-    call_method = vars(type(app)).get("__call__")
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call_method):
-        raise AppImportError("async def handlers are not supported yet; use a plain def")
-    if requested != "auto":
-        return requested
+def _positional(app: Callable[..., Any]) -> tuple[int, int, bool] | None:
+    """(required, optional, *args) positional parameters of app; None when
+    there is no signature to read (some builtins)."""
     try:
         params = list(inspect.signature(app).parameters.values())
     except (TypeError, ValueError):
-        return "native"  # no signature to read (some builtins): assume handler(request)
-    required = [
-        p
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    optional = [
-        p
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
-    ]
-    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
-    if len(required) == 2:
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = sum(1 for p in params if p.kind in positional and p.default is p.empty)
+    optional = sum(1 for p in params if p.kind in positional and p.default is not p.empty)
+    return required, optional, any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def is_coroutine_callable(app: Callable[..., Any]) -> bool:
+    """app is an async def function, or an object whose __call__ is one."""
+    if inspect.iscoroutinefunction(app):
+        return True
+    call_method = vars(type(app)).get("__call__") or type(app).__call__
+    return not inspect.isfunction(app) and inspect.iscoroutinefunction(call_method)
+
+
+def detect_interface(app: Callable[..., Any], requested: str = "auto") -> str:
+    """'native' for handler(request) (def or async def), 'wsgi' for
+    app(environ, start_response), 'asgi' for an ASGI 3 app(scope, receive, send):
+    a coroutine function of three arguments, or an object whose __call__ is one."""
+    if requested != "auto":
+        return requested
+    shape = _positional(app)
+    if shape is None:
+        return "native"  # assume handler(request)
+    required, optional, varargs = shape
+    if is_coroutine_callable(app):
+        if required == 3 or (required < 3 <= required + optional):
+            return "asgi"
+        if required == 1 or (not required and optional and not varargs):
+            return "native"
+    elif required == 2:
         return "wsgi"
-    if len(required) == 1 or (not required and optional and not varargs):
+    elif required == 1 or (not required and optional and not varargs):
         return "native"
     name = getattr(app, "__qualname__", type(app).__name__)
     raise AppImportError(
-        f"cannot tell how to call {name}{inspect.signature(app)}: expected handler(request) "
-        "or a WSGI app(environ, start_response); choose with --interface native|wsgi"
+        f"cannot tell how to call {name}{inspect.signature(app)}: expected handler(request), "
+        "a WSGI app(environ, start_response) or an ASGI app(scope, receive, send); "
+        "choose with --interface native|wsgi|asgi"
     )
 
 

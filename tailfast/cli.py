@@ -13,12 +13,15 @@ from tailfast.errors import TailfastError
 # Shown under `tailfast run --help`: which callables it serves, one example each.
 RUN_EPILOG = """\
 interfaces (detected from the callable's signature; --interface to choose):
-  native  handler(request) returning bytes, str, a dict, a Response, ...
+  native  handler(request) (def or async def) returning bytes, str, a dict, a Response, ...
             tailfast run examples.hello:app
   wsgi    app(environ, start_response): Flask, Django, Falcon, any PEP 3333 app
             tailfast run examples.hello_wsgi:app
             tailfast run 'examples.flask_app:create_app()'       (a factory)
             tailfast run examples.django_site.wsgi:application  (Django's wsgi.py)
+  asgi    async app(scope, receive, send): FastAPI, Starlette, Django (ASGI 3)
+            tailfast run examples.fastapi_app:app
+            tailfast run examples.django_site.asgi:application  (Django's asgi.py)
 
 development and deploys:
   --reload  watch the .py and .env files; when a change imports, replace the
@@ -98,13 +101,13 @@ def run_command(args: argparse.Namespace) -> int:
                                    Callable[[int], Any] | None]:
         # hooks after the app: a reload has just dropped the app's modules
         app = import_fresh[now.factory]()
-        detect_interface(app, now.interface)  # rejects async handlers
+        detect_interface(app, now.interface)  # an undetectable app fails here
         return app, hook(now.on_worker_start), hook(now.on_worker_exit)
 
     if not config.preload:
         return run(None, config, reload=load, name=args.app, source=source)
     app = import_app(spec)
-    detect_interface(app, config.interface)  # rejects async handlers before any fork
+    detect_interface(app, config.interface)  # an undetectable app fails before any fork
     start_hook, exit_hook = hook(config.on_worker_start), hook(config.on_worker_exit)
     return run(app, config, start_hook, reload=load, on_worker_exit=exit_hook, name=args.app,
                source=source)

@@ -549,12 +549,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         name="interface",
         value_type=str,
-        parse=_choice("auto", "native", "wsgi"),
+        parse=_choice("auto", "native", "wsgi", "asgi"),
         default="auto",
         flags=("--interface",),
         env=("TAILFAST_INTERFACE",),
-        help="application interface: native handler(request), wsgi, or auto-detect",
-        metavar="{auto,native,wsgi}",
+        help="application interface: native handler(request) (def or async def), wsgi, "
+        "asgi (ASGI 3), or auto-detect",
+        metavar="{auto,native,wsgi,asgi}",
+    ),
+    Setting(
+        name="loop",
+        value_type=str,
+        parse=_choice("auto", "asyncio", "uvloop"),
+        default="auto",
+        flags=("--loop",),
+        env=("TAILFAST_LOOP",),
+        help="event loop for ASGI apps and async def handlers, one per worker: uvloop when "
+        "installed (auto), or asyncio's own",
+        metavar="{auto,asyncio,uvloop}",
     ),
     Setting(
         name="script_name",

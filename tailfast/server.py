@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tailfast import _core, proxy
-from tailfast.app import detect_interface
+from tailfast.app import detect_interface, is_coroutine_callable
 from tailfast.config import Config, load_config, reread_config
 from tailfast.errors import ConfigError
 from tailfast.inherited import warning_lines
@@ -100,11 +100,17 @@ class LiveConfig:
 def as_handler(
     app: Callable[..., Any], interface: str, script_name: str = ""
 ) -> Callable[..., Any]:
-    """The native handler serving app (a WSGI app is wrapped)."""
-    if detect_interface(app, interface) == "wsgi":
+    """The native handler serving app (a WSGI app is wrapped; an ASGI app or an
+    async def handler is marked for the event-loop runner)."""
+    kind = detect_interface(app, interface)
+    if kind == "wsgi":
         from tailfast.wsgi import wsgi_handler
 
         return wsgi_handler(app, script_name)
+    if kind == "asgi" or is_coroutine_callable(app):
+        from tailfast._core import AsyncHandler
+
+        return AsyncHandler(app, kind == "asgi", script_name)
     return app
 
 

@@ -127,10 +127,10 @@ def test_not_callable():
     assert "not callable" in line
 
 
-def test_async_handler_is_rejected(tmp_path):
-    (tmp_path / "asyncapp.py").write_text("async def app(request):\n    return b'x'\n")
+def test_async_callable_of_two_arguments_is_rejected(tmp_path):
+    (tmp_path / "asyncapp.py").write_text("async def app(a, b):\n    return b'x'\n")
     line = single_line_error(run_cli("run", "asyncapp:app", "--bind", ":0", cwd=tmp_path))
-    assert "async" in line and "not supported" in line
+    assert "cannot tell how to call app(a, b)" in line and "--interface" in line
 
 
 def app_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:

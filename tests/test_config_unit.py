@@ -237,7 +237,7 @@ def test_cgroup_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ("limit_request_body", "-5", "expected a number of bytes >= 0"),
         ("limit_request_body", "3t", "expected a number of bytes >= 0"),
         ("max_connections", "1000001", "expected an integer from 1 to 1000000"),
-        ("interface", "asgi", "expected one of auto, native, wsgi"),
+        ("interface", "rsgi", "expected one of auto, native, wsgi, asgi"),
         ("log_level", "loud", "expected one of debug, info, warning, error"),
     ],
 )

@@ -17,6 +17,8 @@ EXPECTED = {
     "examples.hello_wsgi": (b"Hello, World!", None),
     "examples.flask_app": (b"Hello from Flask!", "flask"),
     "examples.django_site.wsgi": (b"Hello from Django!", "django"),
+    "examples.django_site.asgi": (b"Hello from Django!", "django"),
+    "examples.fastapi_app": (b"Hello from FastAPI!", "fastapi"),
 }
 
 

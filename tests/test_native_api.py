@@ -251,7 +251,7 @@ def test_pipelined_requests_behind_a_file_stay_in_order(server, tmp_path):
     ("/bad-name", "header name 'Bad Name' is not a token"),
     ("/bad-value-lf", "contains CR, LF or NUL"),
     ("/bad-status", "invalid status 1000"),
-    ("/coroutine", "async def handlers are not supported yet"),
+    ("/coroutine", "declare the handler `async def` to have it awaited"),
 ])
 def test_invalid_responses_are_500_with_a_log_line(server, path, message):
     reply = raw_exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -261,13 +261,10 @@ def test_invalid_responses_are_500_with_a_log_line(server, path, message):
 
 
 @pytest.mark.parametrize("target, message", [
-    ("nativeapp:async_handler", "async def handlers are not supported yet"),
-    ("nativeapp:AsyncCallable", None),
-    ("nativeapp:three_args", "expected handler(request) or a WSGI app(environ, start_response)"),
+    ("nativeapp:three_args", "expected handler(request), a WSGI app(environ, start_response) "
+     "or an ASGI app(scope, receive, send)"),
 ])
 def test_unsupported_targets_are_rejected_at_start_up(target, message):
-    if target.endswith("AsyncCallable"):
-        target, message = "nativeapp:ASYNC_INSTANCE", "async def handlers are not supported yet"
     env = server_env()
     proc = subprocess.run([sys.executable, "-m", "tailfast", "run", target, "--bind", ":0"],
                           capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)

@@ -7,4 +7,5 @@ from examples.django_site import views
 urlpatterns = [
     path("", views.index),
     path("hello/<str:name>", views.hello),
+    path("later", views.later),
 ]

@@ -1,0 +1,821 @@
+# ASGI 3 (HTTP, lifespan) and async def handlers: one asyncio loop per worker drives the C loop.
+# Included by _core.pyx.
+#
+# The asyncio loop is the one that waits: the C loop's epoll descriptor is a
+# reader on it, and each wake-up runs one non-blocking pass of the C loop
+# (tf_worker_tick: accept, read, parse, timers, writes); the C loop's next
+# deadline is a timer on the asyncio loop. A request becomes a coroutine:
+# run at once, in the C loop's pass, until it first suspends (a coroutine
+# that never waits costs no Task and answers inline, like a sync handler);
+# when it suspends, its connection is deferred (tf_conn_defer) and a Task
+# takes over the rest (_Drive). Frameworks that need asyncio.current_task()
+# from their first line (anyio: Starlette, FastAPI; Django) get a Task from
+# the start. receive() and send() act on the C connection directly: no
+# Python protocol object per connection, one _Call object per request.
+
+import asyncio
+import collections.abc
+from contextvars import copy_context as _copy_context
+
+from tailfast._tf cimport (
+    TF_BODY_AGAIN,
+    tf_body_consume,
+    tf_body_take,
+    tf_conn_gone,
+    tf_conn_queued,
+    tf_conn_watch_output,
+    tf_job_finish,
+    tf_worker_close,
+    tf_worker_open,
+    tf_worker_tick,
+    tf_worker_tick_wait,
+    tf_worker_watch,
+)
+
+DEF _HIGH_WATER = 256 * 1024  # send() waits while more than this is queued for the client
+DEF _LOWER_MAX = 128          # header names up to this length are lower-cased on the stack
+
+cdef object _aloop = None       # this worker's asyncio loop
+cdef bint _c_open = False       # the C loop is open (tf_worker_open .. tf_worker_close)
+cdef object _tick_timer = None  # the C loop's next deadline on it
+cdef double _tick_at = 0.0      # when that timer fires (the asyncio loop's clock)
+cdef object _asgi_app = None    # the ASGI application (None: a native async handler)
+cdef object _async_handler = None  # the native async handler
+cdef bint _eager = True         # run coroutines until they first suspend before any Task
+# Whether the eager step pays: + when a coroutine finished in it, - when it
+# suspended anyway (then it cost a Task step more than a Task from the start).
+cdef int _inline_credit = 16
+cdef unsigned int _probe = 0
+cdef dict _lifespan_state = None  # the state lifespan startup filled, copied per request
+cdef str _root_path = ""        # --script-name
+cdef object _server_addr = None  # (host, port) of the listening socket, None for a unix one
+cdef dict _ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+cdef dict _DISCONNECT = {"type": "http.disconnect"}
+
+
+class AsyncHandler:
+    """Marks the application for the event-loop runner: an ASGI 3 app
+    (asgi=True) or a native `async def handler(request)`."""
+
+    def __init__(self, app, bint asgi, str script_name=""):
+        self.app = app
+        self.asgi = asgi
+        self.script_name = script_name.rstrip("/")
+
+    def __call__(self, request):  # the native interface's signature, for tooling
+        return self.app(request)
+
+
+cdef inline bint _is_async(object handler):
+    return type(handler) is AsyncHandler
+
+
+# ------------------------------------------------------------- the scope
+
+cdef bytes _lower(const char *p, size_t n):
+    """A header name as lower-case bytes (one allocation)."""
+    cdef char buf[_LOWER_MAX]
+    cdef size_t i
+    cdef char ch
+    if n > _LOWER_MAX:
+        return p[:n].lower()
+    for i in range(n):
+        ch = p[i]
+        buf[i] = ch + 32 if b"A" <= ch <= b"Z" else ch
+    return PyBytes_FromStringAndSize(buf, n)
+
+
+cdef dict _http_scope(Request request):
+    """The HTTP connection scope of request, built straight from the parsed head."""
+    cdef const tf_request *req = request._req
+    cdef const tf_header *h
+    cdef size_t i
+    cdef list headers = []
+    for i in range(req.num_headers):
+        h = &req.headers[i]
+        headers.append((_lower(h.name, h.name_len), h.value[:h.value_len]))
+    if request._remote is None:
+        request._resolve_client()  # the scheme too (a trusted proxy's)
+    client = request._remote
+    raw_path = req.path[:req.path_len] if req.path_len else b"/"
+    if memchr(req.path, b"%", req.path_len) == NULL:
+        path = PyUnicode_DecodeLatin1(<const char *>raw_path, len(raw_path), NULL)
+    else:
+        path = request.path  # percent-decoded as UTF-8
+    scope = {
+        "type": "http",
+        "asgi": _ASGI_VERSION,
+        "http_version": "1.1" if req.version_minor == 1 else "1.0",
+        "method": _method_str(req.method, req.method_len),
+        "scheme": request._scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": req.query[:req.query_len],
+        "root_path": _root_path,
+        "headers": headers,
+        "client": (client, request._remote_port) if client else None,
+        "server": _server_addr,
+    }
+    if _lifespan_state is not None:
+        scope["state"] = _lifespan_state.copy()  # shallow: a request's keys are its own
+    return scope
+
+
+# ------------------------------------------------- one request's exchange
+
+cdef bint _valid_field(object value, bint name) except -1:
+    """A header name (a token) or value (no CR, LF or NUL) as bytes."""
+    if type(value) is not bytes:
+        raise TypeError(f"ASGI header names and values must be bytes, got {type(value).__name__}")
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(value)
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(value)
+    if name and n == 0:
+        raise ValueError("empty header name")
+    for i in range(n):
+        if p[i] == 13 or p[i] == 10 or p[i] == 0 or (name and (p[i] <= 32 or p[i] == 58)):
+            raise ValueError(f"invalid header {'name' if name else 'value'} {value!r}")
+    return True
+
+
+cdef class _Done:
+    """An awaitable that is already done (send() that needed no wait): one object for all."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+
+cdef _Done _DONE = _Done()
+
+
+cdef class _Call:
+    """One request on the event loop: the ASGI receive/send pair acting on the
+    C connection, and what the coroutine's end does with the connection."""
+
+    cdef Request request
+    cdef tf_conn *conn      # NULL once the request is over (the C side may reuse it)
+    cdef bint deferred      # the connection is parked (tf_conn_defer) until _finish
+    cdef bint body_taken    # http.request was received
+    cdef bint started       # http.response.start was sent
+    cdef bint head_sent     # the head is with C (streaming, or the whole answer)
+    cdef bint complete      # the last body chunk was sent
+    cdef bint gone          # the client went away
+    cdef bint timed_out     # cancelled for --timeout
+    cdef int status
+    cdef object headers
+    cdef object waiter      # a Future: send() waiting for the output to drain,
+                            # or receive() waiting for the end of the response
+    cdef object task        # the Task that drives the coroutine after it suspended
+    cdef bint asgi          # an ASGI call (else a native async handler's request)
+
+    async def receive(self):
+        cdef object event
+        while not self.body_taken:
+            event = self._request_event()
+            if event is not None:
+                return event
+            await self._wait()  # on_body: more of the body arrived
+        while not (self.complete or self.gone or self.conn == NULL):
+            await self._wait()
+        return _DISCONNECT
+
+    cdef object _request_event(self):
+        """The next http.request: the whole body in one event when it came with
+        the head; else what arrived of it (never waiting: None when nothing is
+        here yet, cb->on_body then wakes the call; the request is deferred)."""
+        cdef Request request = self.request
+        cdef const char *data = NULL
+        cdef ssize_t n
+        if request._stream == NULL or self.conn == NULL:
+            self.body_taken = True
+            body = request.body if request._stream == NULL else b""
+            return {"type": "http.request", "body": body, "more_body": False}
+        n = tf_body_take(request._stream, &data)
+        if n == TF_BODY_AGAIN:
+            return None
+        if n > 0:
+            chunk = PyBytes_FromStringAndSize(data, n)
+            tf_body_consume(request._stream, <size_t>n)
+            return {"type": "http.request", "body": chunk, "more_body": True}
+        self.body_taken = True
+        if n == 0:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        self.gone = True  # the client went away mid-body (or sent a bad one)
+        return _DISCONNECT
+
+    def send(self, dict message):
+        """ASGI send(). Acts at once; the awaitable it returns waits only while
+        the client's output is above the high-water mark (no coroutine object
+        per message otherwise)."""
+        cdef str kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.status = message["status"]
+            self.headers = self._checked_headers(message.get("headers", ()))
+            self.started = True
+            return _DONE
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        if not self.started:
+            raise RuntimeError("http.response.body sent before http.response.start")
+        if self.complete:
+            raise RuntimeError("http.response.body sent after the response was complete")
+        if self.gone or self.conn == NULL:
+            raise ClientDisconnected("the client went away")
+        body = message.get("body", b"")
+        if type(body) is not bytes:
+            body = bytes(body)
+        self._write(<bytes>body, message.get("more_body", False))
+        if self.conn != NULL and not self.gone and tf_conn_queued(self.conn) > _HIGH_WATER:
+            return self._drain()
+        if self.gone and not self.complete:
+            raise ClientDisconnected("the client went away")
+        return _DONE
+
+    async def _drain(self):
+        while self.conn != NULL and not self.gone and tf_conn_queued(self.conn) > _HIGH_WATER:
+            await self._wait()  # backpressure: the loop wakes us below the low-water mark
+        if self.gone and not self.complete:
+            raise ClientDisconnected("the client went away")
+
+    cdef object _checked_headers(self, object headers):
+        if type(headers) is not list:
+            headers = list(headers)
+        for pair in <list>headers:
+            if len(pair) != 2:
+                raise ValueError(f"an ASGI header must be a (name, value) pair, got {pair!r}")
+            _valid_field(pair[0], True)
+            _valid_field(pair[1], False)
+        return headers
+
+    cdef int _write(self, bytes body, bint more) except -1:
+        """Hands body to C: the whole answer in one write when it is the only
+        chunk, else the head once, then chunks (framed by C)."""
+        cdef tf_conn *conn = self.conn
+        cdef int64_t length
+        if not self.head_sent:
+            self.head_sent = True
+            length = -1 if more else PyBytes_GET_SIZE(body)
+            if not more and not (self.request._req.is_head and PyBytes_GET_SIZE(body) == 0):
+                _hand_to_c(conn, self.status, self.headers, None, body, -1)
+                self.complete = True
+                return self._after_write()
+            length = _declared_length(self.headers, length)
+            _hand_to_c(conn, self.status, self.headers, None, None, length)
+            # a pull source: tf_conn_write_body never waits for the client (send() does)
+            tf_conn_pull(conn, <void *>self)
+        if PyBytes_GET_SIZE(body) and tf_conn_write_body(
+                conn, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body)) < 0:
+            self.gone = True
+        if not more:
+            tf_conn_respond_end(conn, 1)
+            self.complete = True
+        return self._after_write()
+
+    cdef int _after_write(self) except -1:
+        if self.deferred and tf_conn_watch_output(self.conn) < 0:
+            self.gone = True
+        if self.complete:
+            self._wake()  # a receive() waiting for the end returns http.disconnect
+        return 0
+
+    cdef object _wait(self):
+        if self.waiter is None or self.waiter.done():
+            self.waiter = _aloop.create_future()
+        return self.waiter
+
+    cdef void _wake(self) noexcept:
+        if self.waiter is not None:
+            try:
+                if not self.waiter.done():
+                    self.waiter.set_result(None)
+            except BaseException:
+                pass
+
+    cdef void _finish(self, object error) noexcept:
+        """The coroutine ended (error: what it raised, else None): the answer is
+        completed, cut, or replaced by a 500 (503 after a timeout), and the
+        connection goes on."""
+        global _answered
+        cdef tf_conn *conn = self.conn
+        if conn == NULL:
+            return
+        self.conn = NULL
+        self.complete = True
+        self.task = None  # no cycle call -> task -> _Drive -> call left for the GC
+        self._wake()
+        try:
+            if error is not None and not isinstance(error, (asyncio.CancelledError,
+                                                             ClientDisconnected)):
+                _log(f"worker {_worker_id}: error in ASGI application for "
+                     f"{_describe(self.request)}", True)
+            if not tf_conn_gone(conn):
+                if self.timed_out and not self.head_sent:
+                    _answered = False
+                    _answer_timeout(conn, self.request, False)
+                elif self.head_sent and self.complete and error is not None:
+                    pass  # answered before the error: nothing to undo
+                elif self.head_sent and not _stream_done(self):
+                    tf_conn_respond_end(conn, 0)  # cut: the client sees a truncated body
+        except BaseException:
+            _log(f"worker {_worker_id}: error ending an ASGI response", True)
+        self.request._req = NULL  # the application never held the Request
+        self.request._conn = NULL
+        self.request._body_ptr = NULL
+        if not tf_conn_gone(conn):
+            tf_conn_pull(conn, NULL)
+        if self.deferred and _c_open:  # after an immediate stop the C loop is gone
+            tf_job_finish(&self.request._job)  # on_complete, then the next request
+
+
+cdef inline bint _stream_done(_Call call):
+    return call.complete and not call.gone
+
+
+cdef int64_t _declared_length(object headers, int64_t fallback):
+    """The application's Content-Length, else fallback (-1: chunked)."""
+    for name, value in headers:
+        if len(<bytes>name) == 14 and (<bytes>name).lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"invalid Content-Length {value!r}") from None
+    return fallback
+
+
+# ------------------------------------------------------- driving coroutines
+
+cdef object _NOTHING = object()
+
+
+cdef class _Drive:
+    """The coroutine protocol a Task drives: the request's coroutine resumed
+    where the eager first step left it (first: what it yielded then), its end
+    handed to the request instead of to the Task."""
+
+    cdef object coro
+    cdef object first
+    cdef object owner  # a _Call (ASGI) or a Request (native async handler)
+
+    def send(self, value):
+        if self.first is not _NOTHING:
+            value, self.first = self.first, _NOTHING
+            return value
+        try:
+            return self.coro.send(value)
+        except StopIteration as stop:
+            _ended(self.owner, stop.value, None)
+        except BaseException as exc:
+            _ended(self.owner, None, exc)
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        self.first = _NOTHING
+        try:
+            if val is None and tb is None:
+                return self.coro.throw(typ)
+            return self.coro.throw(typ, val, tb)
+        except StopIteration as stop:
+            _ended(self.owner, stop.value, None)
+        except BaseException as exc:
+            _ended(self.owner, None, exc)
+        raise StopIteration
+
+    def close(self):
+        self.coro.close()
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+
+collections.abc.Coroutine.register(_Drive)
+
+
+cdef void _ended(object owner, object result, object error) noexcept:
+    """A coroutine driven by a Task ended."""
+    cdef _Call call = <_Call>owner
+    cdef Request request = call.request
+    if call.asgi:
+        call._finish(error)
+        return
+    # a native async handler: its value is answered by on_complete (_on_complete)
+    if call.timed_out and isinstance(error, asyncio.CancelledError):
+        error = RequestTimeout(f"the request ran past --timeout {_timeout:g} s")
+    request._result = result
+    request._error = error
+    call.conn = NULL
+    call.task = None  # no cycle left for the GC
+    if _c_open:
+        tf_job_finish(&request._job)
+
+
+cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
+                         object context) noexcept:
+    """The coroutine suspended (or is a framework's): its connection is parked
+    and a Task drives the rest."""
+    cdef Request request = call.request
+    cdef _Drive drive = _Drive.__new__(_Drive)
+    drive.coro = coro
+    drive.first = first
+    drive.owner = call
+    Py_INCREF(request)  # the job's reference, dropped by on_complete
+    request._job.data = <void *>request
+    request._result = call  # for on_overrun; a native handler's value replaces it
+    tf_conn_defer(conn, &request._job)
+    call.deferred = True
+    if call.asgi:
+        tf_conn_pull(conn, <void *>call)  # told of the peer leaving, and of drained output
+    try:
+        # the context of the first step (its context variables), else a copy of the loop's
+        call.task = _aloop.create_task(drive, context=context)
+    except BaseException as exc:
+        _ended(call, None, exc)
+
+
+cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
+                           const char *body, size_t body_len) noexcept:
+    """on_request with the event-loop runner: starts the request's coroutine."""
+    cdef Request request = Request.__new__(Request)
+    cdef _Call call = _Call.__new__(_Call)
+    request._req = req
+    request._conn = conn
+    _attach_body(request, conn, body, body_len)  # body NULL: it streams (tf_conn_body)
+    request._version_minor = req.version_minor
+    request.worker_id = _worker_id
+    call.request = request
+    call.conn = conn
+    global _answered
+    _answered = False
+    try:
+        if _asgi_app is not None:
+            call.asgi = True
+            coro = _asgi_app(_http_scope(request), call.receive, call.send)
+        else:
+            coro = _async_handler(request)
+    except BaseException as exc:
+        return _answer_inline(conn, call, None, exc)
+    global _inline_credit, _probe
+    if not _eager or (call.asgi and request._stream != NULL) or (
+            _inline_credit <= 0 and (_probe & 31) != 0 and request._stream == NULL):
+        # frameworks, or a workload whose coroutines all wait: a Task at once
+        # (every 32nd request still tries the eager step, to notice a change)
+        _probe += 1
+        _defer_to_task(conn, call, coro, _NOTHING, None)
+        return TF_DEFERRED
+    _probe += 1
+    # in a context of its own, as a Task would run it: what the request sets
+    # in context variables stays its own
+    context = _copy_context()
+    try:
+        first = context.run(coro.send, None)
+    except StopIteration as stop:
+        _inline_credit = min(_inline_credit + 2, 64)
+        return _answer_inline(conn, call, stop.value, None)
+    except BaseException as exc:
+        return _answer_inline(conn, call, None, exc)
+    _inline_credit = max(_inline_credit - 1, -64)
+    _defer_to_task(conn, call, coro, first, context)
+    return TF_DEFERRED
+
+
+cdef int _answer_inline(tf_conn *conn, _Call call, object result, object error) noexcept:
+    """The coroutine ended in its first step: answered in this pass, no Task."""
+    cdef Request request = call.request
+    if call.asgi:
+        call._finish(error)
+        return 0
+    call.conn = NULL
+    try:
+        if error is not None:
+            raise error
+        _respond(conn, result)
+    except RequestTimeout:
+        _answer_timeout(conn, request)
+    except HTTPError as exc:
+        _answer_http_error(conn, request, exc)
+    except BaseException:
+        _log_handler_error(request)
+    finally:
+        error = None
+    if Py_REFCNT(request) > 1:
+        try:
+            request._detach()
+        except BaseException:
+            pass
+    return 0
+
+
+cdef int _async_on_complete(void *ctx, tf_job *job, int alive) noexcept:
+    """A Task finished a deferred request (tf_job_finish): an ASGI call has
+    answered already; a native handler's value is answered here."""
+    cdef Request request = <Request>job.data
+    if _asgi_app is not None:
+        Py_DECREF(request)  # the job's reference; `request` holds its own
+        request._result = None
+        return 0
+    return _on_complete(ctx, job, alive)
+
+
+cdef void _async_on_overrun(void *ctx, tf_job *job) noexcept:
+    """A deferred request ran past --timeout: its Task is cancelled (503 when
+    nothing was sent yet; a started answer is cut)."""
+    cdef Request request = <Request>job.data
+    cdef _Call call
+    if type(request._result) is not _Call:
+        return
+    call = <_Call>request._result
+    if call.conn == NULL or call.task is None:
+        return  # ended: its answer is on the way
+    _log(f"worker {_worker_id} (pid {os.getpid()}): {_describe(request)} ran past "
+         f"--timeout {_timeout:g} s; cancelling it")
+    call.timed_out = True
+    try:
+        call.task.cancel()
+    except BaseException:
+        _log(f"worker {_worker_id}: cannot cancel a timed-out request", True)
+
+
+cdef void _async_on_body(void *ctx, tf_job *job) noexcept:
+    """More of a deferred ASGI request's body arrived (or its end, or an error)."""
+    cdef Request request = <Request>job.data
+    if type(request._result) is _Call:
+        (<_Call>request._result)._wake()
+
+
+cdef int _async_on_pull(void *ctx, tf_conn *conn, void *source, int abort) noexcept:
+    """A parked ASGI call's connection drained (or, abort, is gone); any other
+    source is a streamed body (_response.pxi)."""
+    cdef _Call call
+    if type(<object>source) is not _Call:
+        return _on_pull(ctx, conn, source, abort)
+    call = <_Call>source
+    if abort:
+        call.gone = True  # its next send() raises, a waiting receive() returns
+        call._wake()
+        return 0  # the connection dropped its pointer
+    call._wake()
+    return 1
+
+
+# ------------------------------------------------------------ the loops
+
+def _tick():
+    """The C loop's descriptor is readable, or its deadline came: one pass."""
+    global _tick_timer, _tick_at
+    cdef double delay = 0.0
+    if not tf_worker_tick(&delay):
+        _aloop.stop()
+        return
+    when = _aloop.time() + delay
+    # one timer at a time; re-armed only when the C loop wants to wake sooner
+    if _tick_timer is None or when < _tick_at - 0.001:
+        if _tick_timer is not None:
+            _tick_timer.cancel()
+        _tick_at = when
+        _tick_timer = _aloop.call_at(when, _on_tick_timer)
+
+
+def _on_tick_timer():
+    global _tick_timer
+    _tick_timer = None
+    _tick()
+
+
+def new_event_loop(str choice="auto"):
+    """An event loop of the kind --loop names: uvloop (when installed, for
+    auto), or asyncio's own."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise RuntimeError("--loop uvloop: uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+cdef object _start_async_services(object loop, CConfig c):
+    """Per-worker services that need the event loop, started once it exists and
+    before the first request: errors the loop reports are logged, and the
+    loop-stall watchdog (--loop-stall-warning). Returns what to stop at the end."""
+    def on_error(loop, context):
+        exc = context.get("exception")
+        _log(f"worker {_worker_id}: event loop: {context.get('message', 'error')}"
+             + (f": {exc!r}" if exc is not None else ""))
+    loop.set_exception_handler(on_error)
+    from tailfast import watchdog
+    return watchdog.start(loop, c.loop_stall_warning)
+
+
+cdef object _listen_address(int fd):
+    """(host, port) of the listening socket (the scope's "server"); None for a unix socket."""
+    import socket
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        addr = s.getsockname()
+    finally:
+        s.close()
+    return (addr[0], addr[1]) if type(addr) is tuple else None
+
+
+cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
+    """Runs this worker with an event loop: lifespan startup, the C loop driven
+    from the event loop until it stops, lifespan shutdown. Returns the exit status."""
+    global _aloop, _asgi_app, _async_handler, _eager, _root_path, _server_addr, _tick_timer
+    global _c_open, _lifespan_state
+    handler = _handler
+    _root_path = handler.script_name
+    if handler.asgi:
+        _asgi_app = handler.app
+        _lifespan_state = {}  # what lifespan startup fills, if the app supports it
+        # frameworks ask for asyncio.current_task() at once: a Task from the start
+        _eager = inspect.iscoroutinefunction(handler.app)
+    else:
+        _async_handler = handler.app
+        _eager = True
+    _server_addr = _listen_address(c.worker.listen_fd)
+    cb.on_request = _async_on_request
+    cb.on_complete = _async_on_complete
+    cb.on_overrun = _async_on_overrun
+    cb.on_pull = _async_on_pull
+    cb.on_body = _async_on_body
+    loop = new_event_loop(c.loop)
+    asyncio.set_event_loop(loop)
+    _aloop = loop
+    cdef int fd = -1
+    cdef int status = 0
+    lifespan = None
+    services = None
+    try:
+        services = _start_async_services(loop, c)
+        if _asgi_app is not None:
+            lifespan = _Lifespan(_asgi_app, loop)
+            if not loop.run_until_complete(lifespan.startup()):
+                return TF_EXIT_FATAL  # reported like a failed import, backed off like one
+        status = tf_worker_open(&c.worker, cb, &fd)
+        if status != 0:
+            return status
+        _c_open = True
+        if os.environ.get("TF_BENCH_DRIVE") == "c" and hasattr(loop, "_run_once"):
+            try:
+                _drive_from_c(loop)  # bench/asgi.py's comparison of the two arrangements
+            finally:
+                _c_open = False
+                status = tf_worker_close()
+        else:
+            loop.add_reader(fd, _tick)
+            loop.call_soon(_tick)
+            try:
+                loop.run_forever()
+            finally:
+                loop.remove_reader(fd)
+                if _tick_timer is not None:
+                    _tick_timer.cancel()
+                    _tick_timer = None
+                _c_open = False
+                status = tf_worker_close()
+        if lifespan is not None:
+            loop.run_until_complete(lifespan.shutdown())
+        return status
+    finally:
+        if services is not None:
+            services.stop()
+        _finish_loop(loop)
+
+
+cdef int _drive_from_c(object loop) except -1:
+    """The reverse arrangement, measured against the default by bench/asgi.py
+    (TF_BENCH_DRIVE=c, asyncio's own loop only): the C loop waits, with the
+    asyncio selector's descriptor in its epoll set, and asyncio's loop runs one
+    iteration (its private _run_once; uvloop has no such call) after each pass."""
+    cdef double delay = 0.0
+    cdef double wait
+    tf_worker_watch(loop._selector._selector.fileno())
+    asyncio.events._set_running_loop(loop)
+    loop._thread_id = threading.get_ident()
+    noop = asyncio.Handle(lambda: None, (), loop)  # keeps _run_once from waiting itself
+    try:
+        while True:
+            if loop._ready:
+                wait = 0.0
+            elif loop._scheduled:
+                wait = max(0.0, loop._scheduled[0]._when - loop.time())
+            else:
+                wait = 1.0
+            if not tf_worker_tick_wait(wait, &delay):
+                return 0
+            loop._ready.append(noop)
+            loop._run_once()
+    finally:
+        asyncio.events._set_running_loop(None)
+        loop._thread_id = None
+
+
+cdef void _finish_loop(object loop) noexcept:
+    """Cancels what is left on the loop (background tasks) and closes it."""
+    global _aloop
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    except BaseException:
+        _log(f"worker {_worker_id}: error closing the event loop", True)
+    _aloop = None
+
+
+# --------------------------------------------------------------- lifespan
+
+class _Lifespan:
+    """The ASGI lifespan protocol for one worker: startup before it accepts,
+    shutdown after it stopped serving. An app that raises on the lifespan
+    scope before answering does not support it: the worker carries on."""
+
+    def __init__(self, app, loop):
+        self.app = app
+        self.loop = loop
+        self.state = {}
+        self.events = asyncio.Queue()
+        self.answers = asyncio.Queue()
+        self.task = None
+        self.supported = True
+
+    async def receive(self):
+        return await self.events.get()
+
+    async def send(self, message):
+        await self.answers.put(message)
+
+    async def run(self):
+        scope = {"type": "lifespan", "asgi": _ASGI_VERSION, "state": self.state}
+        try:
+            await self.app(scope, self.receive, self.send)
+        except BaseException as exc:
+            await self.answers.put({"type": "_raised", "error": exc})
+        else:
+            await self.answers.put({"type": "_returned"})
+
+    async def _step(self, str event):
+        """Sends event; the app's answer: "complete", "failed" (logged) or "gone"."""
+        await self.events.put({"type": f"lifespan.{event}"})
+        answer = await self.answers.get()
+        kind = answer["type"]
+        if kind == f"lifespan.{event}.complete":
+            return "complete"
+        if kind == f"lifespan.{event}.failed":
+            _log(f"worker {_worker_id} (pid {os.getpid()}): lifespan {event} failed: "
+                 f"{answer.get('message', '')}")
+            return "failed"
+        if kind == "_raised" and event == "startup":
+            # raised before answering startup: lifespan unsupported (uvicorn's auto)
+            self.supported = False
+            exc = answer["error"]
+            if not isinstance(exc, (asyncio.CancelledError,)):
+                _pylog.log(f"worker {_worker_id}: the application does not support lifespan "
+                           f"({type(exc).__name__}: {exc}); going on without it", _pylog.DEBUG)
+            return "unsupported"
+        if kind == "_raised":
+            exc = answer["error"]
+            _log(f"worker {_worker_id}: lifespan {event} raised {type(exc).__name__}: {exc}")
+            return "failed"
+        return "gone"
+
+    async def startup(self):
+        """True to go on serving (started, or lifespan unsupported)."""
+        self.task = self.loop.create_task(self.run())
+        result = await self._step("startup")
+        if result == "complete":
+            _lifespan_state.update(self.state)
+            return True
+        if result == "unsupported" or result == "gone":
+            self.supported = False
+            return True
+        return False
+
+    async def shutdown(self):
+        if not self.supported or self.task is None or self.task.done():
+            return
+        await self._step("shutdown")
+        try:
+            await asyncio.wait_for(self.task, 5.0)
+        except BaseException:
+            pass
