@@ -57,7 +57,8 @@ PLACES = {
 }
 PARTS = ["throughput", "speedup", "concurrency", "lifecycle", "parser", "instructions"]
 DEFAULTS = {"duration": 4.0, "repeat": 3}
-# A machine busier than this (1-minute load average per CPU) makes the run a draft.
+# A machine busier than this at the start (1-minute load average per CPU) makes the run a
+# draft.
 IDLE_LOAD = 0.5
 
 
