@@ -24,20 +24,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int passed, failed;
-static const char *dir;
+#include "check.h"
 
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            passed++;                                                                    \
-        } else {                                                                         \
-            failed++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
+static const char *dir;
 
 /* ----------------------------------------------------------------- helpers */
 
@@ -369,6 +358,5 @@ int main(int argc, char **argv) {
     test_pipe_chunks();
     test_write_error();
     test_open_errors();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_summary("test_accesslog");
 }

@@ -26,19 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
+#include "check.h"
 
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            passed++;                                                                    \
-        } else {                                                                         \
-            failed++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
 
 /* ------------------------------------------------------------ the embedder */
 
@@ -379,6 +368,5 @@ int main(void) {
     pthread_join(cli, NULL); /* its CHECKs before ours (the counters are plain ints) */
     CHECK(status == 0, "the worker returned %d", status);
     CHECK(reset_seen == 2, "%d readers saw the client go away, not 2", reset_seen);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_summary("test_body");
 }

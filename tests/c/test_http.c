@@ -24,6 +24,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "check.h"
+
 /* The limits these tests parse with: tailfast/config.py's defaults. */
 static void tf_limits_for_tests(tf_limits *lim) {
     lim->max_request_line = 8190;
@@ -31,19 +33,6 @@ static void tf_limits_for_tests(tf_limits *lim) {
     lim->max_header_field = 8190;
 }
 
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            passed++;                                                                    \
-        } else {                                                                         \
-            failed++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
 
 static int eq(const char *p, size_t n, const char *s) {
     return n == strlen(s) && memcmp(p, s, n) == 0;
@@ -1105,6 +1094,5 @@ int main(void) {
     test_outbuf();
     test_log();
     test_log_levels();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_summary("test_http");
 }

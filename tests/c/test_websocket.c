@@ -13,19 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int passed, failed;
+#include "check.h"
 
-#define CHECK(cond, ...)                                                                 \
-    do {                                                                                 \
-        if (cond) {                                                                      \
-            passed++;                                                                    \
-        } else {                                                                         \
-            failed++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fputc('\n', stderr);                                                         \
-        }                                                                                \
-    } while (0)
 
 /* ------------------------------------------------------------ SHA-1, base64 */
 
@@ -691,6 +680,5 @@ int main(void) {
     test_need_and_compaction();
     test_unmask();
     test_encoder();
-    printf("test_websocket: %d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary("test_websocket");
 }
