@@ -169,6 +169,7 @@ cdef class _Call:
     cdef bint gone          # the client went away
     cdef bint timed_out     # cancelled for --timeout
     cdef bint expired       # a bounded wait (_wait_at_most) ran out
+    cdef double since       # the request's start (scoreboard clock) once it went to a Task
     cdef int status
     cdef object headers
     cdef object waiter      # a Future: send() waiting for the output to drain,
@@ -513,6 +514,8 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
     request._result = call  # for on_overrun; a native handler's value replaces it
     tf_conn_defer(conn, &request._job)
     call.deferred = True
+    if tf_sb_me != NULL:
+        call.since = tf_sb_me.request_started  # for the primary's signal (_overrun_in_step)
     if call.asgi:
         tf_conn_pull(conn, <void *>call)  # told of the peer leaving, and of drained output
     try:
@@ -649,6 +652,27 @@ cdef void _async_on_overrun(void *ctx, tf_job *job) noexcept:
         call.task.cancel()
     except BaseException:
         _log(f"worker {_worker_id}: cannot cancel a timed-out request", True)
+
+
+cdef int _overrun_in_step() except -1:
+    """The primary's timeout signal while no request is being dispatched: when
+    the Task step running now (blocking the loop: no await) is a request's
+    that ran past --timeout, RequestTimeout is raised in it (503), as in an
+    eager step or a sync handler; another request's overrun is the sweep's
+    (on_overrun) once the loop runs again."""
+    if _aloop is None:
+        return 0
+    try:
+        task = asyncio.current_task(_aloop)
+    except RuntimeError:
+        return 0  # the loop is not running
+    if task is None or type(task.get_coro()) is not _Drive:
+        return 0
+    cdef _Call call = <_Call>(<_Drive>task.get_coro()).owner
+    if call.conn != NULL and call.since > 0 and time.monotonic() - call.since >= _timeout:
+        raise RequestTimeout(f"the request ran for {time.monotonic() - call.since:.2f} s, "
+                             f"past --timeout {_timeout:g} s")
+    return 0
 
 
 cdef void _async_on_body(void *ctx, tf_job *job) noexcept:

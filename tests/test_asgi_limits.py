@@ -109,12 +109,14 @@ def test_a_reader_that_stalls_a_streamed_answer_is_dropped_at_request_timeout(ru
     assert server.wait_ready()["processes"][0]["pid"] == pid
 
 
+@pytest.mark.parametrize("path", ["/block", "/block-later"])
 @pytest.mark.parametrize("app", ["limitapps:app", "limitapps:handler"])
-def test_an_overrun_in_an_eager_step_answers_503(run_server, app):
+def test_an_overrun_in_a_blocking_step_answers_503(run_server, app, path):
+    """The primary's signal in an eager step (/block) or a Task's (/block-later)."""
     server = run_server(app, "--bind", ":0", "--workers", "1", "--timeout", "1",
                         "--timeout-grace", "10")
     pid = server.wait_ready()["processes"][0]["pid"]
-    status, _, body = http_request(server.port, "GET", "/block", timeout=15)
+    status, _, body = http_request(server.port, "GET", path, timeout=15)
     assert status == 503, (status, body)
     server.wait_for("timed out after")
     assert "error in ASGI application" not in server.output

@@ -71,6 +71,10 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     elif path == "/block":
         time.sleep(float(scope["query_string"] or b"3"))  # no await: an eager step overruns
         await _answer(send, 200, b"too late")
+    elif path == "/block-later":
+        await asyncio.sleep(0)
+        time.sleep(3)  # in a Task's step: the loop is blocked
+        await _answer(send, 200, b"too late")
     elif path == "/seen":
         await _answer(send, 200, json.dumps(SEEN).encode())
     elif path == "/hello":
@@ -117,6 +121,9 @@ async def handler(request: Any) -> Any:
         time.sleep(3)  # no await: the eager step overruns
         return "too late"
     await asyncio.sleep(0)
+    if request.path == "/block-later":
+        time.sleep(3)  # in a Task's step: the loop is blocked
+        return "too late"
     if request.path == "/read":
         body = await request.read()
         assert request.body is body
