@@ -51,6 +51,8 @@ cdef str _root_path = ""        # --script-name
 cdef object _server_addr = None  # (host, port) of the listening socket, None for a unix one
 cdef dict _ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 cdef dict _DISCONNECT = {"type": "http.disconnect"}
+cdef double _body_timeout = 0.0     # --body-timeout: a receive() waiting for body bytes
+cdef double _request_timeout = 0.0  # --request-timeout: a send() waiting for a stalled reader
 
 
 class AsyncHandler:
@@ -166,6 +168,8 @@ cdef class _Call:
     cdef bint complete      # the last body chunk was sent
     cdef bint gone          # the client went away
     cdef bint timed_out     # cancelled for --timeout
+    cdef bint expired       # a bounded wait (_wait_at_most) ran out
+    cdef double since       # the request's start (scoreboard clock) once it went to a Task
     cdef int status
     cdef object headers
     cdef object waiter      # a Future: send() waiting for the output to drain,
@@ -179,7 +183,10 @@ cdef class _Call:
             event = self._request_event()
             if event is not None:
                 return event
-            await self._wait()  # on_body: more of the body arrived
+            await self._wait_at_most(_body_timeout)  # on_body: more of the body arrived
+            if self.expired and not self.body_taken:
+                self._body_expired()  # the client stalled mid-body: 408, or cut
+                return _DISCONNECT
         while not (self.complete or self.gone or self.conn == NULL):
             await self._wait()
         return _DISCONNECT
@@ -208,6 +215,29 @@ cdef class _Call:
         self.gone = True  # the client went away mid-body (or sent a bad one)
         return _DISCONNECT
 
+    cdef void _body_expired(self) noexcept:
+        """No body bytes for --body-timeout while the application waited in
+        receive(): 408 when nothing was sent yet (then the connection closes),
+        else the answer is cut. Later send()s raise ClientDisconnected."""
+        cdef tf_conn *conn = self.conn
+        self.body_taken = True
+        self.gone = True
+        what = "answered 408" if not self.head_sent else "closing the connection"
+        _log(f"worker {_worker_id} (pid {os.getpid()}): {_describe(self.request)}: no request "
+             f"body bytes for --body-timeout {_body_timeout:g} s; {what}")
+        if conn == NULL or tf_conn_gone(conn):
+            return
+        try:
+            if not self.head_sent:
+                self.head_sent = self.complete = True
+                _send(conn, 408, [(b"connection", b"close")], CT_TEXT,
+                      b"408 Request Timeout: the request body stopped arriving\n")
+                self._after_write()
+            elif not self.complete:
+                tf_conn_respond_end(conn, 0)
+        except BaseException:
+            _log(f"worker {_worker_id}: error answering a stalled request body", True)
+
     def send(self, dict message):
         """ASGI send(). Acts at once; the awaitable it returns waits only while
         the client's output is above the high-water mark (no coroutine object
@@ -216,7 +246,12 @@ cdef class _Call:
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
-            self.status = message["status"]
+            if self.gone:
+                raise ClientDisconnected("the client went away")
+            status = message["status"]
+            if type(status) is not int or not 100 <= status <= 999:
+                raise ValueError(f"invalid ASGI response status {status!r}")
+            self.status = status
             self.headers = self._checked_headers(message.get("headers", ()))
             self.started = True
             return _DONE
@@ -224,10 +259,10 @@ cdef class _Call:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         if not self.started:
             raise RuntimeError("http.response.body sent before http.response.start")
-        if self.complete:
-            raise RuntimeError("http.response.body sent after the response was complete")
         if self.gone or self.conn == NULL:
             raise ClientDisconnected("the client went away")
+        if self.complete:
+            raise RuntimeError("http.response.body sent after the response was complete")
         body = message.get("body", b"")
         if type(body) is not bytes:
             body = bytes(body)
@@ -239,10 +274,26 @@ cdef class _Call:
         return _DONE
 
     async def _drain(self):
+        cdef size_t queued
         while self.conn != NULL and not self.gone and tf_conn_queued(self.conn) > _HIGH_WATER:
-            await self._wait()  # backpressure: the loop wakes us below the low-water mark
+            queued = tf_conn_queued(self.conn)
+            # backpressure: the loop wakes us below the low-water mark
+            await self._wait_at_most(_request_timeout)
+            if (self.expired and self.conn != NULL and not self.gone
+                    and tf_conn_queued(self.conn) >= queued):
+                self._stalled()  # not a byte taken for --request-timeout
         if self.gone and not self.complete:
             raise ClientDisconnected("the client went away")
+
+    cdef void _stalled(self) noexcept:
+        """The client read nothing of a streamed answer for --request-timeout
+        (as a pulled sync body, csrc/conn.c): the answer is cut, and the
+        connection closes once the application's send() raised and it ended."""
+        self.gone = True
+        _log(f"worker {_worker_id} (pid {os.getpid()}): {_describe(self.request)}: the client "
+             f"read nothing for --request-timeout {_request_timeout:g} s; closing the connection")
+        if not self.complete and not tf_conn_gone(self.conn):
+            tf_conn_respond_end(self.conn, 0)
 
     cdef object _checked_headers(self, object headers):
         if type(headers) is not list:
@@ -260,14 +311,16 @@ cdef class _Call:
         cdef tf_conn *conn = self.conn
         cdef int64_t length
         if not self.head_sent:
-            self.head_sent = True
+            # head_sent only once C has the head: a refused one (a bad
+            # Content-Length, a head too large) still gets the 500
             length = -1 if more else PyBytes_GET_SIZE(body)
             if not more and not (self.request._req.is_head and PyBytes_GET_SIZE(body) == 0):
                 _hand_to_c(conn, self.status, self.headers, None, body, -1)
-                self.complete = True
+                self.head_sent = self.complete = True
                 return self._after_write()
             length = _declared_length(self.headers, length)
             _hand_to_c(conn, self.status, self.headers, None, None, length)
+            self.head_sent = True
             # a pull source: tf_conn_write_body never waits for the client (send() does)
             tf_conn_pull(conn, <void *>self)
         if PyBytes_GET_SIZE(body) and tf_conn_write_body(
@@ -290,6 +343,19 @@ cdef class _Call:
             self.waiter = _aloop.create_future()
         return self.waiter
 
+    async def _wait_at_most(self, double seconds):
+        """_wait() for at most seconds (0: no bound); self.expired tells which."""
+        waiter = self._wait()
+        self.expired = False
+        if seconds <= 0:
+            await waiter
+            return
+        timer = _aloop.call_later(seconds, _expire, self, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+
     cdef void _wake(self) noexcept:
         if self.waiter is not None:
             try:
@@ -310,11 +376,17 @@ cdef class _Call:
         self.complete = True
         self.task = None  # no cycle call -> task -> _Drive -> call left for the GC
         self._wake()
+        if isinstance(error, RequestTimeout):
+            self.timed_out = True  # the primary's signal during a step: 503 as for sync handlers
         try:
             if error is not None and not isinstance(error, (asyncio.CancelledError,
-                                                             ClientDisconnected)):
+                                                             ClientDisconnected,
+                                                             RequestTimeout)):
+                # after the client left (or stalled) an error is mostly its echo
                 _log(f"worker {_worker_id}: error in ASGI application for "
-                     f"{_describe(self.request)}", True)
+                     f"{_describe(self.request)}"
+                     + (f" after the client went away: {error!r}" if self.gone else ""),
+                     not self.gone)
             if not tf_conn_gone(conn):
                 if self.timed_out and not self.head_sent:
                     _answered = False
@@ -332,6 +404,13 @@ cdef class _Call:
             tf_conn_pull(conn, NULL)
         if self.deferred and _c_open:  # after an immediate stop the C loop is gone
             tf_job_finish(&self.request._job)  # on_complete, then the next request
+
+
+def _expire(_Call call, waiter):
+    """A bounded wait of call's ran out (its timer)."""
+    if not waiter.done():
+        call.expired = True
+        waiter.set_result(None)
 
 
 cdef inline bint _stream_done(_Call call):
@@ -435,6 +514,8 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
     request._result = call  # for on_overrun; a native handler's value replaces it
     tf_conn_defer(conn, &request._job)
     call.deferred = True
+    if tf_sb_me != NULL:
+        call.since = tf_sb_me.request_started  # for the primary's signal (_overrun_in_step)
     if call.asgi:
         tf_conn_pull(conn, <void *>call)  # told of the peer leaving, and of drained output
     try:
@@ -463,6 +544,9 @@ cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
             call.asgi = True
             coro = _asgi_app(_http_scope(request), call.receive, call.send)
         else:
+            request._on_loop = True  # a streamed body is read with await request.read()
+            if request._stream != NULL:
+                request._result = call  # on_body wakes it (_read_async)
             coro = _async_handler(request)
     except BaseException as exc:
         return _answer_inline(conn, call, None, exc)
@@ -497,6 +581,7 @@ cdef int _answer_inline(tf_conn *conn, _Call call, object result, object error) 
         call._finish(error)
         return 0
     call.conn = NULL
+    request._result = None  # no cycle request -> call -> request
     try:
         if error is not None:
             raise error
@@ -515,6 +600,28 @@ cdef int _answer_inline(tf_conn *conn, _Call call, object result, object error) 
         except BaseException:
             pass
     return 0
+
+
+async def _read_async(Request request):
+    """await request.read() for a streamed body in a native async handler: the
+    body's chunks as cb->on_body announces them, never blocking the loop; at
+    most --body-timeout between two arrivals (then BodyTimeout: 408)."""
+    cdef _Call call = <_Call>request._result
+    cdef list parts = []
+    if request._stream_state:
+        raise RuntimeError("the request body is already being read")
+    request._stream_state = 1
+    while True:
+        chunk = request._take_now(_STREAM_CHUNK * 16)
+        if chunk is None:
+            await call._wait_at_most(_body_timeout)
+            if call.expired:
+                raise BodyTimeout("no request body bytes arrived within --body-timeout")
+        elif chunk:
+            parts.append(chunk)
+        else:
+            request._body = b"".join(parts)
+            return request._body
 
 
 cdef int _async_on_complete(void *ctx, tf_job *job, int alive) noexcept:
@@ -545,6 +652,27 @@ cdef void _async_on_overrun(void *ctx, tf_job *job) noexcept:
         call.task.cancel()
     except BaseException:
         _log(f"worker {_worker_id}: cannot cancel a timed-out request", True)
+
+
+cdef int _overrun_in_step() except -1:
+    """The primary's timeout signal while no request is being dispatched: when
+    the Task step running now (blocking the loop: no await) is a request's
+    that ran past --timeout, RequestTimeout is raised in it (503), as in an
+    eager step or a sync handler; another request's overrun is the sweep's
+    (on_overrun) once the loop runs again."""
+    if _aloop is None:
+        return 0
+    try:
+        task = asyncio.current_task(_aloop)
+    except RuntimeError:
+        return 0  # the loop is not running
+    if task is None or type(task.get_coro()) is not _Drive:
+        return 0
+    cdef _Call call = <_Call>(<_Drive>task.get_coro()).owner
+    if call.conn != NULL and call.since > 0 and time.monotonic() - call.since >= _timeout:
+        raise RequestTimeout(f"the request ran for {time.monotonic() - call.since:.2f} s, "
+                             f"past --timeout {_timeout:g} s")
+    return 0
 
 
 cdef void _async_on_body(void *ctx, tf_job *job) noexcept:
@@ -638,7 +766,9 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
     """Runs this worker with an event loop: lifespan startup, the C loop driven
     from the event loop until it stops, lifespan shutdown. Returns the exit status."""
     global _aloop, _asgi_app, _async_handler, _eager, _root_path, _server_addr, _tick_timer
-    global _c_open, _lifespan_state
+    global _c_open, _lifespan_state, _body_timeout, _request_timeout
+    _body_timeout = c.worker.body_timeout
+    _request_timeout = c.worker.request_timeout
     handler = _handler
     _root_path = handler.script_name
     if handler.asgi:

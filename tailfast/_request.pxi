@@ -122,6 +122,7 @@ cdef class Request:
     cdef object _result, _error
     cdef unsigned long _thread
     cdef bint _running
+    cdef bint _on_loop     # a native async handler's: its streamed body is awaited (read())
 
     def __cinit__(self):
         self._req = NULL
@@ -200,6 +201,7 @@ cdef class Request:
         """The whole body as bytes (a streamed one is read to its end first)."""
         if self._body is None:
             if self._streamed:
+                self._check_not_on_loop("request.body")
                 self._body = self._read_all()
                 return self._body
             if self._body_ptr == NULL and self._body_len:
@@ -219,8 +221,25 @@ cdef class Request:
             return iter((body,) if body else ())
         if self._stream_state:
             raise RuntimeError("the request body is already being read")
+        self._check_not_on_loop("request.stream()")
         self._stream_state = 1
         return self._chunks(size)
+
+    async def read(self):
+        """The whole body as bytes, awaited: in an async handler a streamed body
+        (one that did not come with the head) arrives without blocking the event
+        loop. Afterwards request.body is the same bytes. Raises as stream()."""
+        if self._body is not None or not self._streamed or not self._on_loop:
+            return self.body
+        return await _read_async(self)
+
+    cdef int _check_not_on_loop(self, str what) except -1:
+        if self._on_loop:
+            raise RuntimeError(f"{what} would block the event loop while a large request "
+                               "body arrives: in an async handler, use "
+                               "`body = await request.read()` (request.body is that "
+                               "body afterwards)")
+        return 0
 
     def _chunks(self, Py_ssize_t size):
         while True:

@@ -58,7 +58,10 @@ def _on_timeout_signal(signum, frame):
     code, so raising here is safe. A signal that arrives late (the request is
     over, another one started) finds a younger request and is ignored."""
     cdef tf_sb_proc *me = tf_sb_me
-    if me == NULL or _timeout <= 0 or me.state != TF_W_BUSY:
+    if me == NULL or _timeout <= 0:
+        return
+    if me.state != TF_W_BUSY:
+        _overrun_in_step()  # an event-loop worker: a Task's step may be the one
         return
     elapsed = time.monotonic() - me.request_started
     if elapsed >= _timeout:

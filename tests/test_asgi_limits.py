@@ -1,0 +1,193 @@
+"""ASGI and async handlers at their limits: stalled uploads and readers, overruns, bad messages."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+
+import pytest
+from conftest import connect, http_request, read_response
+
+
+def _seen(port: int) -> list[str]:
+    status, _, body = http_request(port, "GET", "/seen")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def _wait_seen(port: int, prefix: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [s for s in _seen(port) if s.startswith(prefix)]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"{prefix!r} not seen: {_seen(port)}")
+
+
+def _read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def _stalled_upload(port: int, path: str, sent: int = 300 * 1024) -> socket.socket:
+    """A head announcing 4 MiB, sent bytes of it, then nothing."""
+    s = connect(port)
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {4 << 20}\r\n\r\n".encode()
+              + b"u" * sent)
+    return s
+
+
+def test_a_stalled_upload_gets_408_after_body_timeout(run_server):
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1", "--body-timeout", "1",
+                        "--timeout", "30")
+    pid = server.wait_ready()["processes"][0]["pid"]
+    with _stalled_upload(server.port, "/upload") as s:
+        start = time.monotonic()
+        assert http_request(server.port, "GET", "/hello")[2] == b"hello"  # served meanwhile
+        data = _read_until_closed(s)
+        elapsed = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 408"), data[:200]
+    assert b"connection: close" in data.lower()
+    assert 0.9 <= elapsed < 5, elapsed
+    seen = _wait_seen(server.port, "upload:")
+    # the app's receive() returned http.disconnect, and its send() then raised
+    assert seen.startswith("upload:disconnect:") and seen.endswith(":ClientDisconnected"), seen
+    assert int(seen.split(":")[2]) > 0
+    server.wait_for("no request body bytes for --body-timeout 1 s; answered 408")
+    assert server.wait_ready()["processes"][0]["pid"] == pid
+
+
+def test_a_stalled_upload_after_the_answer_started_is_cut(run_server):
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1", "--body-timeout", "1")
+    with _stalled_upload(server.port, "/upload-streaming") as s:
+        data = _read_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 200") and b"started" in data
+    assert not data.endswith(b"0\r\n\r\n")  # cut: no last chunk
+    assert _wait_seen(server.port, "upload-streaming:") == "upload-streaming:http.disconnect"
+    assert http_request(server.port, "GET", "/hello")[2] == b"hello"
+
+
+def test_a_reader_that_stalls_a_streamed_answer_is_dropped_at_request_timeout(run_server):
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1",
+                        "--request-timeout", "2", "--timeout", "60")
+    pid = server.wait_ready()["processes"][0]["pid"]
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        start = time.monotonic()
+        server.wait_state(lambda s: s["processes"][0]["open"] >= 1, "the stalled connection")
+        for _ in range(5):  # the worker serves others meanwhile
+            t0 = time.monotonic()
+            assert http_request(server.port, "GET", "/hello")[2] == b"hello"
+            assert time.monotonic() - t0 < 0.5
+        # the app's send() raised ClientDisconnected at --request-timeout, well before --timeout
+        assert _wait_seen(server.port, "endless:", timeout=15) == "endless:ClientDisconnected"
+        assert time.monotonic() - start < 8
+        stalled.settimeout(10)
+        total = 0
+        try:
+            while chunk := stalled.recv(1 << 20):  # what was queued, then the close
+                total += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert total < 64 * 1024 * 1024
+        assert time.monotonic() - start < 12
+    finally:
+        stalled.close()
+    server.wait_for("read nothing for --request-timeout 2 s; closing the connection")
+    assert server.wait_ready()["processes"][0]["pid"] == pid
+
+
+@pytest.mark.parametrize("path", ["/block", "/block-later"])
+@pytest.mark.parametrize("app", ["limitapps:app", "limitapps:handler"])
+def test_an_overrun_in_a_blocking_step_answers_503(run_server, app, path):
+    """The primary's signal in an eager step (/block) or a Task's (/block-later)."""
+    server = run_server(app, "--bind", ":0", "--workers", "1", "--timeout", "1",
+                        "--timeout-grace", "10")
+    pid = server.wait_ready()["processes"][0]["pid"]
+    status, _, body = http_request(server.port, "GET", path, timeout=15)
+    assert status == 503, (status, body)
+    server.wait_for("timed out after")
+    assert "error in ASGI application" not in server.output
+    assert server.wait_ready()["processes"][0]["pid"] == pid
+    assert http_request(server.port, "GET", "/hello")[0] == 200
+
+
+def test_an_async_handler_awaits_a_large_body(run_server):
+    server = run_server("limitapps:handler", "--bind", ":0", "--workers", "1")
+    body = bytes(range(256)) * 4096  # 1 MiB: streamed
+    expected = f"{len(body)} {sum(body) % 997}".encode()
+    assert http_request(server.port, "POST", "/read", body=body)[::2] == (200, expected)
+    # half the body, then another request is served while the first one waits
+    with connect(server.port) as s:
+        s.sendall(f"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+                  .encode() + body[: len(body) // 2])
+        t0 = time.monotonic()
+        assert http_request(server.port, "GET", "/hello")[2] == b"hello"
+        assert time.monotonic() - t0 < 0.5
+        s.sendall(body[len(body) // 2:])
+        response = read_response(s)
+    assert (response.status, response.body) == (200, expected)
+    # a small body needs no await
+    assert http_request(server.port, "POST", "/read", body=b"abc")[2] == b"3 294"
+
+
+@pytest.mark.parametrize("path", ["/body", "/stream"])
+def test_a_blocking_read_of_a_large_body_in_an_async_handler_is_refused(run_server, path):
+    server = run_server("limitapps:handler", "--bind", ":0", "--workers", "1")
+    status, _, _ = http_request(server.port, "POST", path, body=b"z" * (1 << 20))
+    assert status == 500
+    server.wait_for(re.escape("use `body = await request.read()`"))
+    assert http_request(server.port, "POST", path, body=b"small")[2] == b"5"
+
+
+def test_an_async_handler_whose_upload_stalls_gets_408(run_server):
+    server = run_server("limitapps:handler", "--bind", ":0", "--workers", "1",
+                        "--body-timeout", "1")
+    with _stalled_upload(server.port, "/read") as s:
+        assert http_request(server.port, "GET", "/hello")[2] == b"hello"
+        data = _read_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 408"), data[:200]
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("/wrong-type", "unexpected ASGI message 'http.response.nonsense'"),
+    ("/start-twice", "http.response.start sent twice"),
+    ("/body-before-start", "http.response.body sent before http.response.start"),
+    ("/str-headers", "ASGI header names and values must be bytes"),
+    ("/bad-status", "invalid ASGI response status '200'"),
+    ("/bad-length", "invalid Content-Length"),
+])
+def test_invalid_messages_before_the_answer_get_500(run_server, path, message):
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1")
+    pid = server.wait_ready()["processes"][0]["pid"]
+    assert http_request(server.port, "GET", path)[0] == 500
+    server.wait_for(re.escape(message))
+    assert http_request(server.port, "GET", "/hello")[2] == b"hello"
+    assert server.wait_ready()["processes"][0]["pid"] == pid
+
+
+def test_invalid_messages_after_the_answer(run_server):
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1")
+    with connect(server.port) as s:  # complete already: the answer stands, the error is logged
+        s.sendall(b"GET /after-complete HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s).body == b"complete"
+    server.wait_for("http.response.body sent after the response was complete")
+    with connect(server.port) as s:  # mid-stream: cut
+        s.sendall(b"GET /invalid-mid-stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = _read_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 200") and b"partial" in data
+    assert not data.endswith(b"0\r\n\r\n")
+    server.wait_for("http.response.start sent twice")
+    assert http_request(server.port, "GET", "/hello")[2] == b"hello"
