@@ -58,9 +58,10 @@ static void tf_worker_sweep(tf_worker *w) {
     tf_conn *c = w->conns;
     while (c) {
         tf_conn *next = c->next;
-        if (c->job) {
+        if (c->job || (c->ws && !c->lingering && !tf_conn_pending(c))) {
             /* parked: a write (a 100 Continue) may have set a deadline, but
-             * its request is with a runner */
+             * its request is with a runner; an open WebSocket has no timer
+             * (only a write stalled past request_timeout closes it) */
             c = next;
             continue;
         }
@@ -136,6 +137,11 @@ static void tf_worker_start_drain(tf_worker *w) {
      * Connection: close; the sweep closes the rest. A connection that has
      * not sent its first request yet was accepted for a client that is
      * sending one: it is served (with Connection: close) like any other. */
+    for (tf_conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->ws && !c->lingering)
+            tf_ws_drain(c); /* close 1001; its client answers within the linger time */
+    }
     for (tf_conn *c = w->conns; c; c = c->next) {
         if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->pull && !c->lingering &&
             !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)
