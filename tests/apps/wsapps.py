@@ -1,11 +1,26 @@
-"""ASGI WebSocket test applications: echo, reject, close codes, scope, send flood, disconnect codes."""
+"""ASGI WebSocket test applications: echo, reject, close codes, scope, flood, lazy reader."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 _closes: list[int] = []  # websocket.disconnect codes seen by /echo, reported over HTTP
+_release: list[asyncio.Event] = []  # /lazy waits on it; GET /release sets it
+
+
+async def _lazy(receive: Any, send: Any) -> None:
+    """Receives nothing until GET /release, then counts messages until "end"."""
+    await send({"type": "websocket.accept"})
+    if not _release:
+        _release.append(asyncio.Event())
+    await _release[0].wait()
+    count = 0
+    while (await receive()).get("text") != "end":
+        count += 1
+    await send({"type": "websocket.send", "text": str(count)})
+    await receive()
 
 
 async def _echo(receive: Any, send: Any, scope: dict) -> None:
@@ -57,6 +72,8 @@ async def _websocket(scope: dict, receive: Any, send: Any) -> None:
         shown["state"] = dict(scope["state"])
         await send({"type": "websocket.send", "text": json.dumps(shown)})
         await receive()
+    elif path == "/lazy":
+        await _lazy(receive, send)
     elif path == "/flood":
         await _flood(receive, send)
     else:
@@ -70,6 +87,10 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         raise RuntimeError("no lifespan")
     body = json.dumps(_closes).encode() if scope["path"] == "/closes" else b"plain http"
+    if scope["path"] == "/release":
+        if not _release:
+            _release.append(asyncio.Event())
+        _release[0].set()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})
