@@ -140,6 +140,10 @@ int tf_ws_process(tf_conn *c) {
     tf_ws_event ev;
     if (c->lingering || c->close_after_write)
         return 0; /* closing: tf_conn_finish's own course */
+    if (tf_worker_stopping(c->worker) && !ws->closing) {
+        tf_ws_drain(c); /* accepted after the drain began (its request was in flight) */
+        return -1;
+    }
     while (!ws->paused && c->in) {
         int r = tf_ws_parse(&ws->parser, c->in, &c->in_len, &ev);
         if (r == TF_WS_INCOMPLETE)

@@ -107,7 +107,8 @@ def test_message_over_the_maximum_closes_1009(run_server):
         closed = _closed_by_server(ws)
     assert closed.rcvd.code == 1009
     with ws_connect(_url(server, "/echo")) as ws:
-        ws.send(["x" * 600, "x" * 600])  # fragments within the limit, the message not
+        with contextlib.suppress(ConnectionClosed):  # the close may come before the 2nd
+            ws.send(["x" * 600, "x" * 600])  # fragments within the limit, the message not
         assert _closed_by_server(ws).rcvd.code == 1009
 
 
@@ -275,3 +276,35 @@ def test_http_keeps_working_after_websockets_on_one_connection(run_server):
         assert read_response(s).status == 403
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(s).body == b"plain http"
+
+
+def test_max_requests_recycle_closes_websockets_1001(run_server):
+    """The upgrade counts as a request: the second one retires the worker,
+    and its open WebSockets are closed 1001 while a new worker takes over."""
+    server = _ws(run_server, "--max-requests", "2", "--graceful-timeout", "8")
+    pid = server.wait_ready()["processes"][0]["pid"]
+    with ws_connect(_url(server, "/echo")) as first, ws_connect(_url(server, "/echo")) as second:
+        for ws in (first, second):
+            assert _closed_by_server(ws).rcvd.code == 1001
+    server.wait_state(lambda s: any(p["pid"] != pid and p["ready"] for p in s["processes"]),
+                      "a new worker ready")
+    with ws_connect(_url(server, "/echo")) as ws:
+        ws.send("new")
+        assert ws.recv(timeout=5) == "new"
+
+
+def test_websockets_spread_across_workers(run_server):
+    """Open WebSockets count as open connections in the fair-share rule: a
+    worker holding more steps aside, so they spread; each worker still accepts."""
+    server = run_server("wsapps:app", "--bind", ":0", "--workers", "2")
+    server.wait_ready()
+    with contextlib.ExitStack() as stack:
+        for i in range(40):
+            ws = stack.enter_context(ws_connect(_url(server, "/echo")))
+            ws.send(str(i))
+            assert ws.recv(timeout=5) == str(i)
+        snapshot = server.wait_state(
+            lambda s: sum(p["open"] for p in s["processes"]) >= 40, "40 connections open")
+        opens = sorted(p["open"] for p in snapshot["processes"])
+        assert opens[0] >= 10, opens
+        assert all(p["state"] != "busy" and p["in_flight"] == 0 for p in snapshot["processes"])
