@@ -174,6 +174,8 @@ typedef struct {
     int64_t max_body_size;     /* 0: unlimited */
     int64_t ws_max_message_size; /* largest WebSocket message, all fragments (0: unlimited):
                                     tf_ws_parser_init's max_message (websocket.h) */
+    double ws_ping_interval;   /* seconds of WebSocket silence before a ping; no pong
+                                  within as long again: close 1011 (0: never) */
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
     int balance;               /* 1: cap accepts by the fair share in the scoreboard */

@@ -61,7 +61,10 @@ static void tf_worker_sweep(tf_worker *w) {
         if (c->job || (c->ws && !c->lingering && !tf_conn_pending(c))) {
             /* parked: a write (a 100 Continue) may have set a deadline, but
              * its request is with a runner; an open WebSocket has no timer
-             * (only a write stalled past request_timeout closes it) */
+             * but its pings (only a write stalled past request_timeout
+             * closes it otherwise) */
+            if (c->ws)
+                tf_ws_tick(c);
             c = next;
             continue;
         }
@@ -92,6 +95,8 @@ static double tf_sweep_interval(const tf_worker_config *cfg, int async) {
         every = cfg->keepalive_timeout;
     if ((cfg->threads > 1 || async) && cfg->timeout > 0 && cfg->timeout < every)
         every = cfg->timeout; /* requests in flight are timed out here */
+    if (async && cfg->ws_ping_interval > 0 && cfg->ws_ping_interval < every)
+        every = cfg->ws_ping_interval; /* WebSocket pings (only with ASGI) */
     every /= 4;
     if (!(every <= 1.0))
         every = 1.0;

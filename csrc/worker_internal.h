@@ -206,6 +206,7 @@ void tf_ws_on_writable(tf_conn *c);
 int tf_ws_process(tf_conn *c);
 void tf_ws_drain(tf_conn *c);
 void tf_ws_gone(tf_conn *c);
+void tf_ws_tick(tf_conn *c); /* the sweep: a ping after silence, 1011 without a pong */
 
 /* dispatch.c: routes a complete request: the health, readiness and metrics
  * paths of cfg, else cb->on_request. stopping: the worker is draining.

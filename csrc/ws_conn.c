@@ -24,6 +24,7 @@ struct tf_ws_conn {
     void *handle;  /* the embedder's, until cb->on_ws(TF_WS_CLOSED) */
     int paused;    /* the embedder's queue is full: no parsing, no reading */
     int closing;   /* our close frame is queued: what arrives is dropped */
+    double pinged; /* when our unanswered ping was sent (0: none) */
 };
 
 /* Reports the end once (code, reason) and forgets the handle. */
@@ -130,7 +131,9 @@ static int tf_ws_event_in(tf_conn *c, const tf_ws_event *ev) {
         tf_conn_finish(c, 1);
         return -1;
     }
-    return 1; /* a pong, or a ping after our close */
+    if (ev->opcode == TF_WS_OP_PONG)
+        ws->pinged = 0; /* any pong answers (RFC 6455 5.5.3 allows unsolicited ones) */
+    return 1;
 }
 
 /* Parses what c->in holds until it is incomplete, paused or closed; then
@@ -266,4 +269,27 @@ void tf_ws_gone(tf_conn *c) {
     tf_ws_report_closed(c, TF_WS_CLOSE_ABNORMAL, NULL, 0);
     free(c->ws);
     c->ws = NULL;
+}
+
+void tf_ws_tick(tf_conn *c) {
+    tf_ws_conn *ws = c->ws;
+    tf_worker *w = c->worker;
+    double every = w->cfg->ws_ping_interval;
+    if (!(every > 0) || ws->closing || c->lingering)
+        return;
+    if (ws->pinged > 0) {
+        if (w->now - ws->pinged >= every)
+            tf_ws_shut(c, TF_WS_CLOSE_INTERNAL, "no pong", 7); /* c may be gone */
+        return;
+    }
+    if (w->now - c->last_read < every)
+        return;
+    uint8_t frame[TF_WS_MAX_HEADER];
+    struct iovec iov = {frame, tf_ws_frame_header(frame, TF_WS_OP_PING, 1, 0)};
+    ws->pinged = w->now;
+    if (tf_conn_send(c, &iov, 1) < 0 ||
+        (tf_conn_pending(c) && tf_conn_set_events(c, c->registered | EPOLLOUT) < 0)) {
+        tf_ws_report_closed(c, TF_WS_CLOSE_ABNORMAL, NULL, 0);
+        tf_conn_close(c);
+    }
 }

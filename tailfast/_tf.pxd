@@ -88,6 +88,7 @@ cdef extern from "tailfast.h" nogil:
         double request_timeout
         int64_t max_body_size
         int64_t ws_max_message_size
+        double ws_ping_interval
         tf_limits limits
         uint64_t max_requests
         int balance

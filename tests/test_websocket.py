@@ -308,3 +308,35 @@ def test_websockets_spread_across_workers(run_server):
         opens = sorted(p["open"] for p in snapshot["processes"])
         assert opens[0] >= 10, opens
         assert all(p["state"] != "busy" and p["in_flight"] == 0 for p in snapshot["processes"])
+
+
+def _raw_upgrade(port: int, path: str) -> tuple[socket.socket, bytes]:
+    """A WebSocket opened by hand: the socket and what followed the 101 head."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = "".join(f"{k}: {v}\r\n" for k, v in UPGRADE.items())
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = s.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    return s, answer.split(b"\r\n\r\n", 1)[1]
+
+
+def test_ping_interval_closes_a_silent_client_1011(run_server):
+    server = _ws(run_server, "--ws-ping-interval", "0.3")
+    with ws_connect(_url(server, "/echo")) as ws:  # answers pings: stays open
+        time.sleep(1.2)
+        ws.send("alive")
+        assert ws.recv(timeout=5) == "alive"
+    s, got = _raw_upgrade(server.port, "/echo")
+    start = time.monotonic()
+    with s:
+        while len(got) < 6:  # a ping (2 bytes), then a close with its code (4 or more)
+            chunk = s.recv(4096)
+            assert chunk, got
+            got += chunk
+    assert got[:2] == b"\x89\x00"  # the ping, left unanswered
+    assert got[2] == 0x88 and int.from_bytes(got[4:6], "big") == 1011
+    assert time.monotonic() - start < 5
