@@ -19,6 +19,7 @@ from tailfast._tf cimport (
     tf_ws_conn_close,
     tf_ws_conn_resume,
     tf_ws_conn_send,
+    tf_ws_close_code_valid,
     tf_ws_handshake,
     tf_ws_is_upgrade,
     tf_ws_subprotocols,
@@ -89,7 +90,10 @@ cdef class _WsCall(_Call):
             self._accept(message)
             return _DONE
         if kind == "websocket.close":
-            self._close(message.get("code") or 1000, message.get("reason") or "")
+            code = message.get("code") or 1000
+            if not tf_ws_close_code_valid(code):
+                raise ValueError(f"websocket.close: {code} is not a close code one may send")
+            self._close(code, message.get("reason") or "")
             return _DONE
         raise RuntimeError(f"unexpected ASGI message {kind!r} on a websocket")
 

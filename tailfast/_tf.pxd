@@ -251,3 +251,4 @@ cdef extern from "websocket.h" nogil:
     int tf_ws_is_upgrade(const tf_request *req)
     int tf_ws_handshake(const tf_request *req, char *accept, const char **why)
     ssize_t tf_ws_subprotocols(const tf_request *req, tf_ws_token *out, size_t cap)
+    int tf_ws_close_code_valid(int code)

@@ -62,7 +62,10 @@ async def _websocket(scope: dict, receive: Any, send: Any) -> None:
     elif path == "/close":
         await send({"type": "websocket.accept"})
         await receive()
-        await send({"type": "websocket.close", "code": 4000, "reason": "bye"})
+        try:
+            await send({"type": "websocket.close", "code": 1005})  # reserved: refused
+        except ValueError:
+            await send({"type": "websocket.close", "code": 4000, "reason": "bye"})
     elif path == "/scope":
         await send({"type": "websocket.accept"})
         shown = {k: v for k, v in scope.items() if k not in ("headers", "state")}
