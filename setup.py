@@ -37,6 +37,7 @@ CORE_SOURCES = [
     "csrc/observe.c",
     "csrc/accesslog.c",
     "csrc/websocket.c",
+    "csrc/ws_conn.c",
 ]
 BENCH_SOURCES = [
     "csrc/loadgen.c",

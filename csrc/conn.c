@@ -92,6 +92,8 @@ void tf_conn_close(tf_conn *c) {
         tf_sb_me->open = w->conn_count;
     if (c->body)
         tf_body_gone(c); /* its readers fail from now on */
+    if (c->ws)
+        tf_ws_gone(c); /* the embedder hears of the end (1006 unless said) */
     if (c->job) {
         /* its request is with a runner, which holds pointers into c->in */
         c->orphaned = 1;

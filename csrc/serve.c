@@ -387,6 +387,8 @@ static int tf_conn_settle(tf_conn *c) {
 
 /* Answers every complete request in c->in, in order. Returns -1 when c was closed. */
 static int tf_conn_process(tf_conn *c) {
+    if (c->ws)
+        return tf_ws_process(c); /* upgraded: frames, not requests */
     if (c->pull)
         tf_conn_pump(c);
     /* parked (a job in flight) or a pulled body still owed: the next request waits */
@@ -458,6 +460,10 @@ static int tf_conn_peer_left(tf_conn *c) {
 }
 
 void tf_conn_on_readable(tf_conn *c, uint32_t events) {
+    if (c->ws) {
+        tf_ws_on_readable(c, events);
+        return;
+    }
     if (c->body && !c->lingering) {
         tf_body_on_readable(c, events); /* the window, for the application or the drain */
         return;
@@ -528,6 +534,10 @@ void tf_conn_complete(tf_conn *c, tf_job *job) {
 }
 
 void tf_conn_on_writable(tf_conn *c) {
+    if (c->ws) {
+        tf_ws_on_writable(c);
+        return;
+    }
     if (tf_conn_flush(c) < 0) {
         tf_conn_close(c);
         return;

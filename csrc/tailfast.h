@@ -100,6 +100,7 @@ void tf_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ------------------------------------------------------------------ worker */
 
 typedef struct tf_conn tf_conn;
+typedef struct tf_ws_conn tf_ws_conn; /* a connection's WebSocket state (ws_conn.c) */
 
 /* on_request's answer "later": the request is in flight (see tf_conn_defer). */
 #define TF_DEFERRED 1
@@ -147,7 +148,18 @@ typedef struct {
      * Called once per TF_BODY_AGAIN, on the loop with the lock held, for a
      * deferred request only (NULL: never asked for). See "Request bodies". */
     void (*on_body)(void *ctx, tf_job *job);
+    /* A WebSocket connection (tf_ws_conn_accept's handle), on the loop with
+     * the lock held. TF_WS_MESSAGE: a whole message (code: its opcode, 1 text,
+     * 2 binary; data valid during the call); return 1 when the embedder's
+     * queue is full (no more reading until tf_ws_conn_resume), else 0.
+     * TF_WS_WRITABLE: the output went below the low-water mark.
+     * TF_WS_CLOSED (once, last): the connection ends, code the close code
+     * (1006: no close frame), data the reason; handle is released. */
+    int (*on_ws)(void *ctx, tf_conn *conn, void *handle, int kind, int code, const char *data,
+                 size_t len);
 } tf_worker_callbacks;
+
+enum { TF_WS_MESSAGE = 1, TF_WS_WRITABLE = 2, TF_WS_CLOSED = 3 };
 
 typedef struct {
     int listen_fd;
@@ -162,6 +174,8 @@ typedef struct {
     int64_t max_body_size;     /* 0: unlimited */
     int64_t ws_max_message_size; /* largest WebSocket message, all fragments (0: unlimited):
                                     tf_ws_parser_init's max_message (websocket.h) */
+    double ws_ping_interval;   /* seconds of WebSocket silence before a ping; no pong
+                                  within as long again: close 1011 (0: never) */
     tf_limits limits;
     uint64_t max_requests;     /* ask to be replaced after this many (0: never) */
     int balance;               /* 1: cap accepts by the fair share in the scoreboard */
@@ -205,6 +219,19 @@ void tf_job_finish(tf_job *job);
  * told when its peer goes away: cb->on_pull(abort=1); below the low-water
  * mark it gets cb->on_pull(abort=0), and must then write nothing. */
 size_t tf_conn_queued(const tf_conn *conn);
+/* WebSocket mode (ws_conn.c), on the loop thread. tf_ws_conn_accept, while
+ * the upgrade request is deferred (before tf_job_finish): writes the 101
+ * (Sec-WebSocket-Accept and headers, e.g. the chosen subprotocol) and turns
+ * the connection to WebSocket mode; handle is given to cb->on_ws. 0, or -1.
+ * tf_ws_conn_send: one whole text (1) or binary (2) frame, queued when the
+ * socket does not take it (see tf_conn_queued); -1 when closed.
+ * tf_ws_conn_close: a close frame (code, reason), then the connection ends
+ * (cb->on_ws TF_WS_CLOSED with that code). tf_ws_conn_resume: reading again
+ * after on_ws returned 1. */
+int tf_ws_conn_accept(tf_conn *c, const tf_header *headers, size_t num_headers, void *handle);
+int tf_ws_conn_send(tf_conn *c, int opcode, const char *data, size_t len);
+int tf_ws_conn_close(tf_conn *c, int code, const char *reason, size_t len);
+void tf_ws_conn_resume(tf_conn *c);
 int tf_conn_gone(const tf_conn *conn);
 int tf_conn_watch_output(tf_conn *conn);
 

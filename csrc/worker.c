@@ -58,9 +58,13 @@ static void tf_worker_sweep(tf_worker *w) {
     tf_conn *c = w->conns;
     while (c) {
         tf_conn *next = c->next;
-        if (c->job) {
+        if (c->job || (c->ws && !c->lingering && !tf_conn_pending(c))) {
             /* parked: a write (a 100 Continue) may have set a deadline, but
-             * its request is with a runner */
+             * its request is with a runner; an open WebSocket has no timer
+             * but its pings (only a write stalled past request_timeout
+             * closes it otherwise) */
+            if (c->ws)
+                tf_ws_tick(c);
             c = next;
             continue;
         }
@@ -91,6 +95,8 @@ static double tf_sweep_interval(const tf_worker_config *cfg, int async) {
         every = cfg->keepalive_timeout;
     if ((cfg->threads > 1 || async) && cfg->timeout > 0 && cfg->timeout < every)
         every = cfg->timeout; /* requests in flight are timed out here */
+    if (async && cfg->ws_ping_interval > 0 && cfg->ws_ping_interval < every)
+        every = cfg->ws_ping_interval; /* WebSocket pings (only with ASGI) */
     every /= 4;
     if (!(every <= 1.0))
         every = 1.0;
@@ -136,6 +142,11 @@ static void tf_worker_start_drain(tf_worker *w) {
      * Connection: close; the sweep closes the rest. A connection that has
      * not sent its first request yet was accepted for a client that is
      * sending one: it is served (with Connection: close) like any other. */
+    for (tf_conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->ws && !c->lingering)
+            tf_ws_drain(c); /* close 1001; its client answers within the linger time */
+    }
     for (tf_conn *c = w->conns; c; c = c->next) {
         if (c->served > 0 && c->in_len == 0 && !tf_conn_pending(c) && !c->pull && !c->lingering &&
             !c->close_after_write && c->deadline > w->now + TF_DRAIN_IDLE_SECONDS)

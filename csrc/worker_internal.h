@@ -9,6 +9,7 @@
  *   respond.c  response framing (whole, streamed, chunked, sendfile): tf_conn_respond*
  *   worker.c   the loop: signals, timers, drain
  *   runq.c     requests in flight: the run queue to runner threads, completions back
+ *   ws_conn.c  a connection in WebSocket mode after its upgrade (frames in and out)
  * Data flows one way: worker.c -> accept.c / serve.c -> dispatch.c -> the
  * embedder -> respond.c -> conn.c, and respond.c -> observe.c, accesslog.c (leaves).
  */
@@ -97,6 +98,7 @@ struct tf_conn {
     tf_conn *job_prev, *job_next; /* tf_worker.jobs: in flight, oldest first */
     void *pull;            /* a streamed body's source (tf_conn_pull), else NULL */
     tf_body *body;         /* the request body being streamed (body.c), else NULL */
+    tf_ws_conn *ws;        /* WebSocket mode after the upgrade (ws_conn.c), else NULL */
 
     struct sockaddr_storage peer;
     tf_conn *prev, *next;
@@ -195,6 +197,16 @@ void tf_body_gone(tf_conn *c);
 void tf_body_free(tf_conn *c);
 void tf_body_on_wake(tf_worker *w);
 void tf_body_worker_end(void);
+
+/* ws_conn.c: a connection in WebSocket mode (c->ws). tf_ws_process parses
+ * what c->in holds (-1: c was closed); tf_ws_drain sends close 1001;
+ * tf_ws_gone (from tf_conn_close) reports the end if not yet and frees c->ws. */
+void tf_ws_on_readable(tf_conn *c, uint32_t events);
+void tf_ws_on_writable(tf_conn *c);
+int tf_ws_process(tf_conn *c);
+void tf_ws_drain(tf_conn *c);
+void tf_ws_gone(tf_conn *c);
+void tf_ws_tick(tf_conn *c); /* the sweep: a ping after silence, 1011 without a pong */
 
 /* dispatch.c: routes a complete request: the health, readiness and metrics
  * paths of cfg, else cb->on_request. stopping: the worker is draining.

@@ -2,7 +2,8 @@
 
 Path and query parameters, JSON and form bodies, cookies, redirects, a
 streamed response, background tasks, HTTPException, a plain `def` route (run
-on FastAPI's thread pool) and state set up by the lifespan, once per worker.
+on FastAPI's thread pool), state set up by the lifespan, once per worker, and
+a WebSocket route.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import BackgroundTasks, Cookie, FastAPI, Form, HTTPException, Request, Response
+from fastapi import (
+    BackgroundTasks,
+    Cookie,
+    FastAPI,
+    Form,
+    HTTPException,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from fastapi.responses import PlainTextResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -117,3 +128,28 @@ async def state(request: Request) -> dict[str, Any]:
 async def sleep(s: float = 0.02) -> dict[str, float]:
     await asyncio.sleep(s)
     return {"slept": s}
+
+
+@app.websocket("/ws/{room}")
+async def chat(websocket: WebSocket, room: str) -> None:
+    """Echoes text and bytes with the room's name; "bye" closes with 4002;
+    room "private" is refused before the accept (403)."""
+    if room == "private":
+        await websocket.close(code=1008)
+        return
+    offered = websocket.scope["subprotocols"]
+    await websocket.accept(subprotocol="chat" if "chat" in offered else None)
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") == "bye":
+                await websocket.close(code=4002, reason="asked to")
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(f"{room}: {message['text']}")
+            else:
+                await websocket.send_bytes(room.encode() + b": " + message["bytes"])
+    except WebSocketDisconnect:
+        return

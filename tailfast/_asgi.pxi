@@ -528,6 +528,8 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
 cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
                            const char *body, size_t body_len) noexcept:
     """on_request with the event-loop runner: starts the request's coroutine."""
+    if _asgi_app is not None and tf_ws_is_upgrade(req):
+        return _ws_on_request(conn, req, body, body_len)  # a websocket scope (_asgi_ws.pxi)
     cdef Request request = Request.__new__(Request)
     cdef _Call call = _Call.__new__(_Call)
     request._req = req
@@ -640,7 +642,7 @@ cdef void _async_on_overrun(void *ctx, tf_job *job) noexcept:
     nothing was sent yet; a started answer is cut)."""
     cdef Request request = <Request>job.data
     cdef _Call call
-    if type(request._result) is not _Call:
+    if not isinstance(request._result, _Call):  # a _WsCall before its accept too
         return
     call = <_Call>request._result
     if call.conn == NULL or call.task is None:
@@ -785,6 +787,7 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
     cb.on_overrun = _async_on_overrun
     cb.on_pull = _async_on_pull
     cb.on_body = _async_on_body
+    cb.on_ws = _ws_on_event
     loop = new_event_loop(c.loop)
     asyncio.set_event_loop(loop)
     _aloop = loop

@@ -169,4 +169,5 @@ include "_scoreboard.pxi"
 include "_wsgi.pxi"
 include "_threads.pxi"
 include "_asgi.pxi"
+include "_asgi_ws.pxi"
 

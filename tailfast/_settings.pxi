@@ -110,6 +110,7 @@ cdef CConfig _fill_c_config(object config, object launch, int worker_id=0, int o
     w.request_timeout = config.request_timeout
     w.max_body_size = config.limit_request_body
     w.ws_max_message_size = config.ws_max_message_size
+    w.ws_ping_interval = config.ws_ping_interval
     w.limits.max_request_line = config.limit_request_line
     w.limits.max_header_count = config.limit_request_fields
     w.limits.max_header_field = config.limit_request_field_size
@@ -171,6 +172,7 @@ def c_config_fields(config, launch=None, int worker_id=0, int own_fd=-1):
         "worker.request_timeout": w.request_timeout,
         "worker.max_body_size": w.max_body_size,
         "worker.ws_max_message_size": w.ws_max_message_size,
+        "worker.ws_ping_interval": w.ws_ping_interval,
         "worker.limits.max_request_line": w.limits.max_request_line,
         "worker.limits.max_header_count": w.limits.max_header_count,
         "worker.limits.max_header_field": w.limits.max_header_field,

@@ -65,6 +65,17 @@ cdef extern from "tailfast.h" nogil:
         void (*on_overrun)(void *ctx, tf_job *job) noexcept
         int (*on_pull)(void *ctx, tf_conn *conn, void *source, int abort) noexcept
         void (*on_body)(void *ctx, tf_job *job) noexcept
+        int (*on_ws)(void *ctx, tf_conn *conn, void *handle, int kind, int code,
+                     const char *data, size_t len) noexcept
+
+    enum:
+        TF_WS_MESSAGE
+        TF_WS_WRITABLE
+        TF_WS_CLOSED
+    int tf_ws_conn_accept(tf_conn *c, const tf_header *headers, size_t num_headers, void *handle)
+    int tf_ws_conn_send(tf_conn *c, int opcode, const char *data, size_t len)
+    int tf_ws_conn_close(tf_conn *c, int code, const char *reason, size_t len)
+    void tf_ws_conn_resume(tf_conn *c)
 
     ctypedef struct tf_worker_config:
         int listen_fd
@@ -77,6 +88,7 @@ cdef extern from "tailfast.h" nogil:
         double request_timeout
         int64_t max_body_size
         int64_t ws_max_message_size
+        double ws_ping_interval
         tf_limits limits
         uint64_t max_requests
         int balance
@@ -230,3 +242,13 @@ cdef extern from "tailfast.h" nogil:
     int TF_LOG_COMMON, TF_LOG_COMBINED
     int tf_accesslog_open(const char *path, int format)
     void tf_accesslog_close()
+
+
+cdef extern from "websocket.h" nogil:
+    ctypedef struct tf_ws_token:
+        const char *s
+        size_t len
+    int tf_ws_is_upgrade(const tf_request *req)
+    int tf_ws_handshake(const tf_request *req, char *accept, const char **why)
+    ssize_t tf_ws_subprotocols(const tf_request *req, tf_ws_token *out, size_t cap)
+    int tf_ws_close_code_valid(int code)

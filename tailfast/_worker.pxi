@@ -150,6 +150,7 @@ cdef int _run_http_worker(CConfig c) except -1:
     cb.on_overrun = _on_overrun
     cb.on_pull = _on_pull
     cb.on_body = NULL  # no asynchronous body reader (tf_body_take) here
+    cb.on_ws = NULL  # WebSocket mode only with the ASGI runner (_asgi_ws.pxi)
     cb.ctx = NULL
     if tf_accesslog_open(c.access_log, c.access_log_format) < 0:
         raise OSError(errno, f"cannot open the access log {os.fsdecode(c.access_log)!r}: "

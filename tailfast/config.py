@@ -524,6 +524,18 @@ SETTINGS: tuple[Setting, ...] = (
         c_field="worker.ws_max_message_size",
     ),
     Setting(
+        name="ws_ping_interval",
+        value_type=float,
+        parse=_seconds(0.0, strict=False, expected="expected seconds >= 0"),
+        default="20",  # as uvicorn's --ws-ping-interval
+        flags=("--ws-ping-interval",),
+        env=("TAILFAST_WS_PING_INTERVAL",),
+        help="seconds a WebSocket may be silent before the server pings it; without "
+        "a pong within as long again it is closed with 1011 (0 = no pings)",
+        metavar="SECONDS",
+        c_field="worker.ws_ping_interval",
+    ),
+    Setting(
         name="threads",
         value_type=int,
         parse=_int_in(1, 1024, "expected an integer from 1 to 1024"),

@@ -154,3 +154,38 @@ def test_fastapi_requests_wait_concurrently(run_server):
     for t in threads:
         t.join(30)
     assert results == [200] * 32 and time.monotonic() - start < 5  # 16 s one after another
+
+
+def _websocket_exchange(port: int) -> list[object]:
+    """What a client sees of examples/fastapi_app.py's WebSocket route."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    seen: list[object] = []
+    url = f"ws://127.0.0.1:{port}/ws"
+    with connect(f"{url}/lobby", subprotocols=["chat"]) as ws:
+        seen.append(ws.subprotocol)
+        ws.send("hello")
+        seen.append(ws.recv(timeout=5))
+        ws.send(b"\x01\x02")
+        seen.append(ws.recv(timeout=5))
+        ws.send("bye")
+        try:
+            ws.recv(timeout=5)
+        except ConnectionClosed as closed:
+            seen.append((closed.rcvd.code, closed.rcvd.reason))
+    try:
+        connect(f"{url}/private")
+    except InvalidStatus as refused:
+        seen.append(refused.response.status_code)
+    return seen
+
+
+def test_fastapi_websocket_like_uvicorn(run_server, uvicorn_server):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("websockets")
+    ours = run_server("examples.fastapi_app:app", "--bind", ":0", "--workers", "1").port
+    theirs = uvicorn_server("examples.fastapi_app:app")
+    expected = _websocket_exchange(theirs)
+    assert expected == ["chat", "lobby: hello", b"lobby: \x01\x02", (4002, "asked to"), 403]
+    assert _websocket_exchange(ours) == expected

@@ -26,7 +26,7 @@ PROGRAMS: dict[str, list[str]] = {
     # a request body's readers through a whole worker loop
     "test_body": ["worker.c", "accept.c", "conn.c", "serve.c", "body.c", "dispatch.c",
                   "respond.c", "runq.c", "http.c", "log.c", "observe.c", "accesslog.c",
-                  "scoreboard.c"],
+                  "scoreboard.c", "ws_conn.c", "websocket.c"],
 }
 
 SANITIZE = [

@@ -32,6 +32,7 @@ OTHER_VALUES: dict[str, tuple[str, Any]] = {
     "shutdown_delay": ("2", 2.0),
     "limit_request_body": ("1k", 1024),
     "ws_max_message_size": ("64k", 65536),
+    "ws_ping_interval": ("2.5", 2.5),
     "limit_request_line": ("100", 100),
     "limit_request_fields": ("7", 7),
     "limit_request_field_size": ("200", 200),
