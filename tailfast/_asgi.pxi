@@ -137,17 +137,16 @@ cdef bint _valid_field(object value, bint name) except -1:
     return True
 
 
+# An exhausted iterator: its next() ends without raising StopIteration, so an
+# await of _DONE (an `await send(...)` per message) raises nothing either.
+cdef object _EXHAUSTED = iter(())
+
+
 cdef class _Done:
     """An awaitable that is already done (send() that needed no wait): one object for all."""
 
     def __await__(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        raise StopIteration
+        return _EXHAUSTED
 
 
 cdef _Done _DONE = _Done()
