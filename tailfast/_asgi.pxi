@@ -409,6 +409,8 @@ async def _driven(_Call call, object coro):
     am_send: no StopIteration raised per request, as _Drive's send() must."""
     try:
         result = await coro
+    except GeneratorExit:
+        raise  # closed, not ended (as _Drive.close): the loop is going away
     except BaseException as exc:
         _ended(call, None, exc)
     else:
