@@ -177,13 +177,9 @@ void tf_job_done(tf_job *job) {
     tf_done_wake(fd);
 }
 
+/* The eventfd is not read: edge-triggered in the loop's epoll set, each
+ * write reports it again (its counter cannot reach its 2^64 - 2 maximum). */
 tf_job *tf_jobs_take_done(void) {
-    uint64_t count;
-    ssize_t r;
-    do
-        r = read(tf_done_fd, &count, sizeof(count));
-    while (r < 0 && errno == EINTR);
-    (void)r; /* EAGAIN: woken by a push that an earlier batch already took */
     pthread_mutex_lock(&tf_runq_lock);
     tf_job *list = tf_done_head;
     tf_done_head = tf_done_tail = NULL;

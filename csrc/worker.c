@@ -195,12 +195,14 @@ static void tf_worker_drain_signal_pipe(tf_worker *w) {
     }
 }
 
-/* Requests in flight come back through an eventfd (runq.c). */
+/* Requests in flight come back through an eventfd (runq.c). Edge-triggered
+ * and never read: every write reports it once more, and the read a
+ * level-triggered one needs would be a syscall per wake-up. */
 static int tf_worker_setup_jobs(tf_worker *w) {
     w->jobs_fd = tf_jobs_open();
     if (w->jobs_fd < 0)
         return -1;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TF_TAG_JOBS};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = TF_TAG_JOBS};
     return epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->jobs_fd, &ev);
 }
 

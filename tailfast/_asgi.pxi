@@ -139,17 +139,16 @@ cdef bint _valid_field(object value, bint name) except -1:
     return True
 
 
+# An exhausted iterator: its next() ends without raising StopIteration, so an
+# await of _DONE (an `await send(...)` per message) raises nothing either.
+cdef object _EXHAUSTED = iter(())
+
+
 cdef class _Done:
     """An awaitable that is already done (send() that needed no wait): one object for all."""
 
     def __await__(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        raise StopIteration
+        return _EXHAUSTED
 
 
 cdef _Done _DONE = _Done()
@@ -482,6 +481,21 @@ cdef class _Drive:
 collections.abc.Coroutine.register(_Drive)
 
 
+async def _driven(_Call call, object coro):
+    """The coroutine protocol a Task drives when no eager step ran: the
+    request's coroutine awaited, its end handed to the request. A Cython
+    coroutine, so the Task resumes it (and it the request's coroutine) through
+    am_send: no StopIteration raised per request, as _Drive's send() must."""
+    try:
+        result = await coro
+    except GeneratorExit:
+        raise  # closed, not ended (as _Drive.close): the loop is going away
+    except BaseException as exc:
+        _ended(call, None, exc)
+    else:
+        _ended(call, result, None)
+
+
 cdef void _ended(object owner, object result, object error) noexcept:
     """A coroutine driven by a Task ended."""
     cdef _Call call = <_Call>owner
@@ -505,10 +519,15 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
     """The coroutine suspended (or is a framework's): its connection is parked
     and a Task drives the rest."""
     cdef Request request = call.request
-    cdef _Drive drive = _Drive.__new__(_Drive)
-    drive.coro = coro
-    drive.first = first
-    drive.owner = call
+    cdef _Drive drive
+    if first is _NOTHING:
+        aw = _driven(call, coro)
+    else:
+        drive = _Drive.__new__(_Drive)
+        drive.coro = coro
+        drive.first = first
+        drive.owner = call
+        aw = drive
     Py_INCREF(request)  # the job's reference, dropped by on_complete
     request._job.data = <void *>request
     request._result = call  # for on_overrun; a native handler's value replaces it
@@ -520,7 +539,7 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
         tf_conn_pull(conn, <void *>call)  # told of the peer leaving, and of drained output
     try:
         # the context of the first step (its context variables), else a copy of the loop's
-        call.task = _aloop.create_task(drive, context=context)
+        call.task = _aloop.create_task(aw, context=context)
     except BaseException as exc:
         _ended(call, None, exc)
 
