@@ -439,7 +439,7 @@ void tf_conn_process_input(tf_conn *c) { (void)tf_conn_process(c); }
 /* ------------------------------------------------------------ I/O events */
 
 /* A lingering connection: discard what arrives until EOF (or an error). */
-static void tf_conn_discard_input(tf_conn *c) {
+void tf_conn_discard_input(tf_conn *c) {
     char scratch[4096];
     ssize_t n;
     do

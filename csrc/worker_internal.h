@@ -173,6 +173,7 @@ void tf_conn_on_readable(tf_conn *c, uint32_t events);
 void tf_conn_on_writable(tf_conn *c);
 void tf_conn_complete(tf_conn *c, tf_job *job); /* applies a deferred request's answer */
 void tf_conn_process_input(tf_conn *c); /* answers what c->in holds (body.c, after input) */
+void tf_conn_discard_input(tf_conn *c); /* a lingering connection: drop input until EOF */
 
 /* runq.c: the loop's side. tf_jobs_open returns the eventfd that becomes
  * readable when jobs completed (-1 with errno); tf_jobs_take_done takes them all, oldest first. */

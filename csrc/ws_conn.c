@@ -183,13 +183,7 @@ static int tf_ws_room(tf_conn *c) {
 void tf_ws_on_readable(tf_conn *c, uint32_t events) {
     (void)events;
     if (c->lingering) {
-        char scratch[4096];
-        ssize_t n;
-        do
-            n = read(c->fd, scratch, sizeof(scratch));
-        while (n < 0 && errno == EINTR);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
-            tf_conn_close(c);
+        tf_conn_discard_input(c);
         return;
     }
     if ((!c->in && tf_conn_take_in(c) < 0) || tf_ws_room(c) < 0) {
