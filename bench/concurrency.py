@@ -265,6 +265,16 @@ def table(rows: list[Row], columns: list[tuple[str, str, str]]) -> list[str]:
     return lines
 
 
+def vs_granian(rows: list[Row], columns: list[tuple[str, str]]) -> list[str]:
+    """A table of each server's ratio to granian, one column per (label, key)."""
+    lines = ["", "| vs granian | " + " | ".join(label for label, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for row in (r for r in rows if not r.name.startswith("granian")):
+        cells = " | ".join(ratio(rows, row.name, "granian", key) for _, key in columns)
+        lines.append(f"| {row.name} | {cells} |")
+    return lines
+
+
 def report_wait(rows: list[Row], threads: int) -> list[str]:
     ideal = threads / WAIT_SECONDS
     for row in rows:
@@ -273,10 +283,7 @@ def report_wait(rows: list[Row], threads: int) -> list[str]:
     lines = table(rows, [("req/s", "rps", ".0f"), (f"of ideal {ideal:.0f}", "of_ideal", ".2f"),
                          ("server CPU µs/req", "cpu_us_per_req", ".0f"),
                          ("p99 ms", "p99_ms", ".1f")])
-    lines += ["", "| vs granian | req/s | CPU per request |", "|---|---:|---:|"]
-    for row in (r for r in rows if not r.name.startswith("granian")):
-        lines.append(f"| {row.name} | {ratio(rows, row.name, 'granian', 'rps')} "
-                     f"| {ratio(rows, row.name, 'granian', 'cpu_us_per_req')} |")
+    lines += vs_granian(rows, [("req/s", "rps"), ("CPU per request", "cpu_us_per_req")])
     lines.append(f"\ntargets: tailfast --threads {threads} at least 0.90 of ideal, "
                  "CPU per request at most 0.6x granian's")
     return lines
@@ -285,10 +292,7 @@ def report_wait(rows: list[Row], threads: int) -> list[str]:
 def report_mixed(rows: list[Row], threads: int) -> list[str]:
     lines = table(rows, [("fast req/s", "rps", ".0f"), ("fast p50 ms", "p50_ms", ".2f"),
                          ("fast p99 ms", "p99_ms", ".2f"), ("slow req/s", "slow_rps", ".0f")])
-    lines += ["", "| vs granian | fast req/s | fast p99 |", "|---|---:|---:|"]
-    for row in (r for r in rows if not r.name.startswith("granian")):
-        lines.append(f"| {row.name} | {ratio(rows, row.name, 'granian', 'rps')} "
-                     f"| {ratio(rows, row.name, 'granian', 'p99_ms')} |")
+    lines += vs_granian(rows, [("fast req/s", "rps"), ("fast p99", "p99_ms")])
     lines.append(f"\ntargets: tailfast --threads {threads} fast req/s at least 1.0x granian's, "
                  "fast p99 at most 1.0x")
     return lines

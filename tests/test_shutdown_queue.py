@@ -55,6 +55,20 @@ def _request(sock: socket.socket, path: str = "/") -> None:
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
 
 
+def _answers(conns: list[socket.socket]) -> list[str]:
+    """Each connection's answer ("200 b'...'") or the error reading it; closes them."""
+    outcomes = []
+    for s in conns:
+        try:
+            response = read_response(s)
+            outcomes.append(f"{response.status} {response.body!r}")
+        except OSError as exc:
+            outcomes.append(repr(exc))
+        finally:
+            s.close()
+    return outcomes
+
+
 def test_connections_queued_behind_max_connections_are_served_at_a_stop(run_server):
     """The worker is at --max-connections when the stop comes, so it cannot
     take the queue then; it takes it as its connections close, one by one,
@@ -72,15 +86,7 @@ def test_connections_queued_behind_max_connections_are_served_at_a_stop(run_serv
     with shared_listener(server.proc.pid, server.port) as listener:
         assert wait_until(lambda: queued(listener) == 3, timeout=10), queued(listener)
     server.signal(signal.SIGTERM)
-    outcomes = []
-    for s in waiting:
-        try:
-            response = read_response(s)
-            outcomes.append(f"{response.status} {response.body!r}")
-        except OSError as exc:
-            outcomes.append(repr(exc))
-        finally:
-            s.close()
+    outcomes = _answers(waiting)
     held.close()
     assert outcomes == ["200 b'Hello, World!'"] * 3
     assert server.wait(15) == 0
@@ -111,15 +117,7 @@ def test_connections_queued_at_emfile_are_served_at_a_stop(run_server):
         assert wait_until(lambda: queued(listener) == 3, timeout=10), queued(listener)
     server.wait_for("pausing accepts")
     server.signal(signal.SIGTERM)
-    outcomes = []
-    for s in waiting:
-        try:
-            response = read_response(s)
-            outcomes.append(f"{response.status} {response.body!r}")
-        except OSError as exc:
-            outcomes.append(repr(exc))
-        finally:
-            s.close()
+    outcomes = _answers(waiting)
     held.close()
     assert outcomes == ["200 b'Hello, World!'"] * (free + 3)
     assert server.wait(15) == 0
