@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 from conftest import (
     LISTENING,
     http_request,
@@ -137,7 +138,8 @@ def test_sigquit_stops_immediately(run_server):
     t.join(10)
 
 
-def test_a_second_sigint_stops_at_once(run_server):
+@pytest.mark.parametrize("second", ["SIGINT", "SIGTERM"])
+def test_a_second_stop_signal_during_a_graceful_stop_stops_at_once(run_server, second):
     server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
     t = threading.Thread(target=lambda: _swallow(http_request, server.port, path="/slow?15",
                                                  timeout=20))
@@ -147,27 +149,11 @@ def test_a_second_sigint_stops_at_once(run_server):
     server.signal(signal.SIGINT)
     server.wait_for(r"SIGINT, stopping gracefully")
     assert server.proc.poll() is None  # the graceful stop waits for the request
-    server.signal(signal.SIGINT)
+    server.signal(getattr(signal, second))
     assert server.wait(10) == 0
     assert time.monotonic() - started < 5
-    server.wait_for(r"primary \d+: SIGINT again, stopping now")
+    server.wait_for(rf"primary \d+: {second} again, stopping now")
     assert not any(pid_alive(p) for p in server.seen_pids)
-    t.join(10)
-
-
-def test_sigterm_during_a_graceful_stop_stops_at_once(run_server):
-    server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
-    t = threading.Thread(target=lambda: _swallow(http_request, server.port, path="/slow?15",
-                                                 timeout=20))
-    t.start()
-    server.wait_busy("GET", "/slow")
-    started = time.monotonic()
-    server.signal(signal.SIGINT)
-    server.wait_for(r"SIGINT, stopping gracefully")
-    server.signal(signal.SIGTERM)
-    assert server.wait(10) == 0
-    assert time.monotonic() - started < 5
-    server.wait_for(r"primary \d+: SIGTERM again, stopping now")
     t.join(10)
 
 
