@@ -9,8 +9,8 @@ uvloop), tailfast --loop asyncio, the reverse arrangement (the C loop waits
 and runs asyncio's loop one iteration per pass, TF_BENCH_DRIVE=c), granian
 --interface asgi, uvicorn with uvloop and httptools. Apps: tests/apps/asgiapps.py (hello, wait20).
 
-- hello: 64 connections; requests per server CPU-second (utime+stime of the
-  server's processes from /proc over the run). Targets: tailfast >= 1.6x
+- hello: 64 connections; requests per server CPU-second (the server's
+  processes' CPU time over the run, from a cgroup v2 to the microsecond). Targets: tailfast >= 1.6x
   granian and >= 3x uvicorn.
 - wait: 128 connections, each request awaits asyncio.sleep(0.02); requests/s
   (ideal 6,400) and server CPU per request. Targets: >= 90% of 6,400 and CPU
@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.concurrency import Row, Running, Spec, Unavailable
-from tailfast.bench.procstat import cpu_seconds
+from tailfast.bench.procstat import CpuMeter
 
 WRK_LINE = re.compile(r"(\d+) requests in ([\d.]+)s")
 
@@ -69,10 +69,9 @@ def measure(server: Running, case: str, duration: float,
             load_cpus: Sequence[int]) -> dict[str, float]:
     connections = 64 if case == "hello" else 128
     wrk(server.port, connections, 1.0, load_cpus)  # warm-up
-    pids = server.pids()
-    before = sum(map(cpu_seconds, pids))
-    requests, seconds, errors = wrk(server.port, connections, duration, load_cpus)
-    cpu = sum(map(cpu_seconds, pids)) - before
+    with CpuMeter(server.pids()) as meter:
+        requests, seconds, errors = wrk(server.port, connections, duration, load_cpus)
+        cpu = meter.seconds()
     return {"rps": requests / seconds,
             "req_per_cpu_s": requests / cpu if cpu > 0 else float("nan"),
             "cpu_us_per_req": cpu / requests * 1e6 if requests else float("nan"),
@@ -141,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_cpus = [int(c) for c in args.server_cpus.split(",")]
     load_cpus = [int(c) for c in args.load_cpus.split(",")]
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"server CPU from: {CpuMeter.expected_source()}")
     for case in args.cases.split(","):
         rows = run_case(case, args.repeat, args.duration, server_cpus, load_cpus)
         print(report(case, rows), flush=True)

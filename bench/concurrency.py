@@ -3,14 +3,15 @@
     python -m bench.concurrency [--duration 4] [--repeat 3] [--cases wait,mixed,hello]
 
 Three cases, each a table of medians over interleaved rounds (every server of
-a case gets one run per round, so drift on this shared machine hits all alike)
+a case gets one run per round, so drift on this shared machine hits all alike;
+each runs alone: started, warmed up, measured, stopped)
 and the ratios issue 13's targets are stated in:
 
 - wait: 1 worker, a handler that waits 20 ms (time.sleep), 32 keep-alive
   connections. tailfast `--threads 16` (native and WSGI) against gunicorn
   `-k gthread --threads 16` and granian `--interface wsgi --blocking-threads 16`:
-  requests/s (ideal 800) and server CPU per request (utime+stime of the server's
-  processes, from /proc, over the run).
+  requests/s (ideal 800) and server CPU per request (the server's processes'
+  CPU time over the run, from a cgroup v2 to the microsecond; see CpuMeter).
 - mixed: 2 workers; 8 connections keep requesting /wait (20 ms) while 32
   request / (answered at once); the fast requests' requests/s, p50 and p99 for
   tailfast `--threads 8`, gunicorn gthread `--threads 8`, granian
@@ -40,7 +41,7 @@ from typing import Any
 from bench.apps import WAIT_PATH, WAIT_SECONDS
 from bench.peers import Peer, free_port
 from tailfast.bench.load import run_load
-from tailfast.bench.procstat import cpu_seconds, process_tree
+from tailfast.bench.procstat import CpuMeter, process_tree
 from tailfast.bench.server import BenchServer
 from tailfast.testing import http_request
 
@@ -181,8 +182,7 @@ def figures(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 def measure(server: Running, case: str, duration: float, connections: int) -> dict[str, float]:
     """One run: the load of the case, with the server's CPU seconds over it."""
-    pids = server.pids()
-    cpu_before = sum(map(cpu_seconds, pids))
+    meter = CpuMeter(server.pids())
     slow: dict[str, Any] = {}
     thread = None
     if case == "mixed":  # the slow stream runs all through the fast one
@@ -193,9 +193,10 @@ def measure(server: Running, case: str, duration: float, connections: int) -> di
     fast = load(server.port, "/", connections, duration)
     if thread is not None:
         thread.join()
-    cpu = sum(map(cpu_seconds, pids)) - cpu_before
+    cpu = meter.seconds()
+    meter.close()
     run = figures(fast)
-    # Under one clock tick of CPU (an inline server that waits): no figure.
+    # No CPU counted (an inline server that waits, read in ticks): no figure.
     per_req = cpu > 0 and fast["requests"] > 0
     run["cpu_us_per_req"] = cpu / fast["requests"] * 1e6 if per_req else float("nan")
     run["req_per_cpu_s"] = fast["requests"] / cpu if per_req else float("nan")
@@ -206,25 +207,25 @@ def measure(server: Running, case: str, duration: float, connections: int) -> di
 
 def run_case(case: str, specs: list[Spec], args: argparse.Namespace,
              connections: int) -> list[Row]:
-    """Starts every server of the case, then runs interleaved rounds; stops them."""
+    """Interleaved rounds: in each, every server of the case in turn is started,
+    warmed up, measured and stopped, so that no other server (an inline one
+    still working off its queue, a peer's timers) shares its CPU meanwhile."""
     rows = [Row(spec.name) for spec in specs]
-    started: list[tuple[Row, Running]] = []
-    try:
+    for _ in range(args.repeat):
         for row, spec in zip(rows, specs, strict=True):
+            if row.missing:
+                continue
             try:
                 server = spec.start(args.server_cpus)
             except Unavailable as exc:
                 row.missing = str(exc)
                 continue
-            started.append((row, server))
-            if args.warmup > 0:
-                measure(server, case, args.warmup, connections)
-        for _ in range(args.repeat):
-            for row, server in started:
+            try:
+                if args.warmup > 0:
+                    measure(server, case, args.warmup, connections)
                 row.runs.append(measure(server, case, args.duration, connections))
-    finally:
-        for _, server in started:
-            server.stop()
+            finally:
+                server.stop()
     return rows
 
 
@@ -329,7 +330,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--warmup", type=float, default=0.5,
+    parser.add_argument("--warmup", type=float, default=1.0,
                         help="seconds of load on each server before the rounds (0: none)")
     parser.add_argument("--cases", default="wait,mixed,hello",
                         help="comma-separated, of: " + ", ".join(CASES))
@@ -355,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     out = [f"servers on CPU {','.join(map(str, args.server_cpus))}, load generator on CPU "
            f"{','.join(map(str, args.load_cpus))}; medians of {args.repeat} interleaved "
-           f"round(s) of {args.duration:g} s, {args.warmup:g} s warm-up per server"]
+           f"round(s) of {args.duration:g} s, {args.warmup:g} s warm-up per server; "
+           f"server CPU from {CpuMeter.expected_source()}"]
     for case in args.cases.split(","):
         title, workers, threads, connections, report = CASES[case]
         specs = [s for s in servers(case, threads, workers)
