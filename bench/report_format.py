@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.report_runs import CONNECTIONS, Series
+from tailfast.bench.procstat import CpuMeter
 
 NAN = float("nan")
 
@@ -161,7 +162,8 @@ def concurrency(cases: list[tuple[str, str, int, list[Any]]], ctx: Context) -> s
 
     how = (f"`python -m bench.concurrency` cases, servers on CPU {_cpus(ctx.server_cpus)}, the "
            f"C generator on CPU {_cpus(ctx.load_cpus)}; medians of {ctx.repeat} interleaved "
-           f"round(s) of {ctx.duration:g} s, min–max of the first column beside.")
+           f"round(s) of {ctx.duration:g} s, each server alone on its CPU, min–max of the first "
+           f"column beside; server CPU from {CpuMeter.expected_source()}.")
     lines = [ctx.header(how)]
     for case, title, threads, rows in cases:
         _, _, _, _, report = cc.CASES[case]
