@@ -47,12 +47,13 @@ class CpuMeter:
         self.pids = list(pids)
         self.group: Path | None = None
         self.homes: dict[int, Path] = {}
+        self.final: float | None = None  # the figure at close()
         root = _cgroup2_root()
         if root is not None:
             try:
                 self._enter(root)
             except OSError:
-                self.close()
+                self._leave()
         self.source = "cgroup v2 cpu.stat (us)" if self.group else "/proc ticks (10 ms)"
         self.start = self._read()
 
@@ -82,11 +83,16 @@ class CpuMeter:
         raise RuntimeError(f"no usage_usec in {self.group}/cpu.stat")
 
     def seconds(self) -> float:
-        """CPU seconds since the meter was made."""
-        return self._read() - self.start
+        """CPU seconds since the meter was made (until close(), if closed)."""
+        return self._read() - self.start if self.final is None else self.final
 
     def close(self) -> None:
         """Moves the processes back where they were and removes the cgroup."""
+        if self.final is None:
+            self.final = self._read() - self.start
+        self._leave()
+
+    def _leave(self) -> None:
         if self.group is None:
             return
         for pid, home in self.homes.items():
