@@ -440,10 +440,13 @@ cdef class _Drive:
     cdef object coro
     cdef object first
     cdef object owner  # a _Call (ASGI) or a Request (native async handler)
+    cdef bint blocking  # first is an asyncio future to mark awaited again (_defer_to_task)
 
     def send(self, value):
         if self.first is not _NOTHING:
             value, self.first = self.first, _NOTHING
+            if self.blocking:
+                value._asyncio_future_blocking = True  # what a Task takes a yielded future by
             return value
         try:
             return self.coro.send(value)
@@ -527,6 +530,13 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
         drive.coro = coro
         drive.first = first
         drive.owner = call
+        # the eager step left the future it awaits marked as awaited; until
+        # the Task takes it, another task awaiting it too (a send() beside a
+        # receive(), as Starlette's StreamingResponse does) would be refused
+        # ("await wasn't used with future"): unmarked, and marked again then
+        if getattr(first, "_asyncio_future_blocking", False):
+            first._asyncio_future_blocking = False
+            drive.blocking = True
         aw = drive
     Py_INCREF(request)  # the job's reference, dropped by on_complete
     request._job.data = <void *>request

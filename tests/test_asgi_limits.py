@@ -109,6 +109,15 @@ def test_a_reader_that_stalls_a_streamed_answer_is_dropped_at_request_timeout(ru
     assert server.wait_ready()["processes"][0]["pid"] == pid
 
 
+def test_a_stream_sent_from_a_task_beside_receive_arrives_whole(run_server):
+    # the coroutine's first step (no Task yet) awaits receive(); the task it
+    # started sends meanwhile and waits for the client on the same waiter
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1")
+    status, _, body = http_request(server.port, "GET", "/stream-and-listen?64", timeout=20)
+    assert status == 200 and body == b"y" * (64 << 16)
+    assert not any(s.startswith("stream-and-listen:send:") for s in _seen(server.port))
+
+
 @pytest.mark.parametrize("path", ["/block", "/block-later"])
 @pytest.mark.parametrize("app", ["limitapps:app", "limitapps:handler"])
 def test_an_overrun_in_a_blocking_step_answers_503(run_server, app, path):
