@@ -302,6 +302,8 @@ int tf_conn_sendfile(tf_conn *c, int fd, int64_t offset, int64_t count) {
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return tf_conn_stream_fail(c);
+    if (tf_conn_pending(c) == 0)
+        tf_conn_out_moved(c); /* output begins to wait: its stall clock starts */
     c->file_fd = own;
     c->file_off = (off_t)offset;
     c->file_left = count;

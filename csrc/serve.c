@@ -180,12 +180,19 @@ static int tf_conn_grow_in(tf_conn *c) {
 /* Sets c->deadline from what the connection is waiting for. The head and the
  * whole request have absolute deadlines counted from the request's start, so
  * that trickling bytes (slowloris) does not extend them; a body only has to
- * keep moving (body_timeout between reads). */
+ * keep moving (body_timeout between reads). A response write may stall
+ * request_timeout, counted from when its output last moved (c->write_since),
+ * not from now: settling again without progress (a request in flight that
+ * ended) must not extend it. */
 static void tf_conn_arm_timer(tf_conn *c) {
     const tf_worker_config *cfg = c->worker->cfg;
     double now = c->worker->now;
-    if (tf_conn_pending(c) || c->pull) {
-        c->deadline = now + cfg->request_timeout; /* a response write may stall this long */
+    if (tf_conn_pending(c)) {
+        c->deadline = c->write_since + cfg->request_timeout;
+        return;
+    }
+    if (c->pull) {
+        c->deadline = now + cfg->request_timeout; /* its source owes the next chunk */
         return;
     }
     if (c->idle) {

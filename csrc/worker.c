@@ -43,6 +43,19 @@ static void tf_worker_on_signal(int sig) {
 
 /* ------------------------------------------------------------------ timers */
 
+/* Closes c, whose reader took nothing of the answer for request_timeout. */
+static void tf_conn_drop_stalled(tf_conn *c) {
+    const tf_worker *w = c->worker;
+    if (c->job && c->rq) /* the request is still in c->in: name it */
+        tf_log_at(TF_LOG_WARNING,
+                  "worker %d (pid %d): %.*s %.*s: the client read nothing for "
+                  "--request-timeout %g s; closing the connection",
+                  w->cfg->worker_id, (int)getpid(), (int)c->rq->req.method_len,
+                  c->rq->req.method, (int)c->rq->req.path_len, c->rq->req.path,
+                  w->cfg->request_timeout);
+    tf_conn_close(c);
+}
+
 /* Closes (or answers 408 to) every connection past its deadline. */
 static void tf_worker_sweep(tf_worker *w) {
     double timeout = w->cfg->timeout;
@@ -58,12 +71,14 @@ static void tf_worker_sweep(tf_worker *w) {
     tf_conn *c = w->conns;
     while (c) {
         tf_conn *next = c->next;
-        if (c->job || (c->ws && !c->lingering && !tf_conn_pending(c))) {
-            /* parked: a write (a 100 Continue) may have set a deadline, but
-             * its request is with a runner; an open WebSocket has no timer
-             * but its pings (only a write stalled past request_timeout
-             * closes it otherwise) */
-            if (c->ws)
+        if (c->job || (c->ws && !c->lingering)) {
+            /* parked (its request is with a runner or a coroutine) or an open
+             * WebSocket: no request timers, only a write stalled past
+             * request_timeout closes it (the application then learns the
+             * client is gone: on_pull(abort), TF_WS_CLOSED); and pings */
+            if (tf_conn_write_stalled(c))
+                tf_conn_drop_stalled(c);
+            else if (c->ws)
                 tf_ws_tick(c);
             c = next;
             continue;

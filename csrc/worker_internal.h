@@ -88,6 +88,7 @@ struct tf_conn {
     int served;            /* requests answered on this connection */
     double dispatched;     /* tf_clock_precise() when the current request was dispatched */
     double deadline;       /* monotonic seconds; 0 = none */
+    double write_since;    /* when pending output last moved or began to wait (tf_conn_out_moved) */
     double req_start;      /* when the current request began (accept or first byte) */
     double last_read;      /* when bytes last arrived */
     int idle;              /* between requests: the keep-alive timer runs */
@@ -167,6 +168,7 @@ int tf_conn_append_out(tf_conn *c, const char *data, size_t len);
 int tf_conn_flush_out(tf_conn *c);
 int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt);
 void tf_conn_finish(tf_conn *c, int linger);
+void tf_conn_out_moved(tf_conn *c); /* output moved or began to wait: its stall clock restarts */
 
 /* serve.c */
 void tf_conn_on_readable(tf_conn *c, uint32_t events);
@@ -233,6 +235,13 @@ static inline size_t tf_conn_out_pending(const tf_conn *c) { return c->out_len -
 /* Everything still owed to the peer: buffered bytes and the file behind them. */
 static inline size_t tf_conn_pending(const tf_conn *c) {
     return tf_conn_out_pending(c) + (size_t)c->file_left;
+}
+
+/* Whether c's pending output has not moved for request_timeout (a reader
+ * that stalled the answer). */
+static inline int tf_conn_write_stalled(const tf_conn *c) {
+    const tf_worker *w = c->worker;
+    return tf_conn_pending(c) > 0 && w->now >= c->write_since + w->cfg->request_timeout;
 }
 
 /* Writes what is pending. Returns 0 (all or some written), -1 on a dead peer.

@@ -118,6 +118,27 @@ def test_a_stream_sent_from_a_task_beside_receive_arrives_whole(run_server):
     assert not any(s.startswith("stream-and-listen:send:") for s in _seen(server.port))
 
 
+def test_an_app_awaiting_receive_hears_of_a_stalled_reader_at_request_timeout(run_server):
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1",
+                        "--request-timeout", "2", "--timeout", "60")
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(b"GET /stream-and-listen HTTP/1.1\r\nHost: t\r\n\r\n")
+        start = time.monotonic()
+        seen = _wait_seen(server.port, "stream-and-listen:receive:", timeout=10)
+    finally:
+        stalled.close()
+    # receive() returned http.disconnect when the connection was cut (the
+    # app's clock: CLOCK_MONOTONIC, as this process's), and its send() raised
+    kind, at = seen.split(":")[2:]
+    assert kind == "http.disconnect", seen
+    assert 2 - 0.1 <= float(at) - start <= 3, float(at) - start
+    assert _wait_seen(server.port, "stream-and-listen:send:") == \
+        "stream-and-listen:send:ClientDisconnected"
+
+
 @pytest.mark.parametrize("path", ["/block", "/block-later"])
 @pytest.mark.parametrize("app", ["limitapps:app", "limitapps:handler"])
 def test_an_overrun_in_a_blocking_step_answers_503(run_server, app, path):

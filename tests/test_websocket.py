@@ -310,9 +310,14 @@ def test_websockets_spread_across_workers(run_server):
         assert all(p["state"] != "busy" and p["in_flight"] == 0 for p in snapshot["processes"])
 
 
-def _raw_upgrade(port: int, path: str) -> tuple[socket.socket, bytes]:
-    """A WebSocket opened by hand: the socket and what followed the 101 head."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+def _raw_upgrade(port: int, path: str, rcvbuf: int = 0) -> tuple[socket.socket, bytes]:
+    """A WebSocket opened by hand (with a receive buffer of rcvbuf bytes when
+    given): the socket and what followed the 101 head."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
     head = "".join(f"{k}: {v}\r\n" for k, v in UPGRADE.items())
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
     answer = b""
@@ -340,3 +345,23 @@ def test_ping_interval_closes_a_silent_client_1011(run_server):
     assert got[:2] == b"\x89\x00"  # the ping, left unanswered
     assert got[2] == 0x88 and int.from_bytes(got[4:6], "big") == 1011
     assert time.monotonic() - start < 5
+
+
+def _masked_text(text: str) -> bytes:
+    """One client text frame (FIN, masked), for a payload below 126 bytes."""
+    payload, mask = text.encode(), b"\x01\x02\x03\x04"
+    return (bytes([0x81, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def test_a_client_that_reads_nothing_is_closed_at_request_timeout(run_server):
+    server = _ws(run_server, "--request-timeout", "1")
+    s, _ = _raw_upgrade(server.port, "/flood", rcvbuf=4096)
+    with s:
+        s.sendall(_masked_text("5000 65536"))  # 320 MB that the client never reads
+        start = time.monotonic()
+        server.wait_state(lambda snap: snap["processes"][0]["open"] == 0,
+                          "the stalled WebSocket closed", timeout=5)
+        elapsed = time.monotonic() - start
+    assert 0.9 <= elapsed <= 1.5, elapsed
+    assert http_request(server.port, "GET", "/")[0] == 200  # the worker goes on
