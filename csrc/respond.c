@@ -65,7 +65,7 @@ static void tf_conn_log_access(const tf_conn *c, int status, uint64_t body_bytes
 
 /* Counts a response about to be sent (whoever sees the answer sees it
  * counted) and logs it. body_bytes: what the body will carry. */
-static void tf_conn_observe(tf_conn *c, int status, uint64_t body_bytes) {
+void tf_conn_observe(tf_conn *c, int status, uint64_t body_bytes) {
     double seconds = c->dispatched > 0 ? tf_clock_precise() - c->dispatched : 0.0;
     if (seconds < 0)
         seconds = 0;

@@ -217,8 +217,12 @@ void tf_ws_tick(tf_conn *c); /* the sweep: a ping after silence, 1011 without a 
 int tf_dispatch(const tf_worker_config *cfg, const tf_worker_callbacks *cb, tf_conn *conn,
                 const tf_request *req, const char *body, size_t body_len, int stopping);
 
-/* respond.c: answers status with a short text body, then closes. */
+/* respond.c: tf_conn_error answers status with a short text body, then
+ * closes. tf_conn_observe counts a response about to be sent (whoever sees
+ * the answer sees it counted) and logs it (body_bytes: what its body will
+ * carry); the response functions call it, and ws_conn.c for the 101. */
 void tf_conn_error(tf_conn *c, int status);
+void tf_conn_observe(tf_conn *c, int status, uint64_t body_bytes);
 
 #pragma GCC visibility pop
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import threading
@@ -365,3 +366,26 @@ def test_a_client_that_reads_nothing_is_closed_at_request_timeout(run_server):
         elapsed = time.monotonic() - start
     assert 0.9 <= elapsed <= 1.5, elapsed
     assert http_request(server.port, "GET", "/")[0] == 200  # the worker goes on
+
+
+def _log_lines(log, count: int) -> list[tuple[str, str, str]]:
+    """(request, status, bytes) of the access log's lines, once there are count."""
+    deadline = time.monotonic() + 5
+    lines: list[str] = []
+    while len(lines) < count and time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        time.sleep(0.05)  # polling the file: the worker writes it in batches
+    return [re.match(r'.*"(.*)" (\d+) (\S+) [\d.]+$', line).groups() for line in lines]
+
+
+def test_upgrades_are_access_logged_with_their_status(run_server, tmp_path):
+    log = tmp_path / "access.log"
+    server = _ws(run_server, "--access-log", str(log), "--access-log-format", "common")
+    with ws_connect(_url(server, "/echo?x=1")) as ws:
+        # logged when accepted, as uvicorn does: the 101 has no body
+        assert _log_lines(log, 1) == [("GET /echo?x=1 HTTP/1.1", "101", "-")]
+        ws.send("open")
+        assert ws.recv(timeout=5) == "open"
+    with pytest.raises(InvalidStatus):
+        ws_connect(_url(server, "/reject"))
+    assert _log_lines(log, 2)[1] == ("GET /reject HTTP/1.1", "403", "-")
