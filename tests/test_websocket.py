@@ -151,6 +151,57 @@ def test_reject_before_accept_and_bad_handshakes(run_server):
         assert ws.recv(timeout=5) == "still here"
 
 
+def _upgrade_answer(port: int, path: str, sock: socket.socket | None = None):
+    """The HTTP answer to an upgrade request sent by hand (on sock when given)."""
+    s = sock or socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = "".join(f"{k}: {v}\r\n" for k, v in UPGRADE.items())
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+    try:
+        return read_response(s)
+    finally:
+        if sock is None:
+            s.close()
+
+
+_DENIALS = {  # path: the body, and the framing header the answer carries
+    "/deny": (b"no token", ("content-length", "8")),
+    "/deny-parts": (b"nonono   tokentokentoken", ("transfer-encoding", "chunked")),
+    "/deny-large": (b"no" * 65536 + b" " * 65536 + b"token" * 65536,
+                    ("transfer-encoding", "chunked")),
+}
+
+
+@pytest.mark.parametrize("path", list(_DENIALS))
+def test_denial_response_instead_of_the_accept(run_server, path):
+    """The WebSocket Denial Response extension: the app's status, headers and
+    body, whole or streamed, and the connection stays an HTTP one (as a 403)."""
+    body, framing = _DENIALS[path]
+    server = _ws(run_server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        response = _upgrade_answer(server.port, path, s)
+        assert response.status == 401
+        headers = dict(response.headers)
+        assert headers["www-authenticate"] == "Bearer"
+        assert headers["content-type"] == "text/plain"
+        assert headers[framing[0]] == framing[1]
+        assert "sec-websocket-accept" not in headers and "upgrade" not in headers
+        assert response.body == body
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s).body == b"plain http"
+    with pytest.raises(InvalidStatus) as info:  # what a WebSocket client sees of it
+        ws_connect(_url(server, path))
+    assert info.value.response.status_code == 401
+    assert info.value.response.body == body
+
+
+def test_a_denial_response_that_goes_wrong_is_a_500(run_server):
+    server = _ws(run_server)
+    assert _upgrade_answer(server.port, "/deny-then-accept").status == 500
+    server.wait_for("error in ASGI application for GET /deny-then-accept")
+    response = _upgrade_answer(server.port, "/deny")  # the worker goes on
+    assert (response.status, response.body) == (401, b"no token")
+
+
 def test_websocket_scope(run_server):
     server = _ws(run_server, "--script-name", "/mount")
     with ws_connect(_url(server, "/scope?a=1"), subprotocols=["one", "two"]) as ws:
@@ -166,6 +217,7 @@ def test_websocket_scope(run_server):
     assert scope["client"][0] == "127.0.0.1"
     assert scope["server"] == ["127.0.0.1", server.port]
     assert scope["state"] == {}
+    assert scope["extensions"] == {"websocket.http.response": {}}
     assert ["upgrade", "websocket"] in scope["headers"]
 
 
