@@ -28,8 +28,7 @@
 #include <sys/uio.h>
 
 #define TF_IN_INITIAL 8192
-#define TF_IN_CAP_REQUESTS 16 /* a worker buffers this many of the largest requests at once */
-#define TF_IN_CAP_UNLIMITED ((uint64_t)256 << 20) /* the cap's floor with unlimited bodies */
+#define TF_IN_CAP_REQUESTS 32 /* a worker buffers this many of the largest requests at once */
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
 #define TF_PULL_LOW_WATER (64 * 1024) /* a pulled body is asked for more below this */

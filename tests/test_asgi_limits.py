@@ -139,6 +139,42 @@ def test_an_app_awaiting_receive_hears_of_a_stalled_reader_at_request_timeout(ru
         "stream-and-listen:send:ClientDisconnected"
 
 
+def test_streamed_uploads_share_the_workers_input_cap(run_server):
+    # small heads: the cap is 32 x (2 x (258 + 20 x 258 + 2) + the 256 KiB
+    # window) = 8,735,488 bytes, and each streamed upload's window takes
+    # about 254 KiB of it from its dispatch on: 34 fit, the others get 503
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1",
+                        "--limit-request-line", "256", "--limit-request-fields", "20",
+                        "--limit-request-field-size", "256")
+    size = 512 * 1024
+    head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+    socks = []
+    try:
+        for _ in range(40):  # 40 uploads at once, their bodies still to come
+            socks.append(connect(server.port))
+            socks[-1].sendall(head)
+        server.wait_for(r"input buffers at the cap \(8735488 bytes\); 503", timeout=5)
+        assert http_request(server.port, "GET", "/hello")[2] == b"hello"  # serving meanwhile
+        for s in socks:  # the bodies: the app reads each as it arrives
+            try:
+                s.sendall(b"u" * size)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # answered 503 and closed already
+        answers = [read_response(s) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    served = [a for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 503]
+    assert all(a.body == b"524288" for a in served)
+    assert all(a.headers["connection"] == "close" for a in refused)
+    assert len(served) >= 32 and refused and len(served) + len(refused) == 40, \
+        [a.status for a in answers]
+    # the room comes back once those connections are gone
+    status, _, body = http_request(server.port, "POST", "/upload", body=b"v" * size)
+    assert (status, body) == (200, b"524288")
+
+
 @pytest.mark.parametrize("path", ["/block", "/block-later"])
 @pytest.mark.parametrize("app", ["limitapps:app", "limitapps:handler"])
 def test_an_overrun_in_a_blocking_step_answers_503(run_server, app, path):
