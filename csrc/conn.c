@@ -5,10 +5,13 @@
  * per-worker pools, so that an idle connection costs only its tf_conn. Output
  * that the socket did not take waits in c->out, then a sendfile(2) source
  * may follow it. Every write moves the connection's deadline: a peer that
- * keeps reading keeps its connection.
+ * keeps reading keeps its connection. A peer that reads nothing keeps it for
+ * request_timeout from when the output last moved or began to wait
+ * (c->write_since), however often the connection is looked at meanwhile.
  */
 #define _GNU_SOURCE
 #include "worker_internal.h"
+#include "clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -222,10 +225,19 @@ int tf_conn_resize_in(tf_conn *c, size_t want) {
     return 0;
 }
 
+void tf_conn_out_moved(tf_conn *c) {
+    /* its own clock read: called from the embedder between the loop's
+     * wake-ups too, when w->now may be a sweep interval old */
+    c->write_since = tf_clock_coarse();
+    c->deadline = c->write_since + c->worker->cfg->request_timeout;
+}
+
 /* Queues data behind what waits in c->out (compacting, then growing it). */
 int tf_conn_append_out(tf_conn *c, const char *data, size_t len) {
     if (len == 0)
         return 0;
+    if (tf_conn_pending(c) == 0)
+        tf_conn_out_moved(c); /* output begins to wait: its stall clock starts */
     if (c->out_off > 0 && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
     if (c->out_cap - c->out_len < len) {
@@ -266,7 +278,7 @@ static int tf_conn_flush_file(tf_conn *c) {
         if (n == 0)
             break; /* the file is shorter than promised */
         c->file_left -= n;
-        c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+        tf_conn_out_moved(c);
     }
     close(c->file_fd);
     if (c->file_left == 0)
@@ -287,7 +299,7 @@ int tf_conn_flush_out(tf_conn *c) {
             return -1; /* EPIPE, ECONNRESET, ... */
         }
         c->out_off += (size_t)n;
-        c->deadline = c->worker->now + c->worker->cfg->request_timeout;
+        tf_conn_out_moved(c);
     }
     c->out_off = c->out_len = 0;
     if (c->file_left > 0)
@@ -344,6 +356,8 @@ int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt) {
         c->out_off = c->out_len = 0;
         return 0;
     }
+    if (written > 0)
+        tf_conn_out_moved(c); /* the rest waits from now (from nothing: tf_conn_append_out) */
     if (written < pending) {
         c->out_off += written;
         written = 0;

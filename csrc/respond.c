@@ -65,7 +65,7 @@ static void tf_conn_log_access(const tf_conn *c, int status, uint64_t body_bytes
 
 /* Counts a response about to be sent (whoever sees the answer sees it
  * counted) and logs it. body_bytes: what the body will carry. */
-static void tf_conn_observe(tf_conn *c, int status, uint64_t body_bytes) {
+void tf_conn_observe(tf_conn *c, int status, uint64_t body_bytes) {
     double seconds = c->dispatched > 0 ? tf_clock_precise() - c->dispatched : 0.0;
     if (seconds < 0)
         seconds = 0;
@@ -302,6 +302,8 @@ int tf_conn_sendfile(tf_conn *c, int fd, int64_t offset, int64_t count) {
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return tf_conn_stream_fail(c);
+    if (tf_conn_pending(c) == 0)
+        tf_conn_out_moved(c); /* output begins to wait: its stall clock starts */
     c->file_fd = own;
     c->file_off = (off_t)offset;
     c->file_left = count;

@@ -135,15 +135,31 @@ static int tf_conn_request_ready(tf_conn *c) {
     return 1;
 }
 
+/* Whether c's input buffer may grow to want bytes under the worker's cap
+ * on input buffers (one connection alone may always grow, so that a request
+ * within the limits is never refused for want of others' room). A refusal
+ * is logged, at most once a second. */
+static int tf_conn_in_room(tf_conn *c, size_t want) {
+    tf_worker *w = c->worker;
+    size_t had = tf_in_extra(c->in_cap), will = tf_in_extra(want);
+    int alone = w->in_extra == had; /* no other connection has grown its buffer */
+    if (will <= had || w->in_extra - had + will <= w->in_extra_max || alone)
+        return 1;
+    if (w->now >= w->in_cap_logged + 1.0) {
+        w->in_cap_logged = w->now;
+        tf_log_at(TF_LOG_WARNING,
+                  "worker %d (pid %d): input buffers at the cap (%zu bytes); 503 to new growth",
+                  w->cfg->worker_id, (int)getpid(), w->in_extra_max);
+    }
+    return 0;
+}
+
 /* Makes room in c->in for the next read: doubling, bounded by what a
  * Content-Length request still needs, and by the worker's cap on input
- * buffers (one connection alone may always grow, so that a request within
- * the limits is never refused for want of others' room). Returns 1 to read,
- * 0 to wait without reading (EPOLLIN dropped until the loop re-arms it), -1
- * when c was closed or answered 503 and is closing: beyond the cap, or
- * without memory. */
+ * buffers (tf_conn_in_room). Returns 1 to read, 0 to wait without reading
+ * (EPOLLIN dropped until the loop re-arms it), -1 when c was closed or
+ * answered 503 and is closing: beyond the cap, or without memory. */
 static int tf_conn_grow_in(tf_conn *c) {
-    tf_worker *w = c->worker;
     if (c->file_left > 0) {
         /* requests wait behind a file being sent: no more input until then
          * (tf_conn_settle re-arms EPOLLIN once it is out) */
@@ -158,16 +174,7 @@ static int tf_conn_grow_in(tf_conn *c) {
      * (not one more small step that the cap might refuse) */
     if (c->head_len && !c->rq->req.chunked && tf_conn_need(c, &need) == 0 && need < want + want / 2)
         want = need > c->in_cap ? need : c->in_cap + TF_IN_INITIAL; /* + pipelined bytes */
-    size_t had = tf_in_extra(c->in_cap), will = tf_in_extra(want);
-    int alone = w->in_extra == had; /* no other connection has grown its buffer */
-    int refused = will > had && w->in_extra - had + will > w->in_extra_max && !alone;
-    if (refused && w->now >= w->in_cap_logged + 1.0) { /* at most a line a second */
-        w->in_cap_logged = w->now;
-        tf_log_at(TF_LOG_WARNING,
-                  "worker %d (pid %d): input buffers at the cap (%zu bytes); 503 to new growth",
-                  w->cfg->worker_id, (int)getpid(), w->in_extra_max);
-    }
-    if (refused || tf_conn_resize_in(c, want) < 0) {
+    if (!tf_conn_in_room(c, want) || tf_conn_resize_in(c, want) < 0) {
         tf_conn_error(c, 503); /* busy: the client may retry */
         tf_conn_finish(c, 1);
         return -1;
@@ -175,17 +182,31 @@ static int tf_conn_grow_in(tf_conn *c) {
     return 1;
 }
 
+/* Whether the window a streamed body takes (tf_body_start: c->in becomes
+ * head + TF_BODY_WINDOW) fits under the worker's cap. */
+static int tf_conn_window_room(tf_conn *c) {
+    size_t want = c->head_len + TF_BODY_WINDOW;
+    return tf_conn_in_room(c, want > c->in_len ? want : c->in_len);
+}
+
 /* ---------------------------------------------------------------- timers */
 
 /* Sets c->deadline from what the connection is waiting for. The head and the
  * whole request have absolute deadlines counted from the request's start, so
  * that trickling bytes (slowloris) does not extend them; a body only has to
- * keep moving (body_timeout between reads). */
+ * keep moving (body_timeout between reads). A response write may stall
+ * request_timeout, counted from when its output last moved (c->write_since),
+ * not from now: settling again without progress (a request in flight that
+ * ended) must not extend it. */
 static void tf_conn_arm_timer(tf_conn *c) {
     const tf_worker_config *cfg = c->worker->cfg;
     double now = c->worker->now;
-    if (tf_conn_pending(c) || c->pull) {
-        c->deadline = now + cfg->request_timeout; /* a response write may stall this long */
+    if (tf_conn_pending(c)) {
+        c->deadline = c->write_since + cfg->request_timeout;
+        return;
+    }
+    if (c->pull) {
+        c->deadline = now + cfg->request_timeout; /* its source owes the next chunk */
         return;
     }
     if (c->idle) {
@@ -411,8 +432,8 @@ static int tf_conn_process(tf_conn *c) {
         }
         if (ready == 0)
             break;
-        if (ready == TF_REQ_STREAM && tf_body_start(c) < 0) {
-            tf_conn_error(c, 503); /* no memory for the window */
+        if (ready == TF_REQ_STREAM && (!tf_conn_window_room(c) || tf_body_start(c) < 0)) {
+            tf_conn_error(c, 503); /* beyond the cap, or no memory for the window */
             tf_conn_finish(c, 1);
             return -1;
         }

@@ -43,6 +43,19 @@ static void tf_worker_on_signal(int sig) {
 
 /* ------------------------------------------------------------------ timers */
 
+/* Closes c, whose reader took nothing of the answer for request_timeout. */
+static void tf_conn_drop_stalled(tf_conn *c) {
+    const tf_worker *w = c->worker;
+    if (c->job && c->rq) /* the request is still in c->in: name it */
+        tf_log_at(TF_LOG_WARNING,
+                  "worker %d (pid %d): %.*s %.*s: the client read nothing for "
+                  "--request-timeout %g s; closing the connection",
+                  w->cfg->worker_id, (int)getpid(), (int)c->rq->req.method_len,
+                  c->rq->req.method, (int)c->rq->req.path_len, c->rq->req.path,
+                  w->cfg->request_timeout);
+    tf_conn_close(c);
+}
+
 /* Closes (or answers 408 to) every connection past its deadline. */
 static void tf_worker_sweep(tf_worker *w) {
     double timeout = w->cfg->timeout;
@@ -58,12 +71,14 @@ static void tf_worker_sweep(tf_worker *w) {
     tf_conn *c = w->conns;
     while (c) {
         tf_conn *next = c->next;
-        if (c->job || (c->ws && !c->lingering && !tf_conn_pending(c))) {
-            /* parked: a write (a 100 Continue) may have set a deadline, but
-             * its request is with a runner; an open WebSocket has no timer
-             * but its pings (only a write stalled past request_timeout
-             * closes it otherwise) */
-            if (c->ws)
+        if (c->job || (c->ws && !c->lingering)) {
+            /* parked (its request is with a runner or a coroutine) or an open
+             * WebSocket: no request timers, only a write stalled past
+             * request_timeout closes it (the application then learns the
+             * client is gone: on_pull(abort), TF_WS_CLOSED); and pings */
+            if (tf_conn_write_stalled(c))
+                tf_conn_drop_stalled(c);
+            else if (c->ws)
                 tf_ws_tick(c);
             c = next;
             continue;
@@ -220,18 +235,21 @@ static void tf_worker_complete_jobs(void) {
 
 /* The cap on what a worker's connections buffer beyond their first
  * TF_IN_INITIAL bytes each: TF_IN_CAP_REQUESTS requests of the largest size
- * the limits allow (a head about twice its limits, see tf_conn_head_ready; a
- * body up to max_body_size), and at least TF_IN_CAP_UNLIMITED with unlimited
- * bodies. With the defaults: 16 x 16 MiB = 256 MiB. */
+ * the limits let one connection buffer. That is a head (about twice its
+ * limits, see tf_conn_head_ready) and a body: a body above TF_BODY_WINDOW is
+ * streamed through a window of that size (body.c), a smaller one is
+ * buffered whole, never beyond max_body_size. With the defaults: 32 x (1.58
+ * MiB + 256 KiB) = 58.5 MiB; room for about 230 streamed uploads at once,
+ * whose windows count against it like any growth. */
 static size_t tf_worker_in_cap(const tf_worker_config *cfg) {
     const tf_limits *l = &cfg->limits;
     uint64_t head = 2 * ((uint64_t)l->max_request_line + 2 +
                          (uint64_t)l->max_header_count * ((uint64_t)l->max_header_field + 2) + 2);
-    uint64_t body = cfg->max_body_size > 0 ? (uint64_t)cfg->max_body_size : 0;
-    uint64_t one = head > body ? head : body;
+    uint64_t body = TF_BODY_WINDOW;
+    if (cfg->max_body_size > 0 && (uint64_t)cfg->max_body_size < body)
+        body = (uint64_t)cfg->max_body_size;
+    uint64_t one = head + body;
     uint64_t cap = one > UINT64_MAX / TF_IN_CAP_REQUESTS ? UINT64_MAX : one * TF_IN_CAP_REQUESTS;
-    if (cfg->max_body_size <= 0 && cap < TF_IN_CAP_UNLIMITED)
-        cap = TF_IN_CAP_UNLIMITED;
     return cap > SIZE_MAX ? SIZE_MAX : (size_t)cap;
 }
 

@@ -28,8 +28,7 @@
 #include <sys/uio.h>
 
 #define TF_IN_INITIAL 8192
-#define TF_IN_CAP_REQUESTS 16 /* a worker buffers this many of the largest requests at once */
-#define TF_IN_CAP_UNLIMITED ((uint64_t)256 << 20) /* the cap's floor with unlimited bodies */
+#define TF_IN_CAP_REQUESTS 32 /* a worker buffers this many of the largest requests at once */
 #define TF_OUT_HIGH_WATER (256 * 1024) /* stop reading while this much waits */
 #define TF_LINGER_SECONDS 2.0
 #define TF_PULL_LOW_WATER (64 * 1024) /* a pulled body is asked for more below this */
@@ -88,6 +87,7 @@ struct tf_conn {
     int served;            /* requests answered on this connection */
     double dispatched;     /* tf_clock_precise() when the current request was dispatched */
     double deadline;       /* monotonic seconds; 0 = none */
+    double write_since;    /* when pending output last moved or began to wait (tf_conn_out_moved) */
     double req_start;      /* when the current request began (accept or first byte) */
     double last_read;      /* when bytes last arrived */
     int idle;              /* between requests: the keep-alive timer runs */
@@ -167,6 +167,7 @@ int tf_conn_append_out(tf_conn *c, const char *data, size_t len);
 int tf_conn_flush_out(tf_conn *c);
 int tf_conn_send(tf_conn *c, struct iovec *iov, int iovcnt);
 void tf_conn_finish(tf_conn *c, int linger);
+void tf_conn_out_moved(tf_conn *c); /* output moved or began to wait: its stall clock restarts */
 
 /* serve.c */
 void tf_conn_on_readable(tf_conn *c, uint32_t events);
@@ -215,8 +216,12 @@ void tf_ws_tick(tf_conn *c); /* the sweep: a ping after silence, 1011 without a 
 int tf_dispatch(const tf_worker_config *cfg, const tf_worker_callbacks *cb, tf_conn *conn,
                 const tf_request *req, const char *body, size_t body_len, int stopping);
 
-/* respond.c: answers status with a short text body, then closes. */
+/* respond.c: tf_conn_error answers status with a short text body, then
+ * closes. tf_conn_observe counts a response about to be sent (whoever sees
+ * the answer sees it counted) and logs it (body_bytes: what its body will
+ * carry); the response functions call it, and ws_conn.c for the 101. */
 void tf_conn_error(tf_conn *c, int status);
+void tf_conn_observe(tf_conn *c, int status, uint64_t body_bytes);
 
 #pragma GCC visibility pop
 
@@ -233,6 +238,13 @@ static inline size_t tf_conn_out_pending(const tf_conn *c) { return c->out_len -
 /* Everything still owed to the peer: buffered bytes and the file behind them. */
 static inline size_t tf_conn_pending(const tf_conn *c) {
     return tf_conn_out_pending(c) + (size_t)c->file_left;
+}
+
+/* Whether c's pending output has not moved for request_timeout (a reader
+ * that stalled the answer). */
+static inline int tf_conn_write_stalled(const tf_conn *c) {
+    const tf_worker *w = c->worker;
+    return tf_conn_pending(c) > 0 && w->now >= c->write_since + w->cfg->request_timeout;
 }
 
 /* Writes what is pending. Returns 0 (all or some written), -1 on a dead peer.

@@ -81,6 +81,7 @@ int tf_ws_conn_accept(tf_conn *c, const tf_header *headers, size_t num_headers, 
     ws->handle = handle;
     c->ws = ws;
     c->responded = 1;
+    tf_conn_observe(c, 101, 0); /* counted and access-logged while the head is in c->in */
     /* the head leaves c->in now; what follows it is already frames */
     size_t used = c->head_len + c->body_len;
     memmove(c->in, c->in + used, c->in_len - used);

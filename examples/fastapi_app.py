@@ -133,9 +133,14 @@ async def sleep(s: float = 0.02) -> dict[str, float]:
 @app.websocket("/ws/{room}")
 async def chat(websocket: WebSocket, room: str) -> None:
     """Echoes text and bytes with the room's name; "bye" closes with 4002;
-    room "private" is refused before the accept (403)."""
+    room "private" is refused before the accept (403), room "paid" with an
+    HTTP response of its own (the ASGI WebSocket Denial Response extension)."""
     if room == "private":
         await websocket.close(code=1008)
+        return
+    if room == "paid":
+        await websocket.send_denial_response(
+            PlainTextResponse("payment required", status_code=402, headers={"x-plan": "free"}))
         return
     offered = websocket.scope["subprotocols"]
     await websocket.accept(subprotocol="chat" if "chat" in offered else None)

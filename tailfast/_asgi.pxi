@@ -52,7 +52,6 @@ cdef object _server_addr = None  # (host, port) of the listening socket, None fo
 cdef dict _ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 cdef dict _DISCONNECT = {"type": "http.disconnect"}
 cdef double _body_timeout = 0.0     # --body-timeout: a receive() waiting for body bytes
-cdef double _request_timeout = 0.0  # --request-timeout: a send() waiting for a stalled reader
 
 
 class AsyncHandler:
@@ -273,26 +272,13 @@ cdef class _Call:
         return _DONE
 
     async def _drain(self):
-        cdef size_t queued
+        # backpressure: the loop wakes us below the low-water mark; a client
+        # that reads nothing for --request-timeout is dropped by the C sweep
+        # (on_pull(abort): gone), as a stalled pulled sync body is
         while self.conn != NULL and not self.gone and tf_conn_queued(self.conn) > _HIGH_WATER:
-            queued = tf_conn_queued(self.conn)
-            # backpressure: the loop wakes us below the low-water mark
-            await self._wait_at_most(_request_timeout)
-            if (self.expired and self.conn != NULL and not self.gone
-                    and tf_conn_queued(self.conn) >= queued):
-                self._stalled()  # not a byte taken for --request-timeout
+            await self._wait()
         if self.gone and not self.complete:
             raise ClientDisconnected("the client went away")
-
-    cdef void _stalled(self) noexcept:
-        """The client read nothing of a streamed answer for --request-timeout
-        (as a pulled sync body, csrc/conn.c): the answer is cut, and the
-        connection closes once the application's send() raised and it ended."""
-        self.gone = True
-        _log(f"worker {_worker_id} (pid {os.getpid()}): {_describe(self.request)}: the client "
-             f"read nothing for --request-timeout {_request_timeout:g} s; closing the connection")
-        if not self.complete and not tf_conn_gone(self.conn):
-            tf_conn_respond_end(self.conn, 0)
 
     cdef object _checked_headers(self, object headers):
         if type(headers) is not list:
@@ -440,10 +426,13 @@ cdef class _Drive:
     cdef object coro
     cdef object first
     cdef object owner  # a _Call (ASGI) or a Request (native async handler)
+    cdef bint blocking  # first is an asyncio future to mark awaited again (_defer_to_task)
 
     def send(self, value):
         if self.first is not _NOTHING:
             value, self.first = self.first, _NOTHING
+            if self.blocking:
+                value._asyncio_future_blocking = True  # what a Task takes a yielded future by
             return value
         try:
             return self.coro.send(value)
@@ -527,6 +516,13 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
         drive.coro = coro
         drive.first = first
         drive.owner = call
+        # the eager step left the future it awaits marked as awaited; until
+        # the Task takes it, another task awaiting it too (a send() beside a
+        # receive(), as Starlette's StreamingResponse does) would be refused
+        # ("await wasn't used with future"): unmarked, and marked again then
+        if getattr(first, "_asyncio_future_blocking", False):
+            first._asyncio_future_blocking = False
+            drive.blocking = True
         aw = drive
     Py_INCREF(request)  # the job's reference, dropped by on_complete
     request._job.data = <void *>request
@@ -787,9 +783,8 @@ cdef int _run_async_worker(CConfig c, tf_worker_callbacks *cb) except -1:
     """Runs this worker with an event loop: lifespan startup, the C loop driven
     from the event loop until it stops, lifespan shutdown. Returns the exit status."""
     global _aloop, _asgi_app, _async_handler, _eager, _root_path, _server_addr, _tick_timer
-    global _c_open, _lifespan_state, _body_timeout, _request_timeout
+    global _c_open, _lifespan_state, _body_timeout
     _body_timeout = c.worker.body_timeout
-    _request_timeout = c.worker.request_timeout
     handler = _handler
     _root_path = handler.script_name
     if handler.asgi:

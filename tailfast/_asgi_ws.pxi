@@ -9,7 +9,10 @@
 # _ws_on_event, which queues them for receive(); above a few queued messages
 # (or bytes) C stops reading until the application catches up. send() writes
 # one frame through the connection's output and waits while more than
-# _HIGH_WATER bytes are queued, like an HTTP streamed send.
+# _HIGH_WATER bytes are queued, like an HTTP streamed send. Instead of the
+# accept, the application may answer with an HTTP response (the WebSocket
+# Denial Response extension, advertised in the scope): an HTTP _Call on the
+# same deferred request writes it, streamed or whole, through the C writer.
 
 from tailfast._tf cimport (
     TF_WS_CLOSED,
@@ -48,6 +51,7 @@ cdef dict _ws_scope(Request request):
         for i in range(min(n, _WS_MAX_SUBPROTOCOLS))]
     if "state" not in scope:
         scope["state"] = {}
+    scope["extensions"] = {"websocket.http.response": {}}  # the denial response (_deny_with)
     return scope
 
 
@@ -63,6 +67,7 @@ cdef class _WsCall(_Call):
     cdef bint paused           # C stopped reading: the queue is full
     cdef int close_code
     cdef str close_reason
+    cdef _Call denial          # the HTTP answer sent instead of the accept, once started
 
     async def receive(self):
         if not self.connect_taken:
@@ -95,7 +100,44 @@ cdef class _WsCall(_Call):
                 raise ValueError(f"websocket.close: {code} is not a close code one may send")
             self._close(code, message.get("reason") or "")
             return _DONE
+        if kind == "websocket.http.response.start" or kind == "websocket.http.response.body":
+            return self._deny_with(kind, message)
         raise RuntimeError(f"unexpected ASGI message {kind!r} on a websocket")
+
+    cdef object _deny_with(self, str kind, dict message):
+        """The WebSocket Denial Response extension: an HTTP response instead of
+        the accept. Its messages go to an HTTP call on the same deferred
+        request (checks, one writev for a whole answer, streaming with
+        backpressure, the end cut or completed by _finish); the deferral is
+        that call's from its start on."""
+        cdef _Call http
+        if kind == "websocket.http.response.body":
+            if self.denial is None:
+                raise RuntimeError(
+                    "websocket.http.response.body before websocket.http.response.start")
+            return self.denial.send({"type": "http.response.body",
+                                     "body": message.get("body", b""),
+                                     "more_body": message.get("more_body", False)})
+        if self.accepted or self.closed:
+            raise RuntimeError("websocket.http.response.start after the WebSocket was "
+                               "accepted, closed or denied")
+        http = _Call.__new__(_Call)
+        http.request = self.request
+        http.conn = self.conn
+        http.asgi = True
+        http.body_taken = True
+        http.gone = self.conn == NULL or tf_conn_gone(self.conn)
+        # checked before anything changes hands: a bad start raises in the app
+        # and the upgrade is still its to accept, close or deny
+        http.send({"type": "http.response.start", "status": message["status"],
+                   "headers": message.get("headers", ())})
+        http.deferred = self.deferred
+        self.deferred = False
+        self.denial = http
+        self.closed = True  # receive() returns websocket.disconnect from now on
+        # the call is the pull source: told of drained output and of the peer leaving
+        tf_conn_pull(self.conn, <void *>http)
+        return _DONE
 
     cdef object _send_message(self, dict message):
         if not self.accepted:
@@ -156,6 +198,8 @@ cdef class _WsCall(_Call):
 
     cdef int _close(self, int code, str reason) except -1:
         cdef bytes why
+        if self.denial is not None:
+            raise RuntimeError("websocket.close after websocket.http.response.start")
         if not self.accepted:
             self._deny(403)
             return 0
@@ -190,8 +234,14 @@ cdef class _WsCall(_Call):
 
     cdef void _finish(self, object error) noexcept:
         """The application's coroutine ended: an open WebSocket is closed
-        (1000, or 1011 after an error); one never accepted is denied."""
+        (1000, or 1011 after an error); one never accepted is denied; a
+        denial response is completed, or cut (503 after --timeout)."""
         self.task = None
+        if self.denial is not None:
+            self.denial.timed_out = self.timed_out
+            self.denial._finish(error)  # logs an error, ends the deferral
+            self._wake()
+            return
         if error is not None and not isinstance(error, (asyncio.CancelledError,
                                                          ClientDisconnected)):
             _log(f"worker {_worker_id}: error in ASGI application for WebSocket "

@@ -178,6 +178,11 @@ def _websocket_exchange(port: int) -> list[object]:
         connect(f"{url}/private")
     except InvalidStatus as refused:
         seen.append(refused.response.status_code)
+    try:
+        connect(f"{url}/paid")
+    except InvalidStatus as denied:  # the app's own answer (the denial response extension)
+        response = denied.response
+        seen.append((response.status_code, response.headers["x-plan"], response.body))
     return seen
 
 
@@ -187,5 +192,6 @@ def test_fastapi_websocket_like_uvicorn(run_server, uvicorn_server):
     ours = run_server("examples.fastapi_app:app", "--bind", ":0", "--workers", "1").port
     theirs = uvicorn_server("examples.fastapi_app:app")
     expected = _websocket_exchange(theirs)
-    assert expected == ["chat", "lobby: hello", b"lobby: \x01\x02", (4002, "asked to"), 403]
+    assert expected == ["chat", "lobby: hello", b"lobby: \x01\x02", (4002, "asked to"), 403,
+                        (402, "free", b"payment required")]
     assert _websocket_exchange(ours) == expected

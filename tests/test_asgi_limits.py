@@ -109,6 +109,72 @@ def test_a_reader_that_stalls_a_streamed_answer_is_dropped_at_request_timeout(ru
     assert server.wait_ready()["processes"][0]["pid"] == pid
 
 
+def test_a_stream_sent_from_a_task_beside_receive_arrives_whole(run_server):
+    # the coroutine's first step (no Task yet) awaits receive(); the task it
+    # started sends meanwhile and waits for the client on the same waiter
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1")
+    status, _, body = http_request(server.port, "GET", "/stream-and-listen?64", timeout=20)
+    assert status == 200 and body == b"y" * (64 << 16)
+    assert not any(s.startswith("stream-and-listen:send:") for s in _seen(server.port))
+
+
+def test_an_app_awaiting_receive_hears_of_a_stalled_reader_at_request_timeout(run_server):
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1",
+                        "--request-timeout", "2", "--timeout", "60")
+    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(b"GET /stream-and-listen HTTP/1.1\r\nHost: t\r\n\r\n")
+        start = time.monotonic()
+        seen = _wait_seen(server.port, "stream-and-listen:receive:", timeout=10)
+    finally:
+        stalled.close()
+    # receive() returned http.disconnect when the connection was cut (the
+    # app's clock: CLOCK_MONOTONIC, as this process's), and its send() raised
+    kind, at = seen.split(":")[2:]
+    assert kind == "http.disconnect", seen
+    assert 2 - 0.1 <= float(at) - start <= 3, float(at) - start
+    assert _wait_seen(server.port, "stream-and-listen:send:") == \
+        "stream-and-listen:send:ClientDisconnected"
+
+
+def test_streamed_uploads_share_the_workers_input_cap(run_server):
+    # small heads: the cap is 32 x (2 x (258 + 20 x 258 + 2) + the 256 KiB
+    # window) = 8,735,488 bytes, and each streamed upload's window takes
+    # about 254 KiB of it from its dispatch on: 34 fit, the others get 503
+    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1",
+                        "--limit-request-line", "256", "--limit-request-fields", "20",
+                        "--limit-request-field-size", "256")
+    size = 512 * 1024
+    head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+    socks = []
+    try:
+        for _ in range(40):  # 40 uploads at once, their bodies still to come
+            socks.append(connect(server.port))
+            socks[-1].sendall(head)
+        server.wait_for(r"input buffers at the cap \(8735488 bytes\); 503", timeout=5)
+        assert http_request(server.port, "GET", "/hello")[2] == b"hello"  # serving meanwhile
+        for s in socks:  # the bodies: the app reads each as it arrives
+            try:
+                s.sendall(b"u" * size)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # answered 503 and closed already
+        answers = [read_response(s) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    served = [a for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 503]
+    assert all(a.body == b"524288" for a in served)
+    assert all(a.headers["connection"] == "close" for a in refused)
+    assert len(served) >= 32 and refused and len(served) + len(refused) == 40, \
+        [a.status for a in answers]
+    # the room comes back once those connections are gone
+    status, _, body = http_request(server.port, "POST", "/upload", body=b"v" * size)
+    assert (status, body) == (200, b"524288")
+
+
 @pytest.mark.parametrize("path", ["/block", "/block-later"])
 @pytest.mark.parametrize("app", ["limitapps:app", "limitapps:handler"])
 def test_an_overrun_in_a_blocking_step_answers_503(run_server, app, path):

@@ -66,6 +66,27 @@ def test_client_that_never_reads_stalls_only_itself(run_server, target, threads)
     assert server.wait_ready()["processes"][0]["pid"] == pid
 
 
+@pytest.mark.parametrize(("target", "threads", "path"), [
+    ("streamapp:app", "1", "/big"), ("streamapp:wsgi", "4", "/big"),
+    ("limitapps:app", "1", "/endless"),  # ASGI: its send() waits in the meantime
+])
+def test_a_reader_that_stalls_is_closed_at_request_timeout(run_server, target, threads, path):
+    timeout = 2.0
+    server = run_server(target, "--bind", ":0", "--workers", "1", "--threads", threads,
+                        "--request-timeout", str(timeout), "--timeout", "60")
+    stalled = _stalled_client(server.port, path)
+    try:
+        start = time.monotonic()  # the output stops moving within milliseconds of this
+        server.wait_state(lambda s: s["processes"][0]["open"] == 1, "the stalled connection")
+        server.wait_state(lambda s: s["processes"][0]["open"] == 0, "the stalled reader closed",
+                          timeout=4 * timeout)
+        elapsed = time.monotonic() - start
+    finally:
+        stalled.close()
+    # at --request-timeout, the sweep (every quarter of it) being at most that late
+    assert timeout - 0.1 <= elapsed <= 1.5 * timeout, elapsed
+
+
 @pytest.mark.parametrize("target", ["streamapp:app", "streamapp:wsgi"])
 def test_streamed_body_arrives_whole_while_others_are_served(run_server, target):
     server = run_server(target, "--bind", ":0", "--workers", "1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import threading
@@ -150,6 +151,57 @@ def test_reject_before_accept_and_bad_handshakes(run_server):
         assert ws.recv(timeout=5) == "still here"
 
 
+def _upgrade_answer(port: int, path: str, sock: socket.socket | None = None):
+    """The HTTP answer to an upgrade request sent by hand (on sock when given)."""
+    s = sock or socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = "".join(f"{k}: {v}\r\n" for k, v in UPGRADE.items())
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+    try:
+        return read_response(s)
+    finally:
+        if sock is None:
+            s.close()
+
+
+_DENIALS = {  # path: the body, and the framing header the answer carries
+    "/deny": (b"no token", ("content-length", "8")),
+    "/deny-parts": (b"nonono   tokentokentoken", ("transfer-encoding", "chunked")),
+    "/deny-large": (b"no" * 65536 + b" " * 65536 + b"token" * 65536,
+                    ("transfer-encoding", "chunked")),
+}
+
+
+@pytest.mark.parametrize("path", list(_DENIALS))
+def test_denial_response_instead_of_the_accept(run_server, path):
+    """The WebSocket Denial Response extension: the app's status, headers and
+    body, whole or streamed, and the connection stays an HTTP one (as a 403)."""
+    body, framing = _DENIALS[path]
+    server = _ws(run_server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        response = _upgrade_answer(server.port, path, s)
+        assert response.status == 401
+        headers = dict(response.headers)
+        assert headers["www-authenticate"] == "Bearer"
+        assert headers["content-type"] == "text/plain"
+        assert headers[framing[0]] == framing[1]
+        assert "sec-websocket-accept" not in headers and "upgrade" not in headers
+        assert response.body == body
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s).body == b"plain http"
+    with pytest.raises(InvalidStatus) as info:  # what a WebSocket client sees of it
+        ws_connect(_url(server, path))
+    assert info.value.response.status_code == 401
+    assert info.value.response.body == body
+
+
+def test_a_denial_response_that_goes_wrong_is_a_500(run_server):
+    server = _ws(run_server)
+    assert _upgrade_answer(server.port, "/deny-then-accept").status == 500
+    server.wait_for("error in ASGI application for GET /deny-then-accept")
+    response = _upgrade_answer(server.port, "/deny")  # the worker goes on
+    assert (response.status, response.body) == (401, b"no token")
+
+
 def test_websocket_scope(run_server):
     server = _ws(run_server, "--script-name", "/mount")
     with ws_connect(_url(server, "/scope?a=1"), subprotocols=["one", "two"]) as ws:
@@ -165,6 +217,7 @@ def test_websocket_scope(run_server):
     assert scope["client"][0] == "127.0.0.1"
     assert scope["server"] == ["127.0.0.1", server.port]
     assert scope["state"] == {}
+    assert scope["extensions"] == {"websocket.http.response": {}}
     assert ["upgrade", "websocket"] in scope["headers"]
 
 
@@ -310,9 +363,14 @@ def test_websockets_spread_across_workers(run_server):
         assert all(p["state"] != "busy" and p["in_flight"] == 0 for p in snapshot["processes"])
 
 
-def _raw_upgrade(port: int, path: str) -> tuple[socket.socket, bytes]:
-    """A WebSocket opened by hand: the socket and what followed the 101 head."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+def _raw_upgrade(port: int, path: str, rcvbuf: int = 0) -> tuple[socket.socket, bytes]:
+    """A WebSocket opened by hand (with a receive buffer of rcvbuf bytes when
+    given): the socket and what followed the 101 head."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
     head = "".join(f"{k}: {v}\r\n" for k, v in UPGRADE.items())
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
     answer = b""
@@ -340,3 +398,46 @@ def test_ping_interval_closes_a_silent_client_1011(run_server):
     assert got[:2] == b"\x89\x00"  # the ping, left unanswered
     assert got[2] == 0x88 and int.from_bytes(got[4:6], "big") == 1011
     assert time.monotonic() - start < 5
+
+
+def _masked_text(text: str) -> bytes:
+    """One client text frame (FIN, masked), for a payload below 126 bytes."""
+    payload, mask = text.encode(), b"\x01\x02\x03\x04"
+    return (bytes([0x81, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def test_a_client_that_reads_nothing_is_closed_at_request_timeout(run_server):
+    server = _ws(run_server, "--request-timeout", "1")
+    s, _ = _raw_upgrade(server.port, "/flood", rcvbuf=4096)
+    with s:
+        s.sendall(_masked_text("5000 65536"))  # 320 MB that the client never reads
+        start = time.monotonic()
+        server.wait_state(lambda snap: snap["processes"][0]["open"] == 0,
+                          "the stalled WebSocket closed", timeout=5)
+        elapsed = time.monotonic() - start
+    assert 0.9 <= elapsed <= 1.5, elapsed
+    assert http_request(server.port, "GET", "/")[0] == 200  # the worker goes on
+
+
+def _log_lines(log, count: int) -> list[tuple[str, str, str]]:
+    """(request, status, bytes) of the access log's lines, once there are count."""
+    deadline = time.monotonic() + 5
+    lines: list[str] = []
+    while len(lines) < count and time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        time.sleep(0.05)  # polling the file: the worker writes it in batches
+    return [re.match(r'.*"(.*)" (\d+) (\S+) [\d.]+$', line).groups() for line in lines]
+
+
+def test_upgrades_are_access_logged_with_their_status(run_server, tmp_path):
+    log = tmp_path / "access.log"
+    server = _ws(run_server, "--access-log", str(log), "--access-log-format", "common")
+    with ws_connect(_url(server, "/echo?x=1")) as ws:
+        # logged when accepted, as uvicorn does: the 101 has no body
+        assert _log_lines(log, 1) == [("GET /echo?x=1 HTTP/1.1", "101", "-")]
+        ws.send("open")
+        assert ws.recv(timeout=5) == "open"
+    with pytest.raises(InvalidStatus):
+        ws_connect(_url(server, "/reject"))
+    assert _log_lines(log, 2)[1] == ("GET /reject HTTP/1.1", "403", "-")

@@ -68,6 +68,8 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             SEEN.append(f"endless:{type(exc).__name__}")
             raise
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/stream-and-listen":
+        await _stream_and_listen(receive, send, int(scope["query_string"] or b"8192"))
     elif path == "/block":
         time.sleep(float(scope["query_string"] or b"3"))  # no await: an eager step overruns
         await _answer(send, 200, b"too late")
@@ -81,6 +83,28 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         await _answer(send, 200, b"hello")
     else:
         await _misbehave(path, send)
+
+
+async def _stream_and_listen(receive: Any, send: Any, blocks: int) -> None:
+    """Streams blocks of 64 KiB in a task (by default 512 MiB: far more than
+    a stalled client holds) while awaiting receive() for the disconnect, as
+    Starlette's StreamingResponse does."""
+    async def stream() -> None:
+        block = b"y" * 65536
+        try:
+            for _ in range(blocks):
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError as exc:
+            SEEN.append(f"stream-and-listen:send:{type(exc).__name__}")
+
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    streaming = asyncio.ensure_future(stream())
+    message = await receive()  # the (empty) body
+    while message["type"] == "http.request":
+        message = await receive()
+    SEEN.append(f"stream-and-listen:receive:{message['type']}:{time.monotonic():.3f}")
+    await streaming
 
 
 async def _misbehave(path: str, send: Any) -> None:

@@ -1,4 +1,4 @@
-"""ASGI WebSocket test applications: echo, reject, close codes, scope, flood, lazy reader."""
+"""ASGI WebSocket test applications: echo, reject, deny, close codes, scope, flood, lazy reader."""
 
 from __future__ import annotations
 
@@ -50,6 +50,24 @@ async def _flood(receive: Any, send: Any) -> None:
     await receive()
 
 
+async def _deny(path: str, send: Any) -> None:
+    """Answers with an HTTP response instead of the accept (the WebSocket
+    Denial Response extension): whole, streamed in parts, or streamed to
+    the end of a large body."""
+    headers = [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]
+    await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+    if path == "/deny":
+        await send({"type": "websocket.http.response.body", "body": b"no token"})
+        return
+    if path == "/deny-then-accept":
+        await send({"type": "websocket.accept"})  # refused: raises, nothing was sent
+    size = 64 * 1024 if path == "/deny-large" else 3
+    for part in (b"no", b" ", b"token"):
+        await send({"type": "websocket.http.response.body", "body": part * size,
+                    "more_body": True})
+    await send({"type": "websocket.http.response.body", "body": b""})
+
+
 async def _websocket(scope: dict, receive: Any, send: Any) -> None:
     assert (await receive())["type"] == "websocket.connect"
     path = scope["path"]
@@ -75,6 +93,8 @@ async def _websocket(scope: dict, receive: Any, send: Any) -> None:
         shown["state"] = dict(scope["state"])
         await send({"type": "websocket.send", "text": json.dumps(shown)})
         await receive()
+    elif path.startswith("/deny"):
+        await _deny(path, send)
     elif path == "/lazy":
         await _lazy(receive, send)
     elif path == "/flood":
