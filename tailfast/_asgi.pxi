@@ -7,10 +7,9 @@
 # deadline is a timer on the asyncio loop. A request becomes a coroutine:
 # run at once, in the C loop's pass, until it first suspends (a coroutine
 # that never waits costs no Task and answers inline, like a sync handler);
-# when it suspends, its connection is deferred (tf_conn_defer) and a Task
-# takes over the rest (_Drive). Frameworks that need asyncio.current_task()
-# from their first line (anyio: Starlette, FastAPI; Django) get a Task from
-# the start. receive() and send() act on the C connection directly: no
+# when it suspends, its connection is deferred (tf_conn_defer) and _Steps
+# drives the rest as a Task would, without a Task's costs. Frameworks (anyio:
+# Starlette, FastAPI; Django) get a real Task from the start. receive() and send() act on the C connection directly: no
 # Python protocol object per connection, one _Call object per request.
 
 import asyncio
@@ -41,11 +40,7 @@ cdef object _tick_timer = None  # the C loop's next deadline on it
 cdef double _tick_at = 0.0      # when that timer fires (the asyncio loop's clock)
 cdef object _asgi_app = None    # the ASGI application (None: a native async handler)
 cdef object _async_handler = None  # the native async handler
-cdef bint _eager = True         # run coroutines until they first suspend before any Task
-# Whether the eager step pays: + when a coroutine finished in it, - when it
-# suspended anyway (then it cost a Task step more than a Task from the start).
-cdef int _inline_credit = 16
-cdef unsigned int _probe = 0
+cdef bint _eager = True         # plain coroutines: driven by _Steps, first step at once
 cdef dict _lifespan_state = None  # the state lifespan startup filled, copied per request
 cdef str _root_path = ""        # --script-name
 cdef object _server_addr = None  # (host, port) of the listening socket, None for a unix one
@@ -359,7 +354,7 @@ cdef class _Call:
             return
         self.conn = NULL
         self.complete = True
-        self.task = None  # no cycle call -> task -> _Drive -> call left for the GC
+        self.task = None  # no cycle call -> task -> call left for the GC
         self._wake()
         if isinstance(error, RequestTimeout):
             self.timed_out = True  # the primary's signal during a step: 503 as for sync handlers
@@ -415,70 +410,134 @@ cdef int64_t _declared_length(object headers, int64_t fallback):
 
 # ------------------------------------------------------- driving coroutines
 
-cdef object _NOTHING = object()
+cdef object _enter_task = asyncio.tasks._enter_task  # what makes current_task() answer
+cdef object _leave_task = asyncio.tasks._leave_task
 
 
-cdef class _Drive:
-    """The coroutine protocol a Task drives: the request's coroutine resumed
-    where the eager first step left it (first: what it yielded then), its end
-    handed to the request instead of to the Task."""
+cdef class _Steps:
+    """Drives a plain coroutine (a raw ASGI app's, a native async handler's)
+    as an asyncio Task would, without being one: each step runs in the
+    request's own context with current_task() answering this object; a
+    yielded future resumes it when done; cancel(), cancelling() and
+    uncancel() behave as a Task's, so asyncio.timeout() and TaskGroup work in
+    it. The first step runs at once, in the C loop's pass: a coroutine that
+    never waits is answered there. A Task costs a call_soon'd first step and a
+    WeakSet registration per request, about 3 us of the 18 a request that
+    awaits costs; frameworks (anyio wants a real Task) still get one."""
 
     cdef object coro
-    cdef object first
-    cdef object owner  # a _Call (ASGI) or a Request (native async handler)
-    cdef bint blocking  # first is an asyncio future to mark awaited again (_defer_to_task)
+    cdef object context
+    cdef _Call call
+    cdef object waiting       # the future the coroutine awaits
+    cdef object cancel_msg
+    cdef int cancel_requests
+    cdef bint must_cancel     # cancel() found nothing to cancel: the next step throws
+    cdef bint parked          # its connection is deferred: its end goes to _ended
+    cdef bint finished
 
-    def send(self, value):
-        if self.first is not _NOTHING:
-            value, self.first = self.first, _NOTHING
-            if self.blocking:
-                value._asyncio_future_blocking = True  # what a Task takes a yielded future by
-            return value
+    def _step(self, exc):
+        cdef object yielded
+        if self.finished:
+            return
+        if self.must_cancel:
+            if not isinstance(exc, asyncio.CancelledError):
+                exc = asyncio.CancelledError() if self.cancel_msg is None else \
+                    asyncio.CancelledError(self.cancel_msg)
+            self.must_cancel = False
+        self.waiting = None
+        _enter_task(_aloop, self)
         try:
-            return self.coro.send(value)
+            yielded = self.coro.send(None) if exc is None else self.coro.throw(exc)
         except StopIteration as stop:
-            _ended(self.owner, stop.value, None)
-        except BaseException as exc:
-            _ended(self.owner, None, exc)
-        raise StopIteration
+            self._end(stop.value, None)
+        except BaseException as error:
+            self._end(None, error)
+        else:
+            self._suspend(yielded)
+        finally:
+            _leave_task(_aloop, self)
 
-    def throw(self, typ, val=None, tb=None):
-        self.first = _NOTHING
+    def _wakeup(self, future):
         try:
-            if val is None and tb is None:
-                return self.coro.throw(typ)
-            return self.coro.throw(typ, val, tb)
-        except StopIteration as stop:
-            _ended(self.owner, stop.value, None)
+            future.result()
         except BaseException as exc:
-            _ended(self.owner, None, exc)
-        raise StopIteration
+            self._step(exc)
+        else:
+            self._step(None)
 
-    def close(self):
-        self.coro.close()
+    cdef void _suspend(self, object yielded) noexcept:
+        """What a Task does with what its coroutine yielded."""
+        blocking = getattr(yielded, "_asyncio_future_blocking", None)
+        try:
+            if blocking is True and yielded.get_loop() is _aloop:
+                yielded._asyncio_future_blocking = False
+                yielded.add_done_callback(self._wakeup, context=self.context)
+                self.waiting = yielded
+                if self.must_cancel and yielded.cancel(msg=self.cancel_msg):
+                    self.must_cancel = False
+                return
+            if yielded is None:  # a bare yield (asyncio.sleep(0)): again, soon
+                _aloop.call_soon(self._step, None, context=self.context)
+                return
+            problem = RuntimeError(f"a request's coroutine yielded {yielded!r}, not a future "
+                                   "awaited on this worker's event loop")
+            _aloop.call_soon(self._step, problem, context=self.context)
+        except BaseException as exc:
+            self._end(None, exc)
 
-    def __await__(self):
-        return self
+    cdef void _end(self, object result, object error) noexcept:
+        self.finished = True
+        self.coro = self.context = None  # no cycle through the frame left for the GC
+        if self.parked:
+            _ended(self.call, result, error)
+        else:  # in its first step: answered in this pass, no deferral
+            self.call.task = None
+            _answer_inline(self.call.conn, self.call, result, error)
 
-    def __iter__(self):
-        return self
+    # the parts of asyncio.Task's interface code running in it may use
+    def cancel(self, msg=None):
+        if self.finished:
+            return False
+        self.cancel_requests += 1
+        if self.waiting is not None and self.waiting.cancel(msg=msg):
+            return True  # its wake-up throws CancelledError in
+        self.must_cancel = True
+        self.cancel_msg = msg
+        return True
 
-    def __next__(self):
-        return self.send(None)
+    def cancelling(self):
+        return self.cancel_requests
 
+    def uncancel(self):
+        if self.cancel_requests > 0:
+            self.cancel_requests -= 1
+        return self.cancel_requests
 
-collections.abc.Coroutine.register(_Drive)
+    def done(self):
+        return self.finished
+
+    def get_loop(self):
+        return _aloop
+
+    def get_coro(self):
+        return self.coro
+
+    def get_name(self):
+        return f"tailfast-request-{id(self):x}"
+
+    def __repr__(self):
+        return f"<tailfast request coroutine {self.coro!r} done={self.finished}>"
 
 
 async def _driven(_Call call, object coro):
-    """The coroutine protocol a Task drives when no eager step ran: the
+    """The coroutine protocol a framework's Task drives: the
     request's coroutine awaited, its end handed to the request. A Cython
     coroutine, so the Task resumes it (and it the request's coroutine) through
-    am_send: no StopIteration raised per request, as _Drive's send() must."""
+    am_send: no StopIteration raised per request, as a wrapper's send() must."""
     try:
         result = await coro
     except GeneratorExit:
-        raise  # closed, not ended (as _Drive.close): the loop is going away
+        raise  # closed, not ended: the loop is going away
     except BaseException as exc:
         _ended(call, None, exc)
     else:
@@ -503,27 +562,10 @@ cdef void _ended(object owner, object result, object error) noexcept:
         tf_job_finish(&request._job)
 
 
-cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
-                         object context) noexcept:
-    """The coroutine suspended (or is a framework's): its connection is parked
-    and a Task drives the rest."""
+cdef void _park(tf_conn *conn, _Call call) noexcept:
+    """The coroutine goes on after this pass: its connection is deferred until
+    it ends (tf_job_finish)."""
     cdef Request request = call.request
-    cdef _Drive drive
-    if first is _NOTHING:
-        aw = _driven(call, coro)
-    else:
-        drive = _Drive.__new__(_Drive)
-        drive.coro = coro
-        drive.first = first
-        drive.owner = call
-        # the eager step left the future it awaits marked as awaited; until
-        # the Task takes it, another task awaiting it too (a send() beside a
-        # receive(), as Starlette's StreamingResponse does) would be refused
-        # ("await wasn't used with future"): unmarked, and marked again then
-        if getattr(first, "_asyncio_future_blocking", False):
-            first._asyncio_future_blocking = False
-            drive.blocking = True
-        aw = drive
     Py_INCREF(request)  # the job's reference, dropped by on_complete
     request._job.data = <void *>request
     request._result = call  # for on_overrun; a native handler's value replaces it
@@ -533,9 +575,14 @@ cdef void _defer_to_task(tf_conn *conn, _Call call, object coro, object first,
         call.since = tf_sb_me.request_started  # for the primary's signal (_overrun_in_step)
     if call.asgi:
         tf_conn_pull(conn, <void *>call)  # told of the peer leaving, and of drained output
+
+
+cdef void _defer_to_task(tf_conn *conn, _Call call, object coro) noexcept:
+    """A framework's coroutine: its connection is parked and a Task drives it
+    from its first line (anyio asks for an asyncio.Task at once)."""
+    _park(conn, call)
     try:
-        # the context of the first step (its context variables), else a copy of the loop's
-        call.task = _aloop.create_task(aw, context=context)
+        call.task = _aloop.create_task(_driven(call, coro))
     except BaseException as exc:
         _ended(call, None, exc)
 
@@ -567,27 +614,30 @@ cdef int _async_on_request(void *ctx, tf_conn *conn, const tf_request *req,
             coro = _async_handler(request)
     except BaseException as exc:
         return _answer_inline(conn, call, None, exc)
-    global _inline_credit, _probe
-    if not _eager or (call.asgi and request._stream != NULL) or (
-            _inline_credit <= 0 and (_probe & 31) != 0 and request._stream == NULL):
-        # frameworks, or a workload whose coroutines all wait: a Task at once
-        # (every 32nd request still tries the eager step, to notice a change)
-        _probe += 1
-        _defer_to_task(conn, call, coro, _NOTHING, None)
+    if not _eager:
+        _defer_to_task(conn, call, coro)
         return TF_DEFERRED
-    _probe += 1
+    cdef _Steps steps = _Steps.__new__(_Steps)
+    steps.coro = coro
+    steps.call = call
     # in a context of its own, as a Task would run it: what the request sets
     # in context variables stays its own
-    context = _copy_context()
+    steps.context = _copy_context()
+    call.task = steps
+    if call.asgi and request._stream != NULL:
+        # its receive() waits for what on_body announces: parked before it runs
+        steps.parked = True
+        _park(conn, call)
+        _aloop.call_soon(steps._step, None, context=steps.context)
+        return TF_DEFERRED
     try:
-        first = context.run(coro.send, None)
-    except StopIteration as stop:
-        _inline_credit = min(_inline_credit + 2, 64)
-        return _answer_inline(conn, call, stop.value, None)
-    except BaseException as exc:
-        return _answer_inline(conn, call, None, exc)
-    _inline_credit = max(_inline_credit - 1, -64)
-    _defer_to_task(conn, call, coro, first, context)
+        steps.context.run(steps._step, None)
+    except BaseException as exc:  # _step lets nothing out: this is the run's own failure
+        steps._end(None, exc)
+    if steps.finished:
+        return 0
+    steps.parked = True
+    _park(conn, call)
     return TF_DEFERRED
 
 
@@ -683,9 +733,9 @@ cdef int _overrun_in_step() except -1:
         task = asyncio.current_task(_aloop)
     except RuntimeError:
         return 0  # the loop is not running
-    if task is None or type(task.get_coro()) is not _Drive:
-        return 0
-    cdef _Call call = <_Call>(<_Drive>task.get_coro()).owner
+    if type(task) is not _Steps:
+        return 0  # a framework's Task: the sweep's (on_overrun)
+    cdef _Call call = (<_Steps>task).call
     if call.conn != NULL and call.since > 0 and time.monotonic() - call.since >= _timeout:
         raise RequestTimeout(f"the request ran for {time.monotonic() - call.since:.2f} s, "
                              f"past --timeout {_timeout:g} s")

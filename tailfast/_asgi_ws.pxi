@@ -298,17 +298,13 @@ cdef void _ws_defer(tf_conn *conn, _WsCall call, object coro) noexcept:
     """Parks the upgrade request and gives the coroutine a Task (no pull
     source: a client leaving before the accept closes the parked connection)."""
     cdef Request request = call.request
-    cdef _Drive drive = _Drive.__new__(_Drive)
-    drive.coro = coro
-    drive.first = _NOTHING
-    drive.owner = call
     Py_INCREF(request)  # the job's reference, dropped by on_complete
     request._job.data = <void *>request
     request._result = call  # for on_overrun
     tf_conn_defer(conn, &request._job)
     call.deferred = True
     try:
-        call.task = _aloop.create_task(drive)
+        call.task = _aloop.create_task(_driven(call, coro))
     except BaseException as exc:
         _ended(call, None, exc)
 

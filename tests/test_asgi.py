@@ -291,3 +291,18 @@ def test_loop_stall_is_named_by_the_watchdog(run_server):
     assert http_request(server.port, "GET", "/block", timeout=10)[2] == b"blocked"
     server.wait_for(r"time\.sleep\(1\.2\)")
     assert "asgiapps.py" in server.output
+
+
+def test_a_plain_coroutine_has_what_asyncio_tasks_offer(run_server):
+    """A raw ASGI app is driven without an asyncio.Task, yet current_task(),
+    asyncio.timeout(), TaskGroup, cancel()/uncancel() and a bare yield work in
+    it, in its first step and after it suspended; the worker goes on serving."""
+    server = _asgi(run_server)
+    for _ in range(2):
+        status, _, body = http_request(server.port, "GET", "/task-api")
+        assert status == 200, body
+        assert json.loads(body) == {
+            "first_step_task": True, "first_step_timeout": True, "task": True,
+            "timeout": True, "cancelling_after_timeout": 0, "task_group": [1, 2],
+            "uncancel": 0}
+    assert http_request(server.port, "GET", "/sleep?0")[0] == 200

@@ -105,6 +105,8 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         message = await receive()
         message2 = await receive()
         DISCONNECTS.append("after:" + message["type"] + ":" + message2["type"])
+    elif path == "/task-api":
+        await _answer(send, 200, json.dumps(await _task_api()).encode())
     elif path == "/forever":
         await asyncio.sleep(3600)
     elif path == "/block":
@@ -117,6 +119,39 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
                     else b"12345"})
     else:
         await _answer(send, 404, b"not found")
+
+
+async def _timed_out(seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.sleep(5)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def _task_api() -> dict[str, Any]:
+    """What code written for asyncio Tasks relies on, before and after the
+    coroutine first suspends: current_task(), asyncio.timeout(), TaskGroup,
+    cancel() with uncancel(), a bare yield."""
+    seen: dict[str, Any] = {"first_step_task": asyncio.current_task() is not None,
+                            "first_step_timeout": await _timed_out(0.01)}
+    await asyncio.sleep(0)  # a bare yield
+    me = asyncio.current_task()
+    seen["task"] = me is not None and not me.done() and me.cancelling() == 0
+    seen["timeout"] = await _timed_out(0.01)
+    seen["cancelling_after_timeout"] = me.cancelling() if me is not None else None
+    async with asyncio.TaskGroup() as group:
+        children = [group.create_task(asyncio.sleep(0.01, result=n)) for n in (1, 2)]
+    seen["task_group"] = [c.result() for c in children]
+    if me is not None:  # a cancellation taken back: the request goes on
+        later = asyncio.get_running_loop().call_later(0.01, me.cancel)
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen["uncancel"] = me.uncancel()
+        later.cancel()
+    return seen
 
 
 async def no_lifespan(scope: Scope, receive: Any, send: Any) -> None:
