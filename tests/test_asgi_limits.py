@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import time
+from typing import Any
 
 import pytest
 from conftest import connect, http_request, read_response
@@ -76,16 +77,22 @@ def test_a_stalled_upload_after_the_answer_started_is_cut(run_server):
     assert http_request(server.port, "GET", "/hello")[2] == b"hello"
 
 
-def test_a_reader_that_stalls_a_streamed_answer_is_dropped_at_request_timeout(run_server):
+def _stalled_request(run_server, target: str) -> tuple[Any, socket.socket, float]:
+    """A server with --request-timeout 2 and a client that sent GET target and
+    reads nothing (a small receive buffer); when it sent it."""
     server = run_server("limitapps:app", "--bind", ":0", "--workers", "1",
                         "--request-timeout", "2", "--timeout", "60")
-    pid = server.wait_ready()["processes"][0]["pid"]
     stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    return server, stalled, time.monotonic()
+
+
+def test_a_reader_that_stalls_a_streamed_answer_is_dropped_at_request_timeout(run_server):
+    server, stalled, start = _stalled_request(run_server, "/endless")
+    pid = server.wait_ready()["processes"][0]["pid"]
     try:
-        stalled.connect(("127.0.0.1", server.port))
-        stalled.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
-        start = time.monotonic()
         server.wait_state(lambda s: s["processes"][0]["open"] >= 1, "the stalled connection")
         for _ in range(5):  # the worker serves others meanwhile
             t0 = time.monotonic()
@@ -110,8 +117,8 @@ def test_a_reader_that_stalls_a_streamed_answer_is_dropped_at_request_timeout(ru
 
 
 def test_a_stream_sent_from_a_task_beside_receive_arrives_whole(run_server):
-    # the coroutine's first step (no Task yet) awaits receive(); the task it
-    # started sends meanwhile and waits for the client on the same waiter
+    # the coroutine's first step awaits receive(); the task it started sends
+    # meanwhile and waits for the client on the same waiter
     server = run_server("limitapps:app", "--bind", ":0", "--workers", "1")
     status, _, body = http_request(server.port, "GET", "/stream-and-listen?64", timeout=20)
     assert status == 200 and body == b"y" * (64 << 16)
@@ -119,14 +126,8 @@ def test_a_stream_sent_from_a_task_beside_receive_arrives_whole(run_server):
 
 
 def test_an_app_awaiting_receive_hears_of_a_stalled_reader_at_request_timeout(run_server):
-    server = run_server("limitapps:app", "--bind", ":0", "--workers", "1",
-                        "--request-timeout", "2", "--timeout", "60")
-    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server, stalled, start = _stalled_request(run_server, "/stream-and-listen")
     try:
-        stalled.connect(("127.0.0.1", server.port))
-        stalled.sendall(b"GET /stream-and-listen HTTP/1.1\r\nHost: t\r\n\r\n")
-        start = time.monotonic()
         seen = _wait_seen(server.port, "stream-and-listen:receive:", timeout=10)
     finally:
         stalled.close()
