@@ -156,6 +156,33 @@ def scoreboard_path(pid: int) -> str:
     return os.path.join(tempfile.gettempdir(), name)
 
 
+def remove_stale_scoreboards(directory: str) -> None:
+    """Removes this user's scoreboard files whose primary is gone: one killed
+    with SIGKILL cannot remove its own (a megabyte of /dev/shm each), and a
+    new primary reusing its pid would be read as the old one until it starts."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid_text = name.removeprefix("tailfast-").removesuffix(".scoreboard")
+        if not (name.startswith("tailfast-") and name.endswith(".scoreboard")
+                and pid_text.isdigit()):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        except OSError:  # alive, ours or not, or the file went meanwhile
+            continue
+
+
 Hook = Callable[[int], Any]
 Loaded = tuple[Callable[..., Any], Hook | None, Hook | None]  # app, on-start, on-exit
 
@@ -304,8 +331,10 @@ def run(
 
     watcher = None
     try:
-        launch = Launch(sock.fileno(), listener_url(sock, config), inherited,
-                        scoreboard_path(os.getpid()), notify_socket)
+        board = scoreboard_path(os.getpid())
+        remove_stale_scoreboards(os.path.dirname(board))
+        launch = Launch(sock.fileno(), listener_url(sock, config), inherited, board,
+                        notify_socket)
         worker_setup = reuseport_setup(sock, config) if config.balance == "reuseport" else None
         _announce(config, launch)
         if watch is not None:

@@ -131,9 +131,25 @@ def read_scoreboard(primary_pid: int) -> Snapshot | None:
             snapshot: Snapshot = _core.read_scoreboard(path)
         except OSError:
             continue
-        if snapshot["primary_pid"] == primary_pid:
-            return snapshot
+        if snapshot["primary_pid"] != primary_pid:
+            continue
+        age = _process_age(primary_pid)
+        if age is not None and snapshot["uptime"] > age + 1.0:
+            continue  # left by a killed primary whose pid this process reuses
+        return snapshot
     return None
+
+
+def _process_age(pid: int) -> float | None:
+    """Seconds since the process with this pid started (from /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            since_boot = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return since_boot - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def ready_count(snapshot: Snapshot) -> int:

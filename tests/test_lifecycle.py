@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -474,3 +475,26 @@ def test_primary_reaps_adopted_orphans_and_never_respawns_them(run_server):
     assert server.output.count("started") == 1
     assert http_request(server.port)[0] == 200
 
+
+
+def test_a_new_primary_removes_scoreboards_whose_primary_is_gone(run_server):
+    """A primary killed with SIGKILL cannot remove its scoreboard file; the next
+    primary removes those of dead pids (and leaves a live process's alone)."""
+    from tailfast.server import scoreboard_path
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(10)
+    stale = scoreboard_path(gone.pid)
+    alive = scoreboard_path(os.getpid())  # this test's own pid: alive, not a primary
+    for path in (stale, alive):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 64)
+    try:
+        server = run_server("testapp:app", "--bind", ":0", "--workers", "1")
+        server.wait_ready()
+        assert not os.path.exists(stale)
+        assert os.path.exists(alive)
+    finally:
+        for path in (stale, alive):
+            if os.path.exists(path):
+                os.unlink(path)
