@@ -87,14 +87,23 @@ class Spec:
 
 @dataclass
 class Row:
-    """The runs of one server in one case, or why it has none."""
+    """One row of a table: a server's figures over the runs, or why it has none.
+    A run without a figure (NaN: none measured) is left out of its median."""
 
     name: str
     runs: list[dict[str, float]] = field(default_factory=list)
     missing: str = ""
 
+    def _values(self, key: str) -> list[float]:
+        return [r[key] for r in self.runs if r.get(key) == r.get(key)]
+
     def median(self, key: str) -> float:
-        return statistics.median(r[key] for r in self.runs) if self.runs else float("nan")
+        values = self._values(key)
+        return statistics.median(values) if values else float("nan")
+
+    def spread(self, key: str) -> tuple[float, float]:
+        values = self._values(key)
+        return (min(values), max(values)) if values else (float("nan"), float("nan"))
 
 
 # ------------------------------------------------------------------ servers
@@ -182,19 +191,18 @@ def figures(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 def measure(server: Running, case: str, duration: float, connections: int) -> dict[str, float]:
     """One run: the load of the case, with the server's CPU seconds over it."""
-    meter = CpuMeter(server.pids())
     slow: dict[str, Any] = {}
     thread = None
-    if case == "mixed":  # the slow stream runs all through the fast one
-        thread = threading.Thread(target=lambda: slow.update(
-            load(server.port, WAIT_PATH, 8, duration + 2 * LEAD)))
-        thread.start()
-        time.sleep(LEAD)
-    fast = load(server.port, "/", connections, duration)
-    if thread is not None:
-        thread.join()
-    cpu = meter.seconds()
-    meter.close()
+    with CpuMeter(server.pids()) as meter:
+        if case == "mixed":  # the slow stream runs all through the fast one
+            thread = threading.Thread(target=lambda: slow.update(
+                load(server.port, WAIT_PATH, 8, duration + 2 * LEAD)))
+            thread.start()
+            time.sleep(LEAD)
+        fast = load(server.port, "/", connections, duration)
+        if thread is not None:
+            thread.join()
+    cpu = meter.seconds()  # the figure at close()
     run = figures(fast)
     # No CPU counted (an inline server that waits, read in ticks): no figure.
     per_req = cpu > 0 and fast["requests"] > 0

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.report_runs import CONNECTIONS, Series
+from bench.concurrency import Row
+from bench.report_runs import CONNECTIONS
 from tailfast.bench.procstat import CpuMeter
 
 NAN = float("nan")
@@ -62,7 +63,7 @@ def cell(value: float, spec: str) -> str:
     return "n/a" if value != value else format(value, spec)
 
 
-def span(row: Series, key: str, spec: str) -> str:
+def span(row: Row, key: str, spec: str) -> str:
     low, high = row.spread(key)
     a, b = cell(low, spec), cell(high, spec)
     return a if a == b else f"{a}–{b}"
@@ -79,7 +80,7 @@ def _cpus(cpus: Sequence[int]) -> str:
 # ------------------------------------------------------------ throughput, targets
 
 
-def throughput(rows: list[Series], ctx: Context) -> str:
+def throughput(rows: list[Row], ctx: Context) -> str:
     by = {r.name: r for r in rows}
     tf, ng = by.get("tailfast"), by.get("nginx")
     how = (f"One worker of each server on CPU {_cpus(ctx.server_cpus)}, tailfast's C load "
@@ -120,7 +121,7 @@ TARGETS = [  # (title, server, against, bound, at least?)
 ]
 
 
-def targets(rows: list[Series], ctx: Context) -> str:
+def targets(rows: list[Row], ctx: Context) -> str:
     """The targets of docs/performance.md, as ratios of the throughput run's medians."""
     by = {r.name: r for r in rows}
     lines = [throughput(rows, ctx), "",

@@ -9,12 +9,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from bench.concurrency import Running, Unavailable, start_peer, start_tailfast
+from bench.concurrency import Row, Running, Unavailable, start_peer, start_tailfast
 from bench.peers import Peer, free_port, nginx_command
 from tailfast.bench.load import run_load
 from tailfast.bench.procstat import cpu_seconds, process_tree, pss_kib
@@ -23,23 +23,6 @@ from tailfast.bench.server import BenchServer
 # The generator's connections for the throughput table (keep-alive, one request
 # in flight each): as in bench/conftest.py and bench/perf_targets.py.
 CONNECTIONS = 64
-
-
-@dataclass
-class Series:
-    """One row of a table: the figures of every run, or why it has none."""
-
-    name: str
-    runs: list[dict[str, float]] = field(default_factory=list)
-    missing: str = ""
-
-    def median(self, key: str) -> float:
-        values = [r[key] for r in self.runs if r.get(key) == r.get(key)]
-        return statistics.median(values) if values else float("nan")
-
-    def spread(self, key: str) -> tuple[float, float]:
-        values = [r[key] for r in self.runs if r.get(key) == r.get(key)]
-        return (min(values), max(values)) if values else (float("nan"), float("nan"))
 
 
 # ---------------------------------------------------------------- throughput
@@ -112,11 +95,11 @@ def load_run(server: Running, duration: float, close: bool = False,
 
 
 def throughput(server_cpus: Sequence[int], duration: float, repeat: int,
-               warmup: float) -> list[Series]:
+               warmup: float) -> list[Row]:
     """Every server of SERVERS, one worker on server_cpus; rounds interleaved so
     that drift on a shared machine hits all alike."""
-    rows = [Series(s.name) for s in SERVERS]
-    started: list[tuple[Series, Server, Running]] = []
+    rows = [Row(s.name) for s in SERVERS]
+    started: list[tuple[Row, Server, Running]] = []
     with tempfile.TemporaryDirectory(prefix="tailfast-report-") as tmp:
         try:
             for row, spec in zip(rows, SERVERS, strict=True):

@@ -133,9 +133,10 @@ def read_scoreboard(primary_pid: int) -> Snapshot | None:
             continue
         if snapshot["primary_pid"] != primary_pid:
             continue
-        age = _process_age(primary_pid)
-        if age is not None and snapshot["uptime"] > age + 1.0:
-            continue  # left by a killed primary whose pid this process reuses
+        if snapshot["uptime"] > 1.0:  # only an old board can be a dead primary's
+            age = _process_age(primary_pid)
+            if age is not None and snapshot["uptime"] > age + 1.0:
+                continue  # left by a killed primary whose pid this process reuses
         return snapshot
     return None
 
